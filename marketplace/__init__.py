@@ -1,0 +1,1 @@
+"""Relay marketplace: the Litestar app, its database and its business rules."""

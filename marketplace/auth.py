@@ -1,0 +1,74 @@
+"""Authentication (bearer token or portal session cookie) and role guards. Every route is private by default."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from sqlalchemy import select
+
+from marketplace.clock import now
+from marketplace.db.models import Account, AuthToken, Role
+from marketplace.errors import Forbidden, Unauthenticated
+from marketplace.security import hash_token
+
+SESSION_COOKIE = "relay_session"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    account_id: uuid.UUID
+    role: Role
+    token_id: uuid.UUID
+
+
+def _token_from(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    header = connection.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return connection.cookies.get(SESSION_COOKIE) or None
+
+
+class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        token = _token_from(connection)
+        if not token:
+            raise Unauthenticated("Send 'Authorization: Bearer <token>' from POST /api/v1/sessions.")
+        db = connection.app.state.db
+        with db.session() as session:
+            row = session.execute(
+                select(AuthToken.id, Account.id, Account.role)
+                .join(Account, Account.id == AuthToken.account_id)
+                .where(
+                    AuthToken.token_hash == hash_token(token),
+                    AuthToken.revoked_at.is_(None),
+                    AuthToken.expires_at > now(),
+                    Account.is_active.is_(True),
+                )
+            ).first()
+        if row is None:
+            raise Unauthenticated("The token is unknown, expired or revoked; sign in again.")
+        token_id, account_id, role = row
+        return AuthenticationResult(user=Principal(account_id, Role(role), token_id), auth=token_id)
+
+
+def require_role(*roles: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    allowed = set(roles)
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal: Principal = connection.user
+        if principal.role not in allowed:
+            names = " or ".join(sorted(r.value for r in allowed))
+            raise Forbidden(f"This action is for {names} accounts.")
+
+    return guard
+
+
+def provide_principal(request: Any) -> Principal:
+    return request.user

@@ -1,0 +1,100 @@
+"""Engines and sessions. Services take a session and never commit; the caller's unit of work does."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not the driver, decide when a transaction begins (see _begin_immediate).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            # WAL lets the in-process worker write while the API reads; foreign keys are off by default.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            # Take the write lock up front. A deferred transaction that reads and then writes fails with
+            # "database is locked" when another writer committed in between; this waits instead (busy_timeout).
+            # PostgreSQL needs none of this: its row locks order concurrent writers.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+class Database:
+    """One engine and session factory per database URL, shared by the API, the worker and the CLI."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: commits when the block succeeds, rolls back when it raises."""
+        session = self.sessionmaker()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_databases: dict[str, Database] = {}
+_lock = threading.Lock()
+
+
+def get_database(url: str) -> Database:
+    with _lock:
+        if url not in _databases:
+            _databases[url] = Database(url)
+        return _databases[url]
+
+
+def forget_database(url: str) -> None:
+    with _lock:
+        db = _databases.pop(url, None)
+    if db is not None:
+        db.dispose()
+
+
+@contextmanager
+def unit_of_work(db: Database, settings: Any) -> Iterator[Session]:
+    """A committed unit of work followed by the dispatch of the jobs it enqueued (see marketplace.jobs)."""
+    from marketplace import jobs
+
+    session = db.sessionmaker()
+    try:
+        yield session
+        session.commit()
+        pending = jobs.take_pending(session)
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    if pending:
+        with db.session() as s:
+            jobs.dispatch(s, pending, settings)

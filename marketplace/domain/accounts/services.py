@@ -1,0 +1,178 @@
+"""Accounts: sign-up (with referral attribution), sign-in with rate limiting, sign-out."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from marketplace.clock import now
+from marketplace.db.models import Account, AuthToken, LoginFailure, PartnerProfile, ProviderProfile, Referral, Role
+from marketplace.domain.accounts.schemas import AccountOut, SessionOut, SignupIn
+from marketplace.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, Unauthenticated
+from marketplace.security import (
+    hash_password,
+    hash_token,
+    is_valid_email,
+    keyed_hash,
+    new_referral_code,
+    new_token,
+    normalize_email,
+    verify_password,
+)
+from marketplace.settings import Settings
+
+
+def account_out(session: Session, account: Account) -> AccountOut:
+    out = AccountOut(
+        id=str(account.id), email=account.email, role=account.role.value, display_name=account.display_name,
+        created_at=account.created_at, ai_processing_objection=account.ai_processing_objection,
+    )
+    if account.role is Role.PARTNER and account.partner_profile is not None:
+        out.referral_code = account.partner_profile.referral_code
+    if account.role is Role.CUSTOMER:
+        out.referred_by_partner = session.scalar(
+            select(func.count()).select_from(Referral).where(Referral.customer_id == account.id)
+        ) > 0
+    return out
+
+
+def _check_password(password: str, email: str) -> None:
+    if not password.strip():
+        raise InvalidInput("Password is blank.", errors=[{"field": "password", "message": "must not be blank"}])
+    if password.lower() == email or len(set(password)) < 4:
+        raise InvalidInput("Password is too easy to guess.",
+                           errors=[{"field": "password", "message": "too easy to guess"}])
+
+
+def create_account(session: Session, email: str, password: str, role: Role, display_name: str) -> Account:
+    email = normalize_email(email)
+    if not is_valid_email(email):
+        raise InvalidInput("Email is not a valid address.", errors=[{"field": "email", "message": "not a valid email address"}])
+    display_name = " ".join(display_name.split())
+    if not display_name:
+        raise InvalidInput("Display name is blank.", errors=[{"field": "display_name", "message": "must not be blank"}])
+    _check_password(password, email)
+    if session.scalar(select(Account.id).where(Account.email == email)) is not None:
+        raise Conflict("An account with this email already exists.",
+                       errors=[{"field": "email", "message": "already registered"}])
+    account = Account(email=email, password_hash=hash_password(password), role=role, display_name=display_name)
+    session.add(account)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent sign-up with the same email
+        raise Conflict("An account with this email already exists.",
+                       errors=[{"field": "email", "message": "already registered"}]) from exc
+    if role is Role.PROVIDER:
+        session.add(ProviderProfile(account_id=account.id))
+    elif role is Role.PARTNER:
+        session.add(PartnerProfile(account_id=account.id, referral_code=_unique_code(session)))
+    session.flush()
+    session.refresh(account)
+    return account
+
+
+def _unique_code(session: Session) -> str:
+    while True:
+        code = new_referral_code()
+        if session.scalar(select(PartnerProfile.account_id).where(PartnerProfile.referral_code == code)) is None:
+            return code
+
+
+def signup(session: Session, data: SignupIn) -> Account:
+    partner_id: uuid.UUID | None = None
+    code = (data.referral_code or "").strip().upper()
+    if code:
+        if data.role != "customer":
+            raise InvalidInput("Only customers sign up with a referral code.",
+                               errors=[{"field": "referral_code", "message": "only for customer accounts"}])
+        partner_id = session.scalar(select(PartnerProfile.account_id).where(PartnerProfile.referral_code == code))
+        if partner_id is None:
+            raise InvalidInput("Referral code not found.",
+                               errors=[{"field": "referral_code", "message": "no partner has this code"}])
+    account = create_account(session, data.email, data.password, Role(data.role), data.display_name)
+    if partner_id is not None:
+        attribute_referral(session, partner_id, account.id)
+    return account
+
+
+def attribute_referral(session: Session, partner_id: uuid.UUID, customer_id: uuid.UUID) -> bool:
+    """Attribute a customer to a partner for good; the first partner wins. Returns False if already attributed."""
+    if session.scalar(select(Referral.id).where(Referral.customer_id == customer_id)) is not None:
+        return False
+    with session.begin_nested():
+        session.add(Referral(partner_id=partner_id, customer_id=customer_id))
+    return True
+
+
+def failure_key(settings: Settings, email: str) -> str:
+    return keyed_hash(settings.secret_key, "login", normalize_email(email))
+
+
+def check_rate_limit(session: Session, settings: Settings, email: str) -> None:
+    window_start = now() - timedelta(minutes=settings.login_window_minutes)
+    failures = session.scalar(
+        select(func.count()).select_from(LoginFailure)
+        .where(LoginFailure.email_key == failure_key(settings, email), LoginFailure.at > window_start)
+    )
+    if failures >= settings.login_max_failures:
+        retry = settings.login_window_minutes * 60
+        raise TooManyAttempts(
+            f"Too many failed sign-ins for this email. Try again in {settings.login_window_minutes} minutes.",
+            headers={"Retry-After": str(retry)},
+        )
+
+
+def record_failure(session: Session, settings: Settings, email: str) -> None:
+    session.add(LoginFailure(email_key=failure_key(settings, email)))
+
+
+def authenticate(session: Session, settings: Settings, email: str, password: str) -> Account | None:
+    account = session.scalar(select(Account).where(Account.email == normalize_email(email)))
+    ok = verify_password(account.password_hash if account else None, password)
+    if not ok or account is None or not account.is_active:
+        return None
+    return account
+
+
+def issue_token(session: Session, settings: Settings, account: Account) -> tuple[str, AuthToken]:
+    token = new_token()
+    row = AuthToken(account_id=account.id, token_hash=hash_token(token),
+                    expires_at=now() + timedelta(hours=settings.token_ttl_hours))
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def session_out(session: Session, token: str, row: AuthToken, account: Account) -> SessionOut:
+    return SessionOut(token=token, expires_at=row.expires_at, account=account_out(session, account))
+
+
+def revoke_token(session: Session, token_id: uuid.UUID) -> None:
+    session.execute(update(AuthToken).where(AuthToken.id == token_id, AuthToken.revoked_at.is_(None))
+                    .values(revoked_at=now()))
+
+
+def get_account(session: Session, account_id: uuid.UUID) -> Account:
+    account = session.get(Account, account_id)
+    if account is None:
+        raise NotFound("Account not found.")
+    return account
+
+
+def set_ai_objection(session: Session, account_id: uuid.UUID, objection: bool) -> Account:
+    account = get_account(session, account_id)
+    account.ai_processing_objection = objection
+    session.flush()
+    return account
+
+
+def purge_login_failures(session: Session, older_than: timedelta) -> int:
+    return session.execute(delete(LoginFailure).where(LoginFailure.at < now() - older_than)).rowcount or 0
+
+
+def invalid_credentials() -> Unauthenticated:
+    return Unauthenticated("Email or password is wrong.")

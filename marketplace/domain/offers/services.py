@@ -1,0 +1,211 @@
+"""Offers: made to the top-ranked providers, first accept wins, declines and expiries re-offer."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from marketplace import jobs
+from marketplace.auth import Principal
+from marketplace.clock import now
+from marketplace.db.models import (
+    Category,
+    Draft,
+    Offer,
+    OfferStatus,
+    ProviderProfile,
+    Role,
+    Task,
+    TaskStatus,
+)
+from marketplace.domain.offers.schemas import OfferOut, OfferPage
+from marketplace.domain.tasks.lifecycle import SYSTEM, transition
+from marketplace.domain.tasks.services import latest_decision, withdraw_open_offers
+from marketplace.errors import Conflict, InvalidInput, NotFound
+from marketplace.settings import Settings
+
+ACTIVE_WORK = (TaskStatus.ASSIGNED, TaskStatus.IN_PROGRESS)
+
+
+def provider_loads(session: Session, provider_ids: list[uuid.UUID] | None = None) -> dict[uuid.UUID, int]:
+    """Tasks in hand plus open offers, per provider: what counts against capacity."""
+    loads: dict[uuid.UUID, int] = defaultdict(int)
+    work = select(Task.assigned_provider_id, func.count()).where(Task.status.in_(ACTIVE_WORK))
+    offers = select(Offer.provider_id, func.count()).where(Offer.status == OfferStatus.OPEN)
+    if provider_ids is not None:
+        work = work.where(Task.assigned_provider_id.in_(provider_ids))
+        offers = offers.where(Offer.provider_id.in_(provider_ids))
+    for pid, n in session.execute(work.group_by(Task.assigned_provider_id)):
+        loads[pid] += n
+    for pid, n in session.execute(offers.group_by(Offer.provider_id)):
+        loads[pid] += n
+    return loads
+
+
+def make_offers(session: Session, settings: Settings, task: Task, candidates: list[dict[str, Any]],
+                wanted: int) -> int:
+    """Offer the task to the next ``wanted`` candidates that still have capacity. Returns offers made."""
+    if wanted <= 0:
+        return 0
+    already = set(session.scalars(select(Offer.provider_id).where(Offer.task_id == task.id)))
+    made = 0
+    next_rank = len(already) + 1
+    for candidate in candidates:
+        if made >= wanted:
+            break
+        provider_id = uuid.UUID(candidate["provider_id"])
+        if provider_id in already or provider_id == task.customer_id:
+            continue
+        # Lock the provider's profile so two tasks cannot both take their last free slot.
+        profile = session.scalar(
+            select(ProviderProfile).where(ProviderProfile.account_id == provider_id).with_for_update()
+        )
+        if profile is None or not profile.accepting_work:
+            continue
+        if provider_loads(session, [provider_id]).get(provider_id, 0) >= profile.capacity:
+            continue
+        offer = Offer(task_id=task.id, provider_id=provider_id, status=OfferStatus.OPEN, rank=next_rank,
+                      score=candidate.get("score", 0.0),
+                      expires_at=now() + timedelta(hours=settings.offer_window_hours))
+        session.add(offer)
+        session.flush()
+        jobs.enqueue(session, "draft_for_offer", offer.id)
+        already.add(provider_id)
+        made += 1
+        next_rank += 1
+    return made
+
+
+def open_offers(session: Session, task_id: uuid.UUID) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Offer).where(Offer.task_id == task_id, Offer.status == OfferStatus.OPEN)
+    ) or 0
+
+
+def refill(session: Session, settings: Settings, task: Task, wanted: int = 1) -> int:
+    """Re-offer a routed task after declines or expiries; with nobody left it goes to staff review."""
+    if task.status is not TaskStatus.ROUTED:
+        return 0
+    decision = latest_decision(session, task.id)
+    made = make_offers(session, settings, task, decision.candidates if decision else [], wanted)
+    if made == 0 and open_offers(session, task.id) == 0:
+        transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM,
+                   reason="every suitable provider declined or let the offer expire")
+    return made
+
+
+def _own_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> Offer:
+    offer = session.get(Offer, offer_id)
+    if offer is None or offer.provider_id != principal.account_id:
+        raise NotFound("Offer not found.")
+    return offer
+
+
+def accept(session: Session, principal: Principal, offer_id: uuid.UUID) -> Offer:
+    offer = _own_offer(session, principal, offer_id)
+    # Lock order: task first, then offers. Concurrent accepts queue on the task row instead of deadlocking.
+    task = session.scalar(select(Task).where(Task.id == offer.task_id).with_for_update())
+    session.refresh(offer)
+    if offer.status is not OfferStatus.OPEN:
+        raise Conflict(f"This offer is {offer.status.value}; it can no longer be accepted.")
+    if offer.expires_at <= now():
+        raise Conflict("This offer has expired.")
+    taken = session.execute(
+        update(Offer).where(Offer.id == offer.id, Offer.status == OfferStatus.OPEN, Offer.expires_at > now())
+        .values(status=OfferStatus.ACCEPTED, responded_at=now()).execution_options(synchronize_session=False)
+    )
+    if taken.rowcount != 1:
+        raise Conflict("This offer is no longer open.")
+    if task.status is not TaskStatus.ROUTED:
+        raise Conflict(f"The task is {task.status.value}; it is not waiting for a provider any more.")
+    transition(session, task, TaskStatus.ASSIGNED, actor_id=principal.account_id,
+               actor_role=Role.PROVIDER.value, reason="offer accepted")
+    session.execute(update(Task).where(Task.id == task.id).values(assigned_provider_id=principal.account_id)
+                    .execution_options(synchronize_session=False))
+    withdraw_open_offers(session, task.id, except_offer=offer.id)
+    session.refresh(offer)
+    session.refresh(task)
+    return offer
+
+
+def decline(session: Session, settings: Settings, principal: Principal, offer_id: uuid.UUID, reason: str) -> Offer:
+    reason = reason.strip()
+    if not reason:
+        raise InvalidInput("Give a reason for declining.", errors=[{"field": "reason", "message": "required"}])
+    offer = _own_offer(session, principal, offer_id)
+    task = session.scalar(select(Task).where(Task.id == offer.task_id).with_for_update())
+    result = session.execute(
+        update(Offer).where(Offer.id == offer.id, Offer.status == OfferStatus.OPEN)
+        .values(status=OfferStatus.DECLINED, responded_at=now(), decline_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        session.refresh(offer)
+        raise Conflict(f"This offer is {offer.status.value}; it can no longer be declined.")
+    refill(session, settings, task)
+    session.refresh(offer)
+    return offer
+
+
+def expire_due(session: Session, settings: Settings, limit: int = 500) -> int:
+    """Expire open offers past their window and re-offer their tasks. Safe to run anywhere, any number of times."""
+    due = session.execute(
+        select(Offer.id, Offer.task_id).where(Offer.status == OfferStatus.OPEN, Offer.expires_at <= now())
+        .order_by(Offer.expires_at).limit(limit)
+    ).all()
+    expired_per_task: dict[uuid.UUID, int] = defaultdict(int)
+    for offer_id, task_id in due:
+        result = session.execute(
+            update(Offer).where(Offer.id == offer_id, Offer.status == OfferStatus.OPEN)
+            .values(status=OfferStatus.EXPIRED, responded_at=now()).execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            expired_per_task[task_id] += 1
+    for task_id, count in expired_per_task.items():
+        task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+        if task is not None:
+            refill(session, settings, task, wanted=count)
+    return sum(expired_per_task.values())
+
+
+def offer_out(session: Session, offer: Offer, slugs: dict[uuid.UUID, str] | None = None) -> OfferOut:
+    task = offer.task
+    if slugs is None:
+        slugs = dict(session.execute(select(Category.id, Category.slug)).all())
+    has_draft = session.scalar(select(Draft.id).where(Draft.offer_id == offer.id)) is not None
+    return OfferOut(
+        id=str(offer.id), task_id=str(offer.task_id), status=offer.status.value, rank=offer.rank,
+        score=float(offer.score), created_at=offer.created_at, expires_at=offer.expires_at,
+        responded_at=offer.responded_at, decline_reason=offer.decline_reason, task_title=task.title,
+        task_description=task.description, category=slugs.get(task.category_id),
+        budget_amount=task.budget_amount, budget_currency=task.budget_currency, deadline=task.deadline,
+        draft_ready=has_draft,
+    )
+
+
+def list_offers(session: Session, principal: Principal, status: OfferStatus | None, limit: int,
+                offset: int) -> OfferPage:
+    query = select(Offer).where(Offer.provider_id == principal.account_id)
+    if status is not None:
+        query = query.where(Offer.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Offer.created_at.desc(), Offer.id).limit(limit).offset(offset)).all()
+    slugs = dict(session.execute(select(Category.id, Category.slug)).all())
+    return OfferPage([offer_out(session, o, slugs) for o in rows], total, limit, offset)
+
+
+def get_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> Offer:
+    return _own_offer(session, principal, offer_id)
+
+
+def get_draft(session: Session, principal: Principal, offer_id: uuid.UUID) -> Draft:
+    offer = _own_offer(session, principal, offer_id)
+    draft = session.scalar(select(Draft).where(Draft.offer_id == offer.id))
+    if draft is None:
+        raise NotFound("No draft for this offer yet: it is being written. Try again in a few seconds.")
+    return draft

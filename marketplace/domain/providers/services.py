@@ -1,0 +1,64 @@
+"""Provider profiles: what the matcher ranks on."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from marketplace.db.models import Category, ProviderProfile
+from marketplace.domain.providers.schemas import ProviderProfileIn, ProviderProfileOut
+from marketplace.errors import InvalidInput, NotFound
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        item = " ".join(item.split())
+        if item and item.lower() not in {s.lower() for s in seen}:
+            seen[item] = None
+    return list(seen)
+
+
+def get_profile(session: Session, account_id: uuid.UUID) -> ProviderProfile:
+    profile = session.get(ProviderProfile, account_id)
+    if profile is None:
+        raise NotFound("Provider profile not found.")
+    return profile
+
+
+def update_profile(session: Session, account_id: uuid.UUID, data: ProviderProfileIn) -> ProviderProfile:
+    profile = get_profile(session, account_id)
+    slugs = _dedupe(data.categories)
+    known = set(session.scalars(select(Category.slug).where(Category.slug.in_(slugs), Category.active.is_(True))))
+    unknown = [s for s in slugs if s not in known]
+    if unknown:
+        raise InvalidInput(f"Unknown categories: {', '.join(unknown)}. See GET /api/v1/categories.",
+                           errors=[{"field": "categories", "message": f"unknown: {', '.join(unknown)}"}])
+    if not data.headline.strip():
+        raise InvalidInput("Headline is blank.", errors=[{"field": "headline", "message": "must not be blank"}])
+    profile.headline = data.headline.strip()
+    profile.description = data.description.strip()
+    profile.skills = _dedupe(data.skills)
+    profile.categories = slugs
+    profile.languages = _dedupe(data.languages)
+    profile.capacity = data.capacity
+    profile.accepting_work = data.accepting_work
+    profile.hourly_rate = data.hourly_rate
+    session.flush()
+    return profile
+
+
+def profile_out(profile: ProviderProfile) -> ProviderProfileOut:
+    return ProviderProfileOut(
+        account_id=str(profile.account_id), display_name=profile.account.display_name, headline=profile.headline,
+        description=profile.description, skills=list(profile.skills), categories=list(profile.categories),
+        languages=list(profile.languages), capacity=profile.capacity, accepting_work=profile.accepting_work,
+        hourly_rate=profile.hourly_rate, updated_at=profile.updated_at,
+    )
+
+
+def profile_text(profile: ProviderProfile) -> str:
+    """What the matcher embeds for a provider."""
+    return ". ".join(p for p in (profile.headline, profile.description, ", ".join(profile.skills)) if p)

@@ -1,0 +1,128 @@
+"""Routing a task: categorize (or abstain), rank providers, record the decision, make the first offers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from marketplace.db.models import (
+    Account,
+    Category,
+    PartnerProfile,
+    RoutingDecision,
+    RoutingOutcome,
+    Task,
+    TaskStatus,
+)
+from marketplace.domain.offers.services import make_offers, provider_loads
+from marketplace.domain.routing.engine import RoutingEngine
+from marketplace.domain.tasks.lifecycle import SYSTEM, transition
+from marketplace.settings import Settings
+
+log = structlog.get_logger(__name__)
+MAX_STORED_CANDIDATES = 50
+
+
+def _record(session: Session, task: Task, outcome: RoutingOutcome, categories: list[dict[str, Any]],
+            explanation: dict[str, Any], candidates: list[dict[str, Any]], model_id: str,
+            taxonomy_version: str) -> RoutingDecision:
+    decision = RoutingDecision(task_id=task.id, outcome=outcome, categories=categories, explanation=explanation,
+                               candidates=candidates, model_id=model_id, taxonomy_version=taxonomy_version)
+    session.add(decision)
+    session.flush()
+    return decision
+
+
+def _to_review(session: Session, task: Task, reason: str, **decision: Any) -> str:
+    _record(session, task, RoutingOutcome.NEEDS_REVIEW, **decision)
+    transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM, reason=reason)
+    return "needs_review"
+
+
+def route_task(session: Session, settings: Settings, engine: RoutingEngine, task_id: uuid.UUID) -> str:
+    """Route one task. Idempotent: a task that is no longer waiting for routing is left alone."""
+    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+    if task is None:
+        log.warning("route_task.missing", task_id=str(task_id))
+        return "missing"
+    if task.status not in (TaskStatus.SUBMITTED, TaskStatus.ROUTING):
+        return "skipped"
+    # A task in ROUTING that already has a category was placed by staff; the model only ranks providers.
+    staff_category = session.get(Category, task.category_id) if task.category_id else None
+    if task.status is TaskStatus.SUBMITTED:
+        transition(session, task, TaskStatus.ROUTING, actor_id=None, actor_role=SYSTEM, reason="routing started")
+
+    customer = session.get(Account, task.customer_id)
+    if customer is not None and customer.ai_processing_objection and staff_category is None:
+        return _to_review(
+            session, task, "the customer objected to AI processing; staff will place the task",
+            categories=[], candidates=[], model_id="none", taxonomy_version="none",
+            explanation={"summary": "You asked us not to process your data with AI, so a member of staff "
+                                    "will choose the category and providers by hand.", "source": "objection"},
+        )
+
+    router, taxonomy = engine.router(session)
+    vector = engine.encode_task(task.title, task.description)
+    meta = {"model_id": engine.model_id, "taxonomy_version": taxonomy.version}
+    names = {c.slug: c.name for c in taxonomy.categories}
+
+    if staff_category is not None:
+        chosen = [{"slug": staff_category.slug, "score": None}]
+        explanation: dict[str, Any] = {
+            "summary": f"Placed in {staff_category.name} by our staff.", "source": "staff",
+            "threshold": None, "ranking": [], "nearest_examples": [],
+        }
+    else:
+        decision = router.decide(vector)
+        evidence = {
+            "ranking": [{"slug": s, "score": sc} for s, sc in decision.ranking],
+            "nearest_examples": [{"slug": s, "text": t, "similarity": sim} for s, t, sim in decision.nearest_examples],
+            "threshold": decision.threshold, **meta,
+        }
+        if decision.abstain:
+            best_slug, best_score = decision.ranking[0]
+            return _to_review(
+                session, task, "no category is close enough to this request", categories=[], candidates=[],
+                explanation={"summary": f"No category fits well enough (closest: {names[best_slug]}, "
+                                        f"similarity {best_score:.2f}, needed {decision.threshold:.2f}), so "
+                                        "a member of staff will place this task.", "source": "model", **evidence},
+                **meta,
+            )
+        chosen = [{"slug": s, "score": sc} for s, sc in decision.categories]
+        also = [names[c["slug"]] for c in chosen[1:]]
+        nearest = decision.nearest_examples[0][1] if decision.nearest_examples else ""
+        summary = f"This looks like {names[chosen[0]['slug']]} (similarity {chosen[0]['score']:.2f}, " \
+                  f"threshold {decision.threshold:.2f})"
+        summary += f", and also {', '.join(also)}." if also else "."
+        if nearest:
+            summary += f" It reads most like the example \u201c{nearest.rstrip('.')}\u201d."
+        explanation = {"summary": summary, "source": "model", **evidence}
+
+    slugs = [c["slug"] for c in chosen]
+    loads = provider_loads(session)
+    ranked = engine.matcher.rank(vector, slugs, engine.provider_records(session, loads), budget=task.budget_amount,
+                                 exclude={str(task.customer_id)})
+    candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
+                  for c in ranked[:MAX_STORED_CANDIDATES]]
+    explanation["suggested_partner_ids"] = [
+        str(pid) for pid, expertise in session.execute(select(PartnerProfile.account_id, PartnerProfile.expertise))
+        if slugs[0] in (expertise or [])
+    ]
+    primary = session.scalar(select(Category).where(Category.slug == slugs[0]))
+    task.category_id = primary.id if primary else None
+    made = make_offers(session, settings, task, candidates, settings.offers_per_task)
+    explanation["offered"] = made
+    if made == 0:
+        explanation["summary"] += " No provider in this category is available right now, so staff will follow up."
+        return _to_review(session, task, "no available provider for the category", categories=chosen,
+                          candidates=candidates, explanation=explanation, **meta)
+    explanation["summary"] += f" Offered to {made} provider{'s' if made != 1 else ''} chosen for fit, " \
+                              "category, availability and price."
+    _record(session, task, RoutingOutcome.ROUTED, chosen, explanation, candidates, **meta)
+    transition(session, task, TaskStatus.ROUTED, actor_id=None, actor_role=SYSTEM,
+               reason=f"routed to {slugs[0]}")
+    return "routed"

@@ -1,0 +1,73 @@
+"""Staff: the needs-review queue, routing by hand, and audited transition overrides."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from marketplace import jobs
+from marketplace.auth import Principal
+from marketplace.db.models import Category, Role, Task, TaskStatus, TaskTransition
+from marketplace.domain.categories.services import get_by_slug
+from marketplace.domain.staff.schemas import ReviewItem, ReviewQueue
+from marketplace.domain.tasks.lifecycle import transition
+from marketplace.domain.tasks.services import latest_decision, withdraw_open_offers
+from marketplace.domain.tasks.schemas import CategoryScore
+from marketplace.errors import InvalidInput, NotFound
+
+
+def review_queue(session: Session, limit: int, offset: int) -> ReviewQueue:
+    base = select(Task).where(Task.status == TaskStatus.NEEDS_REVIEW)
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    tasks = session.scalars(base.order_by(Task.created_at, Task.id).limit(limit).offset(offset)).all()
+    names = dict(session.execute(select(Category.slug, Category.name)).all())
+    items = []
+    for task in tasks:
+        decision = latest_decision(session, task.id)
+        ranking = decision.explanation.get("ranking", []) if decision else []
+        last = session.scalar(select(TaskTransition.reason).where(TaskTransition.task_id == task.id)
+                              .order_by(TaskTransition.id.desc()).limit(1))
+        items.append(ReviewItem(
+            str(task.id), task.title, task.description, task.created_at, last or "",
+            [CategoryScore(r["slug"], r["score"], names.get(r["slug"])) for r in ranking],
+        ))
+    return ReviewQueue(items, total, limit, offset)
+
+
+def _task(session: Session, task_id: uuid.UUID) -> Task:
+    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+    if task is None:
+        raise NotFound("Task not found.")
+    return task
+
+
+def route_by_hand(session: Session, principal: Principal, task_id: uuid.UUID, slug: str, reason: str) -> Task:
+    """Place a needs-review task in a category; the worker then ranks providers and makes offers."""
+    task = _task(session, task_id)
+    category = get_by_slug(session, slug)
+    if category is None:
+        raise InvalidInput(f"Unknown category {slug!r}.", errors=[{"field": "category", "message": "unknown"}])
+    transition(session, task, TaskStatus.ROUTING, actor_id=principal.account_id, actor_role=Role.STAFF.value,
+               reason=reason or f"placed in {slug} by staff")
+    task.category_id = category.id
+    session.flush()
+    jobs.enqueue(session, "route_task", task.id)
+    return task
+
+
+def override(session: Session, principal: Principal, task_id: uuid.UUID, to: str, reason: str) -> Task:
+    try:
+        target = TaskStatus(to)
+    except ValueError:
+        raise InvalidInput(f"Unknown status {to!r}.",
+                           errors=[{"field": "to", "message": f"one of {', '.join(s.value for s in TaskStatus)}"}])
+    task = _task(session, task_id)
+    transition(session, task, target, actor_id=principal.account_id, actor_role=Role.STAFF.value,
+               reason=f"staff override: {reason}", force=True)
+    if target in (TaskStatus.CANCELLED, TaskStatus.NEEDS_REVIEW, TaskStatus.COMPLETED):
+        withdraw_open_offers(session, task.id)
+    if target is TaskStatus.ROUTING:
+        jobs.enqueue(session, "route_task", task.id)
+    return task

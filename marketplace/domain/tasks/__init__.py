@@ -1,0 +1,1 @@
+"""Domain area: tasks."""

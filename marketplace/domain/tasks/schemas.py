@@ -1,0 +1,88 @@
+"""API schemas for tasks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{3}$")]
+
+
+class Money(msgspec.Struct, forbid_unknown_fields=True):
+    amount: Annotated[Decimal, msgspec.Meta(gt=0, le=10_000_000)]
+    currency: Currency
+
+
+class TaskIn(msgspec.Struct, forbid_unknown_fields=True):
+    title: Annotated[str, msgspec.Meta(min_length=3, max_length=200)]
+    description: Annotated[str, msgspec.Meta(min_length=10, max_length=10_000)]
+    budget: Money | None = None
+    deadline: datetime | None = None
+
+
+class CreatedOut(msgspec.Struct):
+    id: str
+    status: str
+
+
+class CategoryScore(msgspec.Struct):
+    slug: str
+    score: float | None
+    name: str | None = None
+
+
+class RoutingOut(msgspec.Struct):
+    decision: str | None  # routed | needs_review | None while routing is pending
+    categories: list[CategoryScore]
+    explanation: str
+    evidence: dict[str, object] = {}
+    decided_at: datetime | None = None
+
+
+class TransitionOut(msgspec.Struct):
+    from_status: str | None
+    to_status: str
+    actor_role: str
+    reason: str
+    at: datetime
+
+
+class ProviderRef(msgspec.Struct):
+    id: str
+    display_name: str
+
+
+class TaskOut(msgspec.Struct):
+    id: str
+    title: str
+    description: str
+    status: str
+    created_at: datetime
+    budget: Money | None
+    deadline: datetime | None
+    routing: RoutingOut
+    assigned_provider: ProviderRef | None
+    offered_to: int
+    transitions: list[TransitionOut]
+
+
+class TaskSummary(msgspec.Struct):
+    id: str
+    title: str
+    status: str
+    category: str | None
+    created_at: datetime
+
+
+class Page(msgspec.Struct):
+    items: list[TaskSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class ReasonIn(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""

@@ -1,0 +1,213 @@
+"""Tasks: posting (with the routing hand-off), visibility rules, and the customer/provider lifecycle."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from marketplace import jobs
+from marketplace.auth import Principal
+from marketplace.clock import now
+from marketplace.db.models import (
+    Account,
+    Category,
+    Offer,
+    OfferStatus,
+    Role,
+    RoutingDecision,
+    Task,
+    TaskStatus,
+    TaskTransition,
+)
+from marketplace.domain.tasks.lifecycle import transition
+from marketplace.domain.tasks.schemas import (
+    CategoryScore,
+    Money,
+    Page,
+    ProviderRef,
+    RoutingOut,
+    TaskIn,
+    TaskOut,
+    TaskSummary,
+    TransitionOut,
+)
+from marketplace.errors import InvalidInput, NotFound
+
+_CENT = Decimal("0.01")
+
+
+def create_task(session: Session, customer_id: uuid.UUID, data: TaskIn) -> Task:
+    title, description = " ".join(data.title.split()), data.description.strip()
+    errors = []
+    if len(title) < 3:
+        errors.append({"field": "title", "message": "must have at least 3 characters"})
+    if len(description) < 10:
+        errors.append({"field": "description", "message": "must have at least 10 characters"})
+    if data.deadline is not None:
+        if data.deadline.tzinfo is None:
+            errors.append({"field": "deadline", "message": "must include a timezone, e.g. 2027-01-31T17:00:00Z"})
+        elif data.deadline <= now():
+            errors.append({"field": "deadline", "message": "must be in the future"})
+    if errors:
+        raise InvalidInput("; ".join(f"{e['field']} {e['message']}" for e in errors), errors=errors)
+    task = Task(
+        customer_id=customer_id, title=title, description=description,
+        budget_amount=data.budget.amount.quantize(_CENT) if data.budget else None,
+        budget_currency=data.budget.currency.upper() if data.budget else None,
+        deadline=data.deadline, status=TaskStatus.SUBMITTED,
+    )
+    session.add(task)
+    session.flush()
+    session.add(TaskTransition(task_id=task.id, from_status=None, to_status=TaskStatus.SUBMITTED,
+                               actor_id=customer_id, actor_role=Role.CUSTOMER.value, reason="posted"))
+    jobs.enqueue(session, "route_task", task.id)
+    return task
+
+
+
+
+
+def _is_party(session: Session, task: Task, principal: Principal) -> bool:
+    if principal.role is Role.STAFF:
+        return True
+    if principal.role is Role.CUSTOMER:
+        return task.customer_id == principal.account_id
+    if principal.role is Role.PROVIDER:
+        if task.assigned_provider_id == principal.account_id:
+            return True
+        return session.scalar(
+            select(Offer.id).where(Offer.task_id == task.id, Offer.provider_id == principal.account_id)
+        ) is not None
+    return False
+
+
+def get_visible_task(session: Session, principal: Principal, task_id: uuid.UUID) -> Task:
+    """The task if this account may see it; 404 otherwise (never reveal that it exists)."""
+    task = session.get(Task, task_id)
+    if task is None or not _is_party(session, task, principal):
+        raise NotFound("Task not found.")
+    return task
+
+
+def latest_decision(session: Session, task_id: uuid.UUID) -> RoutingDecision | None:
+    return session.scalar(
+        select(RoutingDecision).where(RoutingDecision.task_id == task_id)
+        .order_by(RoutingDecision.created_at.desc(), RoutingDecision.id.desc()).limit(1)
+    )
+
+
+CUSTOMER_HIDDEN_EVIDENCE = {"summary", "suggested_partner_ids"}
+
+
+def routing_out(session: Session, task: Task, principal: Principal | None = None) -> RoutingOut:
+    decision = latest_decision(session, task.id)
+    if decision is None:
+        pending = task.status in (TaskStatus.SUBMITTED, TaskStatus.ROUTING)
+        return RoutingOut(None, [], "Routing is in progress." if pending else "Not routed.")
+    names = dict(session.execute(select(Category.slug, Category.name)).all())
+    hidden = {"summary"} if principal is not None and principal.role is Role.STAFF else CUSTOMER_HIDDEN_EVIDENCE
+    evidence: dict[str, Any] = {k: v for k, v in decision.explanation.items() if k not in hidden}
+    return RoutingOut(
+        decision=decision.outcome.value,
+        categories=[CategoryScore(c["slug"], c.get("score"), names.get(c["slug"])) for c in decision.categories],
+        explanation=decision.explanation.get("summary", ""),
+        evidence=evidence,
+        decided_at=decision.created_at,
+    )
+
+
+def task_out(session: Session, task: Task, principal: Principal) -> TaskOut:
+    provider = session.get(Account, task.assigned_provider_id) if task.assigned_provider_id else None
+    offered = session.scalar(select(func.count()).select_from(Offer).where(Offer.task_id == task.id)) or 0
+    routing = routing_out(session, task, principal)
+    if principal.role is Role.PROVIDER:
+        # providers see what the task is about, not the router's internals or other providers
+        routing = RoutingOut(routing.decision, routing.categories, "", {}, routing.decided_at)
+        offered = 0
+    return TaskOut(
+        id=str(task.id), title=task.title, description=task.description, status=task.status.value,
+        created_at=task.created_at,
+        budget=Money(task.budget_amount, task.budget_currency) if task.budget_amount is not None else None,
+        deadline=task.deadline, routing=routing,
+        assigned_provider=ProviderRef(str(provider.id), provider.display_name) if provider else None,
+        offered_to=offered,
+        transitions=[TransitionOut(t.from_status.value if t.from_status else None, t.to_status.value,
+                                   t.actor_role, t.reason, t.at) for t in task.transitions],
+    )
+
+
+def list_tasks(session: Session, principal: Principal, status: TaskStatus | None, limit: int,
+               offset: int) -> Page:
+    query = select(Task)
+    if principal.role is Role.CUSTOMER:
+        query = query.where(Task.customer_id == principal.account_id)
+    elif principal.role is Role.PROVIDER:
+        query = query.where(Task.assigned_provider_id == principal.account_id)
+    elif principal.role is not Role.STAFF:
+        query = query.where(False)
+    if status is not None:
+        query = query.where(Task.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Task.created_at.desc(), Task.id).limit(limit).offset(offset)).all()
+    slugs = dict(session.execute(select(Category.id, Category.slug)).all())
+    items = [TaskSummary(str(t.id), t.title, t.status.value, slugs.get(t.category_id), t.created_at) for t in rows]
+    return Page(items, total, limit, offset)
+
+
+def withdraw_open_offers(session: Session, task_id: uuid.UUID, except_offer: uuid.UUID | None = None) -> int:
+    query = update(Offer).where(Offer.task_id == task_id, Offer.status == OfferStatus.OPEN)
+    if except_offer is not None:
+        query = query.where(Offer.id != except_offer)
+    result = session.execute(query.values(status=OfferStatus.WITHDRAWN, responded_at=now())
+                             .execution_options(synchronize_session=False))
+    return result.rowcount or 0
+
+
+def cancel(session: Session, principal: Principal, task_id: uuid.UUID, reason: str) -> Task:
+    task = get_visible_task(session, principal, task_id)
+    if principal.role is not Role.CUSTOMER and principal.role is not Role.STAFF:
+        raise NotFound("Task not found.")
+    transition(session, task, TaskStatus.CANCELLED, actor_id=principal.account_id,
+               actor_role=principal.role.value, reason=reason or "cancelled by customer")
+    withdraw_open_offers(session, task.id)
+    return task
+
+
+def _provider_step(session: Session, principal: Principal, task_id: uuid.UUID, to: TaskStatus,
+                   reason: str) -> Task:
+    task = get_visible_task(session, principal, task_id)
+    if task.assigned_provider_id != principal.account_id:
+        raise NotFound("Task not found.")
+    return transition(session, task, to, actor_id=principal.account_id, actor_role=Role.PROVIDER.value,
+                      reason=reason)
+
+
+def start(session: Session, principal: Principal, task_id: uuid.UUID) -> Task:
+    return _provider_step(session, principal, task_id, TaskStatus.IN_PROGRESS, "work started")
+
+
+def deliver(session: Session, principal: Principal, task_id: uuid.UUID, note: str) -> Task:
+    return _provider_step(session, principal, task_id, TaskStatus.DELIVERED, note or "delivered")
+
+
+def _customer_step(session: Session, principal: Principal, task_id: uuid.UUID, to: TaskStatus,
+                   reason: str) -> Task:
+    task = get_visible_task(session, principal, task_id)
+    if task.customer_id != principal.account_id:
+        raise NotFound("Task not found.")
+    return transition(session, task, to, actor_id=principal.account_id, actor_role=Role.CUSTOMER.value,
+                      reason=reason)
+
+
+def complete(session: Session, principal: Principal, task_id: uuid.UUID) -> Task:
+    return _customer_step(session, principal, task_id, TaskStatus.COMPLETED, "accepted the delivery")
+
+
+def request_changes(session: Session, principal: Principal, task_id: uuid.UUID, reason: str) -> Task:
+    if not reason.strip():
+        raise InvalidInput("Say what should change.", errors=[{"field": "reason", "message": "required"}])
+    return _customer_step(session, principal, task_id, TaskStatus.IN_PROGRESS, reason)

@@ -1,0 +1,17 @@
+"""Pure routing logic on arrays and dataclasses: taxonomy, Router (categorize or abstain), Matcher (rank)."""
+
+from routing.matcher import Candidate, Matcher, ProviderRecord
+from routing.router import Decision, Router
+from routing.scrub import scrub_pii
+from routing.taxonomy import CategorySpec, Taxonomy
+
+__all__ = [
+    "Candidate",
+    "CategorySpec",
+    "Decision",
+    "Matcher",
+    "ProviderRecord",
+    "Router",
+    "Taxonomy",
+    "scrub_pii",
+]

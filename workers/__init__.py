@@ -1,0 +1,1 @@
+"""Dramatiq workers: broker set-up, thin actors over marketplace services, the scheduler."""

@@ -1,0 +1,58 @@
+"""The in-process worker and scheduler that run inside the API when RELAY_BROKER=stub (the `make run` default)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import dramatiq
+from litestar import Litestar
+
+from marketplace.settings import Settings
+from workers import runtime
+
+
+class InProcessWorker:
+    def __init__(self, settings: Settings) -> None:
+        runtime.configure(settings)
+        from workers import actors  # noqa: F401  (declares actors on the stub broker)
+        from workers.broker import broker
+        from workers.scheduler import Scheduler
+
+        from marketplace.jobs import attach_stub_consumer
+
+        attach_stub_consumer()
+        self.broker = broker
+        self.worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=100)
+        self.scheduler = Scheduler(settings.scheduler_interval_s)
+
+    def start(self) -> None:
+        self.worker.start()
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        self.worker.stop()
+
+    def drain(self) -> None:
+        """Wait until every queued job, and every job those jobs enqueued, has run."""
+        from marketplace.jobs import QUEUES
+
+        while any(self.broker.queues[q].unfinished_tasks for q in QUEUES):
+            for queue in QUEUES:
+                self.broker.join(queue, fail_fast=True)
+        self.worker.join()
+
+
+def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def inprocess_worker(app: Litestar) -> AsyncIterator[None]:
+        worker = InProcessWorker(settings)
+        app.state.worker = worker
+        worker.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+
+    return inprocess_worker
