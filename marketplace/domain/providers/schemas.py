@@ -21,7 +21,7 @@ class ProviderProfileIn(msgspec.Struct, forbid_unknown_fields=True):
     languages: Annotated[list[Language], msgspec.Meta(max_length=10)]
     capacity: Annotated[int, msgspec.Meta(ge=0, le=20)]
     accepting_work: bool
-    hourly_rate: Annotated[Decimal, msgspec.Meta(ge=0, le=100000)] | None = None
+    hourly_rate: Decimal | None = None  # 0 to 100000, checked by the service (msgspec has no Decimal bounds)
 
 
 class ProviderProfileOut(msgspec.Struct):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,6 +37,9 @@ def update_profile(session: Session, account_id: uuid.UUID, data: ProviderProfil
     if unknown:
         raise InvalidInput(f"Unknown categories: {', '.join(unknown)}. See GET /api/v1/categories.",
                            errors=[{"field": "categories", "message": f"unknown: {', '.join(unknown)}"}])
+    if data.hourly_rate is not None and not (0 <= data.hourly_rate <= 100_000 and data.hourly_rate.is_finite()):
+        raise InvalidInput("Hourly rate must be between 0 and 100000.",
+                           errors=[{"field": "hourly_rate", "message": "must be between 0 and 100000"}])
     if not data.headline.strip():
         raise InvalidInput("Headline is blank.", errors=[{"field": "headline", "message": "must not be blank"}])
     profile.headline = data.headline.strip()
@@ -45,7 +49,7 @@ def update_profile(session: Session, account_id: uuid.UUID, data: ProviderProfil
     profile.languages = _dedupe(data.languages)
     profile.capacity = data.capacity
     profile.accepting_work = data.accepting_work
-    profile.hourly_rate = data.hourly_rate
+    profile.hourly_rate = data.hourly_rate.quantize(Decimal("0.01")) if data.hourly_rate is not None else None
     session.flush()
     return profile
 

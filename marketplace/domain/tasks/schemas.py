@@ -12,7 +12,7 @@ Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{3}$")]
 
 
 class Money(msgspec.Struct, forbid_unknown_fields=True):
-    amount: Annotated[Decimal, msgspec.Meta(gt=0, le=10_000_000)]
+    amount: Decimal  # > 0 and <= 10,000,000, checked by the service (msgspec has no Decimal bounds)
     currency: Currency
 
 

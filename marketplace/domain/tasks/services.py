@@ -47,6 +47,8 @@ def create_task(session: Session, customer_id: uuid.UUID, data: TaskIn) -> Task:
         errors.append({"field": "title", "message": "must have at least 3 characters"})
     if len(description) < 10:
         errors.append({"field": "description", "message": "must have at least 10 characters"})
+    if data.budget is not None and not (data.budget.amount.is_finite() and 0 < data.budget.amount <= 10_000_000):
+        errors.append({"field": "budget.amount", "message": "must be more than 0 and at most 10000000"})
     if data.deadline is not None:
         if data.deadline.tzinfo is None:
             errors.append({"field": "deadline", "message": "must include a timezone, e.g. 2027-01-31T17:00:00Z"})

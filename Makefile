@@ -1,0 +1,51 @@
+# Relay: `make run` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: run test install worker scheduler migrate seed services clean bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first, pinned exactly: an open range would pull a multi-GB CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/relay migrate
+
+seed: migrate
+	$(BIN)/relay seed --demo
+	RELAY_STAFF_PASSWORD=$${RELAY_STAFF_PASSWORD:-relay-staff-password} \
+	  $(BIN)/relay create-staff --email staff@relay.example --name "Relay staff" --if-missing
+
+run: seed
+	$(BIN)/relay serve
+
+# Redis mode: RELAY_BROKER=redis make worker (and `make scheduler`) beside `RELAY_BROKER=redis make run`.
+worker: install
+	$(BIN)/dramatiq workers.run --processes 1 --threads 4
+
+scheduler: install
+	$(BIN)/python -m workers.scheduler
+
+services:
+	./scripts/services.sh
+
+test: install services
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m bench.encoder
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
