@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, lifespans: list[Lifespan] | Non
             OfferController, PartnerController, StaffController,
         ],
         dependencies={
-            "db_session": Provide(provide_db_session, sync_to_thread=False),
+            "db_session": Provide(provide_db_session),
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         state=State({"settings": settings, "db": db}),

@@ -1,0 +1,157 @@
+"""Offers: first accept wins, declines and expiries re-offer, capacity is never exceeded."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+
+from marketplace.clock import now
+from marketplace.domain.offers.services import expire_due
+from tests.conftest import Api
+
+pytestmark = pytest.mark.model
+
+TASK = ("Bookkeeping catch-up for my studio",
+        "I need someone to reconcile six months of bank transactions in QuickBooks and categorize expenses.")
+
+
+def bookkeepers(api: Api, n: int, capacity: int = 2) -> list[tuple[dict, dict]]:
+    return [api.provider(["bookkeeping-accounting"], f"Bookkeeper number {i}",
+                         "I reconcile bank accounts and keep books in QuickBooks and Xero.", capacity=capacity)
+            for i in range(n)]
+
+
+def open_offers(api: Api, headers: dict) -> list[dict]:
+    return api.client.get("/api/v1/offers?status=open", headers=headers).json()["items"]
+
+
+def test_decline_with_reason_offers_the_task_to_the_next_provider(api: Api, settings) -> None:
+    c = api.client
+    providers = bookkeepers(api, 4)
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    offered = [(a, h) for a, h in providers if open_offers(api, h)]
+    waiting = [(a, h) for a, h in providers if not open_offers(api, h)]
+    assert len(offered) == settings.offers_per_task == 3 and len(waiting) == 1
+
+    account, headers = offered[0]
+    offer = open_offers(api, headers)[0]
+    assert c.post(f"/api/v1/offers/{offer['id']}/decline", json={"reason": ""}, headers=headers).status_code == 422
+    r = c.post(f"/api/v1/offers/{offer['id']}/decline", json={"reason": "fully booked this month"}, headers=headers)
+    assert r.status_code == 200
+    assert r.json()["status"] == "declined" and r.json()["decline_reason"] == "fully booked this month"
+    api.drain()
+    # the fourth bookkeeper now has the offer, with a draft
+    new_offers = open_offers(api, waiting[0][1])
+    assert [o["task_id"] for o in new_offers] == [task_id]
+    assert c.get(f"/api/v1/offers/{new_offers[0]['id']}/draft", headers=waiting[0][1]).status_code == 200
+    # declining twice is a conflict, not a second re-offer
+    assert c.post(f"/api/v1/offers/{offer['id']}/decline", json={"reason": "again"}, headers=headers).status_code == 409
+
+
+def test_when_everyone_declines_the_task_goes_to_review(api: Api) -> None:
+    c = api.client
+    providers = bookkeepers(api, 2)
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    for _, headers in providers:
+        for offer in open_offers(api, headers):
+            assert c.post(f"/api/v1/offers/{offer['id']}/decline", json={"reason": "not my field"},
+                          headers=headers).status_code == 200
+    task = c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()
+    assert task["status"] == "needs_review"
+    assert "declined" in task["transitions"][-1]["reason"]
+
+
+def test_offers_expire_and_the_task_is_re_offered(api: Api, settings, db) -> None:
+    c = api.client
+    providers = bookkeepers(api, 4)
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    first_round = {a["id"] for a, h in providers if open_offers(api, h)}
+    assert len(first_round) == 3
+    # nothing expires before the window ends
+    with db.session() as session:
+        assert expire_due(session, settings) == 0
+    with time_machine.travel(now() + timedelta(hours=settings.offer_window_hours, minutes=1), tick=False):
+        with db.session() as session:
+            assert expire_due(session, settings) == 3
+        statuses = {}
+        for a, h in providers:
+            items = c.get("/api/v1/offers", headers=h).json()["items"]
+            statuses[a["id"]] = [o["status"] for o in items]
+        assert all(statuses[pid] == ["expired"] for pid in first_round)
+        fourth = next(pid for pid in statuses if pid not in first_round)
+        assert statuses[fourth] == ["open"]
+        expired_offer = next(o for a, h in providers if a["id"] in first_round
+                             for o in c.get("/api/v1/offers", headers=h).json()["items"])
+        h = next(h for a, h in providers if a["id"] == next(iter(first_round)))
+        assert c.post(f"/api/v1/offers/{expired_offer['id']}/accept", headers=h).status_code in (404, 409)
+        # running the scheduler again changes nothing
+        with db.session() as session:
+            assert expire_due(session, settings) == 0
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "routed"
+
+
+def test_no_provider_gets_offers_beyond_capacity(api: Api) -> None:
+    c = api.client
+    (solo, solo_h), = bookkeepers(api, 1, capacity=1)
+    _, customer_h = api.user("customer")
+    first = api.post_task(customer_h, *TASK)
+    second = api.post_task(customer_h, "Monthly bookkeeping for a cafe",
+                           "Reconcile the cafe's bank and card transactions every month in Xero.")
+    api.drain()
+    offers = open_offers(api, solo_h)
+    assert len(offers) == 1
+    statuses = {t: c.get(f"/api/v1/tasks/{t}", headers=customer_h).json()["status"] for t in (first, second)}
+    assert sorted(statuses.values()) == ["needs_review", "routed"]
+
+
+def test_first_accept_wins(api: Api) -> None:
+    c = api.client
+    providers = bookkeepers(api, 3)
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    results = []
+    for _, headers in providers:
+        offer = c.get("/api/v1/offers", headers=headers).json()["items"][0]
+        results.append(c.post(f"/api/v1/offers/{offer['id']}/accept", headers=headers).status_code)
+    assert results == [200, 409, 409]
+    task = c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()
+    assert task["status"] == "assigned"
+    assert task["assigned_provider"]["id"] == providers[0][0]["id"]
+
+
+def test_cancelling_withdraws_open_offers_and_is_recorded(api: Api) -> None:
+    c = api.client
+    providers = bookkeepers(api, 2)
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    r = c.post(f"/api/v1/tasks/{task_id}/cancel", json={"reason": "found someone locally"}, headers=customer_h)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.json()["transitions"][-1]["reason"] == "found someone locally"
+    for _, headers in providers:
+        assert open_offers(api, headers) == []
+    again = c.post(f"/api/v1/tasks/{task_id}/cancel", headers=customer_h)
+    assert again.status_code == 409 and again.json()["type"] == "/problems/illegal-transition"
+
+
+def test_illegal_transitions_are_rejected_with_a_clear_error(api: Api) -> None:
+    c = api.client
+    (_, provider_h), = bookkeepers(api, 1)
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    offer = open_offers(api, provider_h)[0]
+    c.post(f"/api/v1/offers/{offer['id']}/accept", headers=provider_h)
+    r = c.post(f"/api/v1/tasks/{task_id}/deliver", headers=provider_h)
+    assert r.status_code == 409
+    assert r.json()["detail"] == "A task that is assigned cannot become delivered."
+    assert c.post(f"/api/v1/tasks/{task_id}/complete", headers=customer_h).status_code == 409
