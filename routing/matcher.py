@@ -38,10 +38,16 @@ class Matcher:
 
     def rank(self, task_vector: np.ndarray, categories: list[str], providers: list[ProviderRecord],
              budget: Decimal | None = None, exclude: set[str] | None = None,
-             limit: int | None = None) -> list[Candidate]:
-        """Eligible providers (accepting work, spare capacity, not excluded), best first."""
+             limit: int | None = None, require_category: bool = True) -> list[Candidate]:
+        """Eligible providers (accepting work, spare capacity, not excluded), best first.
+
+        With ``require_category`` (the default) only providers who declared one of the task's categories
+        are candidates: a good semantic match from another trade is not someone the customer asked for.
+        """
         exclude = exclude or set()
-        pool = [p for p in providers if self.eligible(p) and p.provider_id not in exclude]
+        wanted = set(categories)
+        pool = [p for p in providers if self.eligible(p) and p.provider_id not in exclude
+                and (not require_category or not wanted or p.categories & wanted)]
         if not pool:
             return []
         sims = np.stack([p.vector for p in pool]) @ np.asarray(task_vector, dtype=np.float32)

@@ -33,6 +33,9 @@ class InProcessWorker:
     def stop(self) -> None:
         self.scheduler.stop()
         self.worker.stop()
+        # dramatiq registers each Worker as broker middleware and never unregisters it; an app that is
+        # started again in the same process (tests) would otherwise stack dead workers on the broker.
+        self.broker.middleware[:] = [m for m in self.broker.middleware if getattr(m, "worker", None) is not self.worker]
 
     def drain(self) -> None:
         """Wait until every queued job, and every job those jobs enqueued, has run."""

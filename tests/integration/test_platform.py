@@ -1,0 +1,110 @@
+"""Migrations, the transactional outbox, health, and the loopback-only network guard."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from pytest_socket import SocketConnectBlockedError
+from sqlalchemy import func, select
+
+from marketplace import jobs
+from marketplace.db.migrate import downgrade, upgrade
+from marketplace.db.models import Base, OutboxMessage, Task
+from marketplace.db.session import get_database, unit_of_work
+from tests.conftest import Api
+
+
+def test_migrations_match_the_models(database_url: str) -> None:
+    engine = get_database(database_url).engine
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+
+
+def test_migrations_go_down_and_up_again(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url)
+    downgrade(url, "base")
+    upgrade(url)
+    with get_database(url).session() as session:
+        assert session.scalar(select(func.count()).select_from(Task)) == 0
+
+
+def test_a_posted_task_is_never_lost_when_the_broker_is_down(api: Api, settings, db, monkeypatch) -> None:
+    _, customer_h = api.user("customer")
+
+    def broker_down(*_args, **_kwargs):
+        raise ConnectionError("broker unavailable")
+
+    monkeypatch.setattr(jobs, "_send", broker_down)
+    task_id = api.post_task(customer_h, "Logo for a coffee roastery",
+                            "Design a modern logo for our small coffee roastery, with a bean motif.")
+    api.drain()
+    with db.session() as session:
+        row = session.scalar(select(OutboxMessage).where(OutboxMessage.args == [task_id]))
+        assert row is not None and row.dispatched_at is None and row.attempts == 1
+    assert api.client.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "submitted"
+
+    monkeypatch.undo()
+    with db.session() as session:
+        assert jobs.relay_pending(session, settings) >= 1
+    api.drain()
+    status = api.client.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"]
+    assert status in ("routed", "needs_review")
+
+
+def test_jobs_are_not_sent_when_the_transaction_rolls_back(settings, db) -> None:
+    with pytest.raises(RuntimeError), unit_of_work(db, settings) as session:
+        jobs.enqueue(session, "route_task", uuid.uuid4())
+        raise RuntimeError("the request failed")
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+
+
+def test_unknown_jobs_are_refused(db) -> None:
+    with db.session() as session, pytest.raises(ValueError):
+        jobs.enqueue(session, "send_everything_to_a_third_party", 1)
+
+
+def test_routing_twice_changes_nothing_the_second_time(api: Api, settings, db) -> None:
+    from marketplace.db.models import Offer, RoutingDecision, TaskTransition
+    from marketplace.domain.routing.engine import get_engine
+    from marketplace.domain.routing.services import route_task
+
+    api.provider(["logo-brand-design"], "Logo designer", "Logos and brand identities for small businesses.")
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, "Logo for a coffee roastery",
+                            "Design a modern logo for our small coffee roastery, with a bean motif.")
+    api.drain()
+
+    def counts() -> tuple[int, ...]:
+        with db.session() as session:
+            return tuple(session.scalar(select(func.count()).select_from(m)) for m in
+                         (RoutingDecision, Offer, TaskTransition, OutboxMessage))
+
+    before = counts()
+    with unit_of_work(db, settings) as session:
+        assert route_task(session, settings, get_engine(), uuid.UUID(task_id)) == "skipped"
+    assert counts() == before
+
+
+def test_health_reports_each_dependency_without_loading_the_model(api: Api) -> None:
+    r = api.client.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["database"] == "ok" and body["broker"].startswith("ok")
+    assert body["model"]["installed"] is True and body["model"]["id"].endswith("all-MiniLM-L6-v2")
+
+
+def test_openapi_schema_is_served(api: Api) -> None:
+    schema = api.client.get("/schema/openapi.json").json()
+    assert "/api/v1/tasks" in schema["paths"] and "/api/v1/offers/{offer_id}/accept" in schema["paths"]
+
+
+def test_the_suite_cannot_reach_beyond_loopback() -> None:
+    with pytest.raises(SocketConnectBlockedError):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1: documentation-only address

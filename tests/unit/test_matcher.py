@@ -1,0 +1,96 @@
+"""Matcher: only eligible providers are ranked, category fit dominates, and every score component is exposed."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+
+from routing.matcher import Matcher, ProviderRecord
+
+DIM = 8
+TASK = np.eye(DIM, dtype=np.float32)[0]
+
+
+def vec(sim: float) -> np.ndarray:
+    """A unit vector whose cosine similarity with TASK is ``sim``."""
+    v = np.zeros(DIM, dtype=np.float32)
+    v[0], v[1] = sim, np.sqrt(1 - sim**2)
+    return v
+
+
+def provider(pid: str, sim: float = 0.8, categories: tuple[str, ...] = ("design",), capacity: int = 3,
+             load: int = 0, accepting: bool = True, rate: str | None = None) -> ProviderRecord:
+    return ProviderRecord(pid, vec(sim), frozenset(categories), capacity, load, accepting,
+                          Decimal(rate) if rate is not None else None)
+
+
+def ids(candidates) -> list[str]:
+    return [c.provider_id for c in candidates]
+
+
+def test_ineligible_and_excluded_providers_are_left_out() -> None:
+    pool = [
+        provider("ok"),
+        provider("paused", accepting=False),
+        provider("full", capacity=2, load=2),
+        provider("overloaded", capacity=2, load=3),
+        provider("no-capacity", capacity=0, load=0),
+        provider("declined-before"),
+    ]
+    ranked = Matcher().rank(TASK, ["design"], pool, exclude={"declined-before"})
+    assert ids(ranked) == ["ok"]
+    assert Matcher().rank(TASK, ["design"], [provider("paused", accepting=False)]) == []
+
+
+def test_providers_outside_the_task_categories_are_left_out_by_default() -> None:
+    pool = [provider("writer", sim=0.99, categories=("writing",)), provider("designer", sim=0.5)]
+    assert ids(Matcher().rank(TASK, ["design"], pool)) == ["designer"]
+    assert ids(Matcher().rank(TASK, [], pool)) == ["writer", "designer"]  # no category: semantic fit decides
+
+
+def test_primary_category_outranks_slightly_better_semantic_fit() -> None:
+    pool = [provider("semantic", sim=0.9, categories=("writing",)), provider("specialist", sim=0.8)]
+    ranked = Matcher().rank(TASK, ["design"], pool, require_category=False)
+    assert ids(ranked) == ["specialist", "semantic"]
+    assert ranked[0].components["category"] == 1.0 and ranked[1].components["category"] == 0.0
+
+
+def test_secondary_category_scores_between_primary_and_none() -> None:
+    pool = [provider("primary"), provider("secondary", categories=("branding",)), provider("none", categories=())]
+    ranked = Matcher().rank(TASK, ["design", "branding"], pool, require_category=False)
+    assert ids(ranked) == ["primary", "secondary", "none"]
+    assert [c.components["category"] for c in ranked] == [1.0, 0.6, 0.0]
+
+
+def test_every_candidate_exposes_its_components() -> None:
+    ranked = Matcher().rank(TASK, ["design"], [provider("a", sim=0.5, capacity=4, load=1, rate="50")],
+                            budget=Decimal("1000"))
+    (c,) = ranked
+    assert c.components == {"semantic": 0.5, "category": 1.0, "availability": 0.75, "price": 1.0}
+    assert c.score == round(0.45 * 0.5 + 0.35 * 1.0 + 0.1 * 0.75 + 0.1 * 1.0, 4)
+
+
+def test_price_fit_depends_on_ten_hours_at_the_rate() -> None:
+    def price(rate: str | None, budget: str | None) -> float:
+        (c,) = Matcher().rank(TASK, ["design"], [provider("p", rate=rate)],
+                              budget=Decimal(budget) if budget is not None else None)
+        return c.components["price"]
+
+    assert price("100", "1000") == 1.0  # exactly ten hours
+    assert price("100", "5000") == 1.0  # capped
+    assert price("100", "500") == 0.5  # five hours
+    assert price("100", "250") < price("100", "500") < 1.0
+    assert price(None, "1000") == 0.5  # unknown rate
+    assert price("100", None) == 0.5  # unknown budget
+
+
+def test_ties_are_ordered_by_provider_id() -> None:
+    pool = [provider("c"), provider("a"), provider("b")]
+    assert ids(Matcher().rank(TASK, ["design"], pool)) == ["a", "b", "c"]
+    assert ids(Matcher().rank(TASK, ["design"], list(reversed(pool)))) == ["a", "b", "c"]
+
+
+def test_limit_keeps_the_best() -> None:
+    pool = [provider(f"p{i}", sim=0.5 + i / 10) for i in range(4)]
+    assert ids(Matcher().rank(TASK, ["design"], pool, limit=2)) == ["p3", "p2"]

@@ -1,0 +1,101 @@
+"""Router: routes to the nearest category, abstains when nothing fits, and reports close secondary categories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from routing.router import Router
+
+DIM = 16
+AXES = np.eye(DIM, dtype=np.float32)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def examples(centers: dict[str, np.ndarray], noise: float = 0.1, n: int = 8, seed: int = 0):
+    rs = np.random.RandomState(seed)
+    labels, vectors, texts = [], [], []
+    for slug, center in centers.items():
+        for i in range(n):
+            labels.append(slug)
+            vectors.append(unit(center + noise * rs.randn(DIM)))
+            texts.append(f"{slug} example {i}")
+    return labels, np.stack(vectors), texts
+
+
+SEPARATED = examples({"design": AXES[0], "legal": AXES[1], "moving": AXES[2]})
+# "logo" and "branding" are close (cosine ~0.86); "tax" is far from both.
+CLOSE = examples({"logo": AXES[3], "branding": unit(AXES[3] + 0.6 * AXES[4]), "tax": AXES[7]})
+
+
+@pytest.fixture(scope="module")
+def router() -> Router:
+    return Router().fit(*SEPARATED)
+
+
+def test_vector_near_a_cluster_routes_to_it(router: Router) -> None:
+    for slug, axis in (("design", 0), ("legal", 1), ("moving", 2)):
+        d = router.decide(unit(AXES[axis] + 0.1 * AXES[9]))
+        assert not d.abstain
+        assert d.primary == slug
+        assert d.categories == [d.ranking[0]]
+
+
+def test_vector_far_from_every_cluster_abstains(router: Router) -> None:
+    d = router.decide(AXES[9])  # orthogonal to all three centres
+    assert d.abstain and d.primary is None and d.categories == []
+    assert len(d.ranking) == 3  # the ranking is still reported for review
+
+
+def test_threshold_is_fitted_between_foreign_and_own_scores(router: Router) -> None:
+    labels, vectors, _ = SEPARATED
+    own, foreign = [], []
+    for slug, v in zip(labels, vectors, strict=True):
+        scores = dict(zip(router.labels, router.scores(v), strict=True))
+        own.append(scores.pop(slug))
+        foreign.append(max(scores.values()))
+    assert max(foreign) < router.threshold < min(own)
+    # Every training example is itself accepted under its own label.
+    assert all(router.decide(v).primary == slug for slug, v in zip(labels, vectors, strict=True))
+
+
+def test_midway_between_close_clusters_yields_both_labels_primary_first() -> None:
+    labels, vectors, texts = CLOSE
+    logo, branding = AXES[3], unit(AXES[3] + 0.6 * AXES[4])
+    midway = unit(0.55 * logo + 0.45 * branding)  # slightly nearer to "logo"
+    d = Router().fit(labels, vectors, texts).decide(midway)
+    assert [slug for slug, _ in d.categories] == ["logo", "branding"]
+    assert d.categories[0][1] >= d.categories[1][1] >= d.threshold
+
+    single = Router(secondary_margin=0.0).fit(labels, vectors, texts).decide(midway)
+    assert [slug for slug, _ in single.categories] == ["logo"]
+
+
+def test_decision_exposes_ranking_threshold_and_nearest_examples(router: Router) -> None:
+    d = router.decide(unit(AXES[1] + 0.1 * AXES[9]), n_ranking=2, n_nearest=3)
+    assert [slug for slug, _ in d.ranking][0] == "legal" and len(d.ranking) == 2
+    assert d.ranking[0][1] >= d.ranking[1][1]
+    assert d.threshold == round(router.threshold, 4)
+    assert len(d.nearest_examples) == 3
+    sims = [sim for _, _, sim in d.nearest_examples]
+    assert sims == sorted(sims, reverse=True)
+    _, _, texts = SEPARATED
+    for slug, text, _ in d.nearest_examples:
+        assert slug == "legal" and text in texts and text.startswith("legal ")
+
+
+def test_fit_rejects_mismatched_or_empty_input() -> None:
+    labels, vectors, _ = SEPARATED
+    with pytest.raises(ValueError):
+        Router().fit(labels[:-1], vectors)
+    with pytest.raises(ValueError):
+        Router().fit([], np.zeros((0, DIM), dtype=np.float32))
+
+
+def test_decide_before_fit_raises() -> None:
+    with pytest.raises(RuntimeError):
+        Router().decide(AXES[0])
