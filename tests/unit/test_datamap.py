@@ -33,8 +33,10 @@ def test_every_column_is_tagged() -> None:
 def test_an_untagged_or_unretained_column_is_caught() -> None:
     md = MetaData()
     Table("parents", md, Column("id", Integer, primary_key=True))
-    Table("things", md, Column("id", Integer, primary_key=True), Column("parent_id", ForeignKey("parents.id")),
-          Column("note", String), Column("email", String, info={"data_category": DataCategory.CONTACT}),
+    Table("things", md, Column("id", Integer, primary_key=True),
+          Column("parent_id", ForeignKey("parents.id")),
+          Column("note", String),
+          Column("email", String, info={"data_category": DataCategory.CONTACT}),
           Column("flag", String, info={"data_category": DataCategory.OPERATIONAL}))
     assert problems(md) == ["things.note: no data category",
                             "things.email: personal (contact) without a known retention rule"]
@@ -49,4 +51,5 @@ def test_data_refuses_a_personal_column_without_a_known_retention_rule(retention
 def test_data_records_category_and_retention() -> None:
     column = data(DataCategory.FINANCIAL, "financial_records", String(10)).column
     assert column.info == {"data_category": DataCategory.FINANCIAL, "retention": "financial_records"}
-    assert data(DataCategory.OPERATIONAL, None, String(10)).column.info == {"data_category": DataCategory.OPERATIONAL}
+    operational = data(DataCategory.OPERATIONAL, None, String(10)).column
+    assert operational.info == {"data_category": DataCategory.OPERATIONAL}

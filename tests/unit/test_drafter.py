@@ -1,4 +1,4 @@
-"""Drafter: the composed reply is built only from the task and the provider's profile, and invents no numbers."""
+"""Drafter: the reply is built only from the task and the provider's profile, and invents no numbers."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ STEP_NUMBER = re.compile(r"(?m)^(\d+)\. ")
 
 
 def task(**overrides) -> DraftInput:
-    fields = dict(title="Logo for a bakery", description="We open in spring. The logo goes on bags and the shop front.",
+    fields = dict(title="Logo for a bakery",
+                  description="We open in spring. The logo goes on bags and the shop front.",
                   category_name="Logo Design", playbook=PLAYBOOK, questions=QUESTIONS)
     return DraftInput(**{**fields, **overrides})
 
 
-PROVIDER = ProviderInput("Ana Silva", headline="Brand designer for small shops.", skills=("Illustrator", "Branding"))
+PROVIDER = ProviderInput("Ana Silva", headline="Brand designer for small shops.",
+                         skills=("Illustrator", "Branding"))
 
 
 def test_draft_names_the_task_and_provider_and_uses_the_playbook_and_questions() -> None:
@@ -49,7 +51,8 @@ def test_budget_and_deadline_questions_only_when_missing() -> None:
 def test_draft_introduces_no_number_absent_from_the_inputs() -> None:
     t = task(description="Need 3 logo variants for 2 shops. Extra detail.", budget_amount=Decimal("2500.50"),
              budget_currency="USD", deadline=datetime(2027, 3, 9, 17, 30, tzinfo=UTC))
-    p = ProviderInput("Studio 54", headline="Designer since 2011", skills=("Figma",), hourly_rate=Decimal("45.00"))
+    p = ProviderInput("Studio 54", headline="Designer since 2011", skills=("Figma",),
+                      hourly_rate=Decimal("45.00"))
     draft = Drafter().compose(t, p).text
     inputs = " ".join([t.title, t.description, *t.playbook, *t.questions, str(t.budget_amount),
                        t.deadline.isoformat(), p.display_name, p.headline, *p.skills, str(p.hourly_rate)])
@@ -57,21 +60,21 @@ def test_draft_introduces_no_number_absent_from_the_inputs() -> None:
     body = STEP_NUMBER.sub("", draft)
     assert STEP_NUMBER.findall(draft) == [str(i) for i in range(1, len(PLAYBOOK) + 1)]
     assert set(re.findall(r"\d+", body)) <= allowed
-    for number in ("Need 3 logo variants for 2 shops.", "2500.50 USD", "09 March 2027", "45.00 per hour", "Studio 54"):
+    for number in ("Need 3 logo variants for 2 shops.", "2500.50 USD", "09 March 2027", "45.00 per hour"):
         assert number in draft
 
 
 NO_DIGITS = st.text(st.characters(exclude_categories=("Nd", "Cs")), min_size=1, max_size=60)
 
 
-@given(title=NO_DIGITS, description=NO_DIGITS, name=NO_DIGITS, headline=st.text(
-    st.characters(exclude_categories=("Nd", "Cs")), max_size=40),
-    category=st.one_of(st.none(), NO_DIGITS), playbook=st.lists(NO_DIGITS, max_size=12),
-    questions=st.lists(NO_DIGITS, max_size=3), skills=st.lists(NO_DIGITS, max_size=8))
-def test_without_numbers_in_the_inputs_only_plan_steps_are_numbered(title, description, name, headline, category,
-                                                                     playbook, questions, skills) -> None:
+@given(title=NO_DIGITS, description=NO_DIGITS, name=NO_DIGITS, headline=st.one_of(st.just(""), NO_DIGITS),
+       category=st.one_of(st.none(), NO_DIGITS), playbook=st.lists(NO_DIGITS, max_size=12),
+       questions=st.lists(NO_DIGITS, max_size=3), skills=st.lists(NO_DIGITS, max_size=8))
+def test_without_numbers_in_the_inputs_only_plan_steps_are_numbered(
+        title, description, name, headline, category, playbook, questions, skills) -> None:
     draft = Drafter().compose(
-        DraftInput(title, description, category_name=category, playbook=tuple(playbook), questions=tuple(questions)),
+        DraftInput(title, description, category_name=category, playbook=tuple(playbook),
+                   questions=tuple(questions)),
         ProviderInput(name, headline=headline, skills=tuple(skills)),
     ).text
     assert STEP_NUMBER.findall(draft) == [str(i) for i in range(1, len(playbook) + 1)]

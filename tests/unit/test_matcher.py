@@ -1,4 +1,4 @@
-"""Matcher: only eligible providers are ranked, category fit dominates, and every score component is exposed."""
+"""Matcher: only eligible providers are ranked, category fit dominates, every score component is shown."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def test_primary_category_outranks_slightly_better_semantic_fit() -> None:
 
 
 def test_secondary_category_scores_between_primary_and_none() -> None:
-    pool = [provider("primary"), provider("secondary", categories=("branding",)), provider("none", categories=())]
+    pool = [provider("primary"), provider("secondary", categories=("branding",)),
+            provider("none", categories=())]
     ranked = Matcher().rank(TASK, ["design", "branding"], pool, require_category=False)
     assert ids(ranked) == ["primary", "secondary", "none"]
     assert [c.components["category"] for c in ranked] == [1.0, 0.6, 0.0]

@@ -1,4 +1,4 @@
-"""Router: routes to the nearest category, abstains when nothing fits, and reports close secondary categories."""
+"""Router: routes to the nearest category, abstains when nothing fits, reports close second categories."""
 
 from __future__ import annotations
 
