@@ -63,7 +63,7 @@ class Matcher:
             score = sum(self.weights[k] * v for k, v in components.items())
             out.append(Candidate(p.provider_id, round(score, 4), components))
         out.sort(key=lambda c: (-c.score, c.provider_id))
-        return out[:limit] if limit else out
+        return out if limit is None else out[:limit]
 
     @staticmethod
     def _price_fit(rate: Decimal | None, budget: Decimal | None) -> float:

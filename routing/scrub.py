@@ -6,12 +6,16 @@ import re
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 _LINK = re.compile(r"https?://\S+|www\.\S+")
-_PHONE_LIKE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{7,}\d(?!\w)")
+_PHONE_LIKE = re.compile(r"(?<!\w)\+?\(?\d[\d\s().-]{7,}\d(?!\w)")
+_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}")
 
 
 def _phone(match: re.Match[str]) -> str:
-    # 9+ digits is a phone number; dates (2026-12-01) and amounts stay.
-    return "[phone]" if sum(ch.isdigit() for ch in match.group()) >= 9 else match.group()
+    # 9+ digits is a phone number; a run that contains a date (2026-12-01 14:00) is left alone.
+    text = match.group()
+    if sum(ch.isdigit() for ch in text) < 9 or _DATE.search(text):
+        return text
+    return "[phone]"
 
 
 def scrub_pii(text: str) -> str:

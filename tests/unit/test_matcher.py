@@ -95,3 +95,4 @@ def test_ties_are_ordered_by_provider_id() -> None:
 def test_limit_keeps_the_best() -> None:
     pool = [provider(f"p{i}", sim=0.5 + i / 10) for i in range(4)]
     assert ids(Matcher().rank(TASK, ["design"], pool, limit=2)) == ["p3", "p2"]
+    assert Matcher().rank(TASK, ["design"], pool, limit=0) == []

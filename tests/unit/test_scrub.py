@@ -16,6 +16,7 @@ from routing.scrub import scrub_pii
     ("Call +44 20 7946 0958 please", "Call [phone] please"),
     ("Call +31612345678", "Call [phone]"),
     ("Call 123 456 789", "Call [phone]"),  # nine digits is enough
+    ("call (555) 123-4567", "call [phone]"),  # the area code's bracket goes too
 ])
 def test_contact_details_are_replaced(text: str, expected: str) -> None:
     assert scrub_pii(text) == expected
@@ -27,6 +28,8 @@ def test_contact_details_are_replaced(text: str, expected: str) -> None:
     "Budget 2500 EUR",
     "3 pages, 12 photos, order 12345678",  # eight digits is not a phone number
     "Meet on 01.12.2026",
+    "deadline 2026-12-01 14:00",  # a date followed by a time is not a phone number
+    "between 01.12.2026 12.12.2026",
 ])
 def test_dates_amounts_and_short_numbers_stay(text: str) -> None:
     assert scrub_pii(text) == text
