@@ -1,4 +1,8 @@
-"""Authentication (bearer token or portal session cookie) and role guards. Every route is private by default."""
+"""Authentication (bearer tokens) and role guards. Every route is private unless it opts out.
+
+Only the Authorization header is read: a cookie would let another site's form act as the user (CSRF). The
+portal's session cookie comes with its own CSRF protection (issue #4).
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,6 @@ from marketplace.db.models import Account, AuthToken, Role
 from marketplace.errors import Forbidden, Unauthenticated
 from marketplace.security import hash_token
 
-SESSION_COOKIE = "relay_session"
-
-
 @dataclass(frozen=True, slots=True)
 class Principal:
     account_id: uuid.UUID
@@ -32,7 +33,7 @@ def _token_from(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return connection.cookies.get(SESSION_COOKIE) or None
+    return None
 
 
 class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
@@ -68,7 +69,3 @@ def require_role(*roles: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], 
             raise Forbidden(f"This action is for {names} accounts.")
 
     return guard
-
-
-def provide_principal(request: Any) -> Principal:
-    return request.user
