@@ -103,7 +103,7 @@ class AuthToken(Base):
     __tablename__ = "auth_tokens"
 
     id: Mapped[uuid.UUID] = _pk()
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[uuid.UUID] = data(C.PARTY, "session", ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = data(C.CREDENTIAL, "session", String(64), unique=True)
     created_at: Mapped[datetime] = data(C.ACTIVITY, "session", UTCDateTime, default=now)
     expires_at: Mapped[datetime] = data(C.OPERATIONAL, None, UTCDateTime)
@@ -123,8 +123,8 @@ class LoginFailure(Base):
 class ProviderProfile(Base):
     __tablename__ = "provider_profiles"
 
-    account_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    account_id: Mapped[uuid.UUID] = data(
+        C.PARTY, "account_lifetime", ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
     )
     headline: Mapped[str] = data(C.PROFILE, "account_lifetime", String(120), default="")
     description: Mapped[str] = data(C.PROFILE, "account_lifetime", Text, default="")
@@ -142,8 +142,8 @@ class ProviderProfile(Base):
 class PartnerProfile(Base):
     __tablename__ = "partner_profiles"
 
-    account_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    account_id: Mapped[uuid.UUID] = data(
+        C.PARTY, "account_lifetime", ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
     )
     referral_code: Mapped[str] = data(C.PROFILE, "account_lifetime", String(16), unique=True)
     expertise: Mapped[list[str]] = data(C.PROFILE, "account_lifetime", JSON, default=list)
@@ -155,10 +155,11 @@ class Referral(Base):
     __tablename__ = "referrals"
 
     id: Mapped[uuid.UUID] = _pk()
-    partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    partner_id: Mapped[uuid.UUID] = data(C.PARTY, "account_lifetime", ForeignKey("accounts.id", ondelete="CASCADE"),
+                                         index=True)
     # unique: a customer is attributed to one partner for good (the first one wins)
-    customer_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("accounts.id", ondelete="CASCADE"), unique=True
+    customer_id: Mapped[uuid.UUID] = data(
+        C.PARTY, "account_lifetime", ForeignKey("accounts.id", ondelete="CASCADE"), unique=True
     )
     created_at: Mapped[datetime] = data(C.ACTIVITY, "account_lifetime", UTCDateTime, default=now)
 
@@ -197,7 +198,8 @@ class Task(Base):
     __table_args__ = (Index("ix_tasks_status_created_at", "status", "created_at"),)
 
     id: Mapped[uuid.UUID] = _pk()
-    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    customer_id: Mapped[uuid.UUID] = data(C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="CASCADE"),
+                                          index=True)
     title: Mapped[str] = data(C.USER_CONTENT, "task_lifetime", String(200))
     description: Mapped[str] = data(C.USER_CONTENT, "task_lifetime", Text)
     budget_amount: Mapped[Decimal | None] = data(C.FINANCIAL, "task_lifetime", Numeric(12, 2), nullable=True)
@@ -205,8 +207,8 @@ class Task(Base):
     deadline: Mapped[datetime | None] = data(C.USER_CONTENT, "task_lifetime", UTCDateTime, nullable=True)
     status: Mapped[TaskStatus] = data(C.OPERATIONAL, None, _enum(TaskStatus), default=TaskStatus.SUBMITTED)
     category_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("categories.id"), nullable=True)
-    assigned_provider_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True, index=True
+    assigned_provider_id: Mapped[uuid.UUID | None] = data(
+        C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True, index=True
     )
     created_at: Mapped[datetime] = data(C.ACTIVITY, "task_lifetime", UTCDateTime, default=now)
     updated_at: Mapped[datetime] = data(C.ACTIVITY, "task_lifetime", UTCDateTime, default=now, onupdate=now)
@@ -223,8 +225,8 @@ class TaskTransition(Base):
     from_status: Mapped[TaskStatus | None] = data(C.OPERATIONAL, None, _enum(TaskStatus), nullable=True)
     to_status: Mapped[TaskStatus] = data(C.OPERATIONAL, None, _enum(TaskStatus))
     # None = the system (routing worker, scheduler)
-    actor_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True
+    actor_id: Mapped[uuid.UUID | None] = data(
+        C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True
     )
     actor_role: Mapped[str] = data(C.OPERATIONAL, None, String(20))
     reason: Mapped[str] = data(C.USER_CONTENT, "task_lifetime", Text, default="")
@@ -244,8 +246,8 @@ class RoutingDecision(Base):
     candidates: Mapped[list[dict[str, Any]]] = data(C.AI_OUTPUT, "task_lifetime", JSON, default=list)
     model_id: Mapped[str] = data(C.OPERATIONAL, None, String(120))
     taxonomy_version: Mapped[str] = data(C.OPERATIONAL, None, String(64))
-    decided_by: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True
+    decided_by: Mapped[uuid.UUID | None] = data(
+        C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True
     )
     created_at: Mapped[datetime] = data(C.ACTIVITY, "task_lifetime", UTCDateTime, default=now)
 
@@ -260,7 +262,7 @@ class Offer(Base):
 
     id: Mapped[uuid.UUID] = _pk()
     task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
-    provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    provider_id: Mapped[uuid.UUID] = data(C.PARTY, "offer_lifetime", ForeignKey("accounts.id", ondelete="CASCADE"))
     status: Mapped[OfferStatus] = data(C.OPERATIONAL, None, _enum(OfferStatus), default=OfferStatus.OPEN)
     rank: Mapped[int] = data(C.OPERATIONAL, None, Integer)
     score: Mapped[float] = data(C.AI_OUTPUT, "offer_lifetime", Numeric(6, 4))

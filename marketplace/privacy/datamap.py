@@ -26,6 +26,7 @@ class DataCategory(enum.StrEnum):
     ACTIVITY = "activity"  # when someone did what: timestamps of their actions, transitions
     SECURITY = "security"  # login failures, network addresses
     AI_OUTPUT = "ai_output"  # what our local models derived from user content
+    PARTY = "party"  # a reference to the account that owns a row or acted in it
 
 
 PERSONAL = frozenset(DataCategory) - {DataCategory.OPERATIONAL}
