@@ -27,7 +27,7 @@ from marketplace.domain.providers.controllers import ProviderController
 from marketplace.domain.staff.controllers import StaffController
 from marketplace.domain.system.controllers import SystemController
 from marketplace.domain.tasks.controllers import TaskController
-from marketplace.errors import EXCEPTION_HANDLERS
+from marketplace.errors import EXCEPTION_HANDLERS, reject_nul_characters
 from marketplace.settings import Settings, get_settings
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, lifespans: list[Lifespan] | Non
         state=State({"settings": settings, "db": db}),
         middleware=[auth],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=reject_nul_characters,
         openapi_config=OpenAPIConfig(
             title="Relay API", version="1.0.0", path="/schema",
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),

@@ -7,6 +7,8 @@ portal's session cookie comes with its own CSRF protection (issue #4).
 from __future__ import annotations
 
 import uuid
+
+import anyio.to_thread
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,22 +43,26 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
         token = _token_from(connection)
         if not token:
             raise Unauthenticated("Send 'Authorization: Bearer <token>' from POST /api/v1/sessions.")
-        db = connection.app.state.db
-        with db.session() as session:
-            row = session.execute(
-                select(AuthToken.id, Account.id, Account.role)
-                .join(Account, Account.id == AuthToken.account_id)
-                .where(
-                    AuthToken.token_hash == hash_token(token),
-                    AuthToken.revoked_at.is_(None),
-                    AuthToken.expires_at > now(),
-                    Account.is_active.is_(True),
-                )
-            ).first()
+        # Off the event loop: a database wait must not stall every other request.
+        row = await anyio.to_thread.run_sync(_lookup, connection.app.state.db, token)
         if row is None:
             raise Unauthenticated("The token is unknown, expired or revoked; sign in again.")
         token_id, account_id, role = row
         return AuthenticationResult(user=Principal(account_id, Role(role), token_id), auth=token_id)
+
+
+def _lookup(db: Any, token: str) -> Any:
+    with db.session(readonly=True) as session:
+        return session.execute(
+            select(AuthToken.id, Account.id, Account.role)
+            .join(Account, Account.id == AuthToken.account_id)
+            .where(
+                AuthToken.token_hash == hash_token(token),
+                AuthToken.revoked_at.is_(None),
+                AuthToken.expires_at > now(),
+                Account.is_active.is_(True),
+            )
+        ).first()
 
 
 def require_role(*roles: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:

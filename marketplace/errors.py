@@ -113,6 +113,19 @@ def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
                    "Something went wrong on our side; the request was not applied.")
 
 
+async def reject_nul_characters(request: Request[Any, Any, Any]) -> Response[dict[str, Any]] | None:
+    """NUL is never meaningful in our text and PostgreSQL refuses to store it: answer 422, not 500."""
+    if "%00" in request.url.query or "%00" in request.url.path:
+        return problem(422, "validation-error", "The request has invalid fields",
+                       "The request contains a NUL character.", [{"field": "query", "message": "contains NUL"}])
+    if request.method in {"POST", "PUT", "PATCH"}:
+        body = await request.body()
+        if b"\\u0000" in body or b"\x00" in body:
+            return problem(422, "validation-error", "The request has invalid fields",
+                           "Text may not contain NUL characters.", [{"field": "body", "message": "contains NUL"}])
+    return None
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     DomainError: _domain_handler,
     ValidationException: _validation_handler,

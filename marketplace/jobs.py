@@ -9,11 +9,12 @@ arrive twice, never zero times, and never before the rows it refers to exist: ac
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from marketplace.clock import now
@@ -121,11 +122,34 @@ def take_pending(session: Session) -> list[OutboxMessage]:
 
 
 def relay_pending(session: Session, settings: Settings, limit: int = 500) -> int:
-    """Send rows that were committed but never dispatched (crash or broker outage)."""
+    """Send rows that were committed but never dispatched (crash or broker outage).
+
+    Rows are claimed with SKIP LOCKED, so several schedulers relay disjoint rows instead of all sending all.
+    """
+    if not can_deliver(settings):
+        return 0
     rows = list(
         session.scalars(
             select(OutboxMessage).where(OutboxMessage.dispatched_at.is_(None))
-            .order_by(OutboxMessage.created_at).limit(limit)
+            .order_by(OutboxMessage.created_at).limit(limit).with_for_update(skip_locked=True)
         )
     )
     return dispatch(session, rows, settings)
+
+
+def dispatch_after_commit(db: Any, rows: list[OutboxMessage], settings: Settings) -> None:
+    """Send what a committed unit of work enqueued. Never raises: the change is already saved, and rows
+    that could not be sent stay pending for the relay."""
+    if not rows:
+        return
+    try:
+        with db.session() as session:
+            dispatch(session, rows, settings)
+    except Exception:
+        log.warning("outbox.dispatch_failed", rows=len(rows), exc_info=True)
+
+
+def purge_dispatched(session: Session, older_than: timedelta) -> int:
+    return session.execute(
+        delete(OutboxMessage).where(OutboxMessage.dispatched_at < now() - older_than)
+    ).rowcount or 0

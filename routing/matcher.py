@@ -36,13 +36,14 @@ class Matcher:
     def eligible(p: ProviderRecord) -> bool:
         return p.accepting_work and p.load < p.capacity
 
-    def rank(self, task_vector: np.ndarray, categories: list[str], providers: list[ProviderRecord],
+    def rank(self, task_vector: np.ndarray | None, categories: list[str], providers: list[ProviderRecord],
              budget: Decimal | None = None, exclude: set[str] | None = None,
              limit: int | None = None, require_category: bool = True) -> list[Candidate]:
         """Eligible providers (accepting work, spare capacity, not excluded), best first.
 
         With ``require_category`` (the default) only providers who declared one of the task's categories
         are candidates: a good semantic match from another trade is not someone the customer asked for.
+        Without a task vector (the customer objected to AI processing) semantic fit counts as 0.
         """
         exclude = exclude or set()
         wanted = set(categories)
@@ -50,7 +51,8 @@ class Matcher:
                 and (not require_category or not wanted or p.categories & wanted)]
         if not pool:
             return []
-        sims = np.stack([p.vector for p in pool]) @ np.asarray(task_vector, dtype=np.float32)
+        sims = (np.zeros(len(pool), dtype=np.float32) if task_vector is None
+                else np.stack([p.vector for p in pool]) @ np.asarray(task_vector, dtype=np.float32))
         primary, secondary = (categories[0], set(categories[1:])) if categories else (None, set())
         out = []
         for p, sim in zip(pool, sims, strict=True):

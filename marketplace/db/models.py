@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -39,6 +40,10 @@ NAMING = {
 
 
 class Base(DeclarativeBase):
+    """Foreign keys to accounts that carry work or money (tasks, offers, referrals) are RESTRICT: an account
+    is removed only through the privacy engine's erasure, which decides what is deleted and what is
+    anonymised, never by a cascade."""
+
     metadata = MetaData(naming_convention=NAMING)
 
 
@@ -155,11 +160,11 @@ class Referral(Base):
     __tablename__ = "referrals"
 
     id: Mapped[uuid.UUID] = _pk()
-    partner_id: Mapped[uuid.UUID] = data(C.PARTY, "account_lifetime", ForeignKey("accounts.id", ondelete="CASCADE"),
+    partner_id: Mapped[uuid.UUID] = data(C.PARTY, "account_lifetime", ForeignKey("accounts.id", ondelete="RESTRICT"),
                                          index=True)
     # unique: a customer is attributed to one partner for good (the first one wins)
     customer_id: Mapped[uuid.UUID] = data(
-        C.PARTY, "account_lifetime", ForeignKey("accounts.id", ondelete="CASCADE"), unique=True
+        C.PARTY, "account_lifetime", ForeignKey("accounts.id", ondelete="RESTRICT"), unique=True
     )
     created_at: Mapped[datetime] = data(C.ACTIVITY, "account_lifetime", UTCDateTime, default=now)
 
@@ -198,7 +203,7 @@ class Task(Base):
     __table_args__ = (Index("ix_tasks_status_created_at", "status", "created_at"),)
 
     id: Mapped[uuid.UUID] = _pk()
-    customer_id: Mapped[uuid.UUID] = data(C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="CASCADE"),
+    customer_id: Mapped[uuid.UUID] = data(C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="RESTRICT"),
                                           index=True)
     title: Mapped[str] = data(C.USER_CONTENT, "task_lifetime", String(200))
     description: Mapped[str] = data(C.USER_CONTENT, "task_lifetime", Text)
@@ -208,7 +213,7 @@ class Task(Base):
     status: Mapped[TaskStatus] = data(C.OPERATIONAL, None, _enum(TaskStatus), default=TaskStatus.SUBMITTED)
     category_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("categories.id"), nullable=True)
     assigned_provider_id: Mapped[uuid.UUID | None] = data(
-        C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True, index=True
+        C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="RESTRICT"), nullable=True, index=True
     )
     created_at: Mapped[datetime] = data(C.ACTIVITY, "task_lifetime", UTCDateTime, default=now)
     updated_at: Mapped[datetime] = data(C.ACTIVITY, "task_lifetime", UTCDateTime, default=now, onupdate=now)
@@ -262,7 +267,7 @@ class Offer(Base):
 
     id: Mapped[uuid.UUID] = _pk()
     task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
-    provider_id: Mapped[uuid.UUID] = data(C.PARTY, "offer_lifetime", ForeignKey("accounts.id", ondelete="CASCADE"))
+    provider_id: Mapped[uuid.UUID] = data(C.PARTY, "offer_lifetime", ForeignKey("accounts.id", ondelete="RESTRICT"))
     status: Mapped[OfferStatus] = data(C.OPERATIONAL, None, _enum(OfferStatus), default=OfferStatus.OPEN)
     rank: Mapped[int] = data(C.OPERATIONAL, None, Integer)
     score: Mapped[float] = data(C.AI_OUTPUT, "offer_lifetime", Numeric(6, 4))
@@ -289,7 +294,12 @@ class OutboxMessage(Base):
     """A job written in the same transaction as the change that needs it; relayed to the broker after commit."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_dispatched_at_id", "dispatched_at", "id"),)
+    __table_args__ = (
+        # the relay's query: pending rows, oldest first
+        Index("ix_outbox_pending", "created_at", postgresql_where=text("dispatched_at IS NULL"),
+              sqlite_where=text("dispatched_at IS NULL")),
+        Index("ix_outbox_dispatched_at", "dispatched_at"),
+    )
 
     id: Mapped[uuid.UUID] = _pk()
     actor_name: Mapped[str] = data(C.OPERATIONAL, None, String(80))

@@ -27,11 +27,13 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn: Any) -> None:
-            # Take the write lock up front. A deferred transaction that reads and then writes fails with
-            # "database is locked" when another writer committed in between; this waits instead (busy_timeout).
+        def _begin(conn: Any) -> None:
+            # Units of work take the write lock up front: a deferred transaction that reads and then writes
+            # fails with "database is locked" when another writer committed in between, where this one waits
+            # (busy_timeout). Read-only sessions stay deferred so readers never queue behind a writer (WAL).
             # PostgreSQL needs none of this: its row locks order concurrent writers.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            readonly = conn.get_execution_options().get("relay_readonly", False)
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
@@ -44,11 +46,14 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.readonly_sessionmaker = sessionmaker(
+            self.engine.execution_options(relay_readonly=True), expire_on_commit=False
+        )
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, readonly: bool = False) -> Iterator[Session]:
         """A unit of work: commits when the block succeeds, rolls back when it raises."""
-        session = self.sessionmaker()
+        session = (self.readonly_sessionmaker if readonly else self.sessionmaker)()
         try:
             yield session
             session.commit()
@@ -95,6 +100,4 @@ def unit_of_work(db: Database, settings: Any) -> Iterator[Session]:
         raise
     finally:
         session.close()
-    if pending:
-        with db.session() as s:
-            jobs.dispatch(s, pending, settings)
+    jobs.dispatch_after_commit(db, pending, settings)

@@ -25,15 +25,20 @@ class AccountController(Controller):
 
     @post("/sessions", exclude_from_auth=True, sync_to_thread=True, summary="Sign in")
     def login(self, data: LoginIn, state: State, settings: Settings) -> SessionOut:
-        # Failed attempts are committed on their own: the 401 must not roll back the evidence.
-        with state.db.session() as session:
+        # Each attempt is recorded and committed as failed *before* the password is checked, then counted:
+        # parallel guesses see each other's rows, so no more than the limit are ever evaluated. A successful
+        # attempt removes its own row. A blocked email is not recorded again, so blocking does not extend.
+        with state.db.session(readonly=True) as session:
             services.check_rate_limit(session, settings, data.email)
+        with state.db.session() as session:
+            attempt = services.record_attempt(session, settings, data.email)
+        with state.db.session(readonly=True) as session:
+            services.check_rate_limit(session, settings, data.email, allowed=settings.login_max_failures + 1)
             account = services.authenticate(session, settings, data.email, data.password)
-            if account is None:
-                services.record_failure(session, settings, data.email)
         if account is None:
             raise services.invalid_credentials()
         with state.db.session() as session:
+            services.forget_attempt(session, attempt)
             account = services.get_account(session, account.id)
             token, row = services.issue_token(session, settings, account)
             return services.session_out(session, token, row, account)

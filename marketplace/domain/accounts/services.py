@@ -112,13 +112,13 @@ def failure_key(settings: Settings, email: str) -> str:
     return keyed_hash(settings.secret_key, "login", normalize_email(email))
 
 
-def check_rate_limit(session: Session, settings: Settings, email: str) -> None:
+def check_rate_limit(session: Session, settings: Settings, email: str, allowed: int | None = None) -> None:
     window_start = now() - timedelta(minutes=settings.login_window_minutes)
     failures = session.scalar(
         select(func.count()).select_from(LoginFailure)
         .where(LoginFailure.email_key == failure_key(settings, email), LoginFailure.at > window_start)
     )
-    if failures >= settings.login_max_failures:
+    if failures >= (settings.login_max_failures if allowed is None else allowed):
         retry = settings.login_window_minutes * 60
         raise TooManyAttempts(
             f"Too many failed sign-ins for this email. Try again in {settings.login_window_minutes} minutes.",
@@ -126,8 +126,16 @@ def check_rate_limit(session: Session, settings: Settings, email: str) -> None:
         )
 
 
-def record_failure(session: Session, settings: Settings, email: str) -> None:
-    session.add(LoginFailure(email_key=failure_key(settings, email)))
+def record_attempt(session: Session, settings: Settings, email: str) -> int:
+    """Count an attempt as failed until it succeeds (see the sign-in controller)."""
+    row = LoginFailure(email_key=failure_key(settings, email))
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def forget_attempt(session: Session, attempt_id: int) -> None:
+    session.execute(delete(LoginFailure).where(LoginFailure.id == attempt_id))
 
 
 def authenticate(session: Session, settings: Settings, email: str, password: str) -> Account | None:

@@ -29,7 +29,15 @@ from marketplace.domain.tasks.services import latest_decision, withdraw_open_off
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.settings import Settings
 
-ACTIVE_WORK = (TaskStatus.ASSIGNED, TaskStatus.IN_PROGRESS)
+# Delivered work counts until the customer accepts it: they may still send it back for changes.
+ACTIVE_WORK = (TaskStatus.ASSIGNED, TaskStatus.IN_PROGRESS, TaskStatus.DELIVERED)
+
+
+def active_work(session: Session, provider_id: uuid.UUID) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Task)
+        .where(Task.assigned_provider_id == provider_id, Task.status.in_(ACTIVE_WORK))
+    ) or 0
 
 
 def provider_loads(session: Session, provider_ids: list[uuid.UUID] | None = None) -> dict[uuid.UUID, int]:
@@ -49,33 +57,40 @@ def provider_loads(session: Session, provider_ids: list[uuid.UUID] | None = None
 
 def make_offers(session: Session, settings: Settings, task: Task, candidates: list[dict[str, Any]],
                 wanted: int) -> int:
-    """Offer the task to the next ``wanted`` candidates that still have capacity. Returns offers made."""
+    """Offer the task to the next ``wanted`` candidates that still have capacity. Returns offers made.
+
+    The caller holds the task's lock. Candidates' profiles are locked in id order (every path locks the
+    task first, then providers by id), so two tasks cannot both take a provider's last free slot and
+    concurrent routings cannot deadlock.
+    """
     if wanted <= 0:
         return 0
     already = set(session.scalars(select(Offer.provider_id).where(Offer.task_id == task.id)))
+    ordered = [uuid.UUID(c["provider_id"]) for c in candidates]
+    ordered = [pid for pid in ordered if pid not in already and pid != task.customer_id]
+    if not ordered:
+        return 0
+    profiles = {
+        p.account_id: p for p in session.scalars(
+            select(ProviderProfile).where(ProviderProfile.account_id.in_(ordered))
+            .order_by(ProviderProfile.account_id).with_for_update()
+        )
+    }
+    loads = provider_loads(session, ordered)
+    scores = {uuid.UUID(c["provider_id"]): c.get("score", 0.0) for c in candidates}
     made = 0
     next_rank = len(already) + 1
-    for candidate in candidates:
+    for provider_id in ordered:
         if made >= wanted:
             break
-        provider_id = uuid.UUID(candidate["provider_id"])
-        if provider_id in already or provider_id == task.customer_id:
-            continue
-        # Lock the provider's profile so two tasks cannot both take their last free slot.
-        profile = session.scalar(
-            select(ProviderProfile).where(ProviderProfile.account_id == provider_id).with_for_update()
-        )
-        if profile is None or not profile.accepting_work:
-            continue
-        if provider_loads(session, [provider_id]).get(provider_id, 0) >= profile.capacity:
+        profile = profiles.get(provider_id)
+        if profile is None or not profile.accepting_work or loads.get(provider_id, 0) >= profile.capacity:
             continue
         offer = Offer(task_id=task.id, provider_id=provider_id, status=OfferStatus.OPEN, rank=next_rank,
-                      score=candidate.get("score", 0.0),
-                      expires_at=now() + timedelta(hours=settings.offer_window_hours))
+                      score=scores[provider_id], expires_at=now() + timedelta(hours=settings.offer_window_hours))
         session.add(offer)
         session.flush()
         jobs.enqueue(session, "draft_for_offer", offer.id)
-        already.add(provider_id)
         made += 1
         next_rank += 1
     return made
@@ -123,6 +138,10 @@ def accept(session: Session, principal: Principal, offer_id: uuid.UUID) -> Offer
         raise Conflict("This offer is no longer open.")
     if task.status is not TaskStatus.ROUTED:
         raise Conflict(f"The task is {task.status.value}; it is not waiting for a provider any more.")
+    profile = session.scalar(select(ProviderProfile).where(ProviderProfile.account_id == principal.account_id)
+                             .with_for_update())
+    if profile is None or active_work(session, principal.account_id) >= profile.capacity:
+        raise Conflict("You are at your capacity: finish a task or raise your capacity before accepting.")
     transition(session, task, TaskStatus.ASSIGNED, actor_id=principal.account_id,
                actor_role=Role.PROVIDER.value, reason="offer accepted")
     session.execute(update(Task).where(Task.id == task.id).values(assigned_provider_id=principal.account_id)
@@ -153,24 +172,33 @@ def decline(session: Session, settings: Settings, principal: Principal, offer_id
 
 
 def expire_due(session: Session, settings: Settings, limit: int = 500) -> int:
-    """Expire open offers past their window and re-offer their tasks. Safe to run anywhere, any number of times."""
-    due = session.execute(
-        select(Offer.id, Offer.task_id).where(Offer.status == OfferStatus.OPEN, Offer.expires_at <= now())
-        .order_by(Offer.expires_at).limit(limit)
+    """Expire open offers past their window and re-offer their tasks. Safe to run anywhere, any number of times.
+
+    Task by task, locking the task before its offers (the order accept and decline use), so the scheduler
+    never deadlocks with a provider answering an offer at the same moment.
+    """
+    task_ids = session.scalars(
+        select(Offer.task_id).where(Offer.status == OfferStatus.OPEN, Offer.expires_at <= now())
+        .group_by(Offer.task_id).order_by(Offer.task_id).limit(limit)
     ).all()
-    expired_per_task: dict[uuid.UUID, int] = defaultdict(int)
-    for offer_id, task_id in due:
+    expired = 0
+    for task_id in task_ids:
+        task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+        if task is None:
+            continue
         result = session.execute(
-            update(Offer).where(Offer.id == offer_id, Offer.status == OfferStatus.OPEN)
+            update(Offer).where(Offer.task_id == task_id, Offer.status == OfferStatus.OPEN,
+                                Offer.expires_at <= now())
             .values(status=OfferStatus.EXPIRED, responded_at=now()).execution_options(synchronize_session=False)
         )
-        if result.rowcount == 1:
-            expired_per_task[task_id] += 1
-    for task_id, count in expired_per_task.items():
-        task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
-        if task is not None:
+        count = result.rowcount or 0
+        if count:
+            expired += count
             refill(session, settings, task, wanted=count)
-    return sum(expired_per_task.values())
+    return expired
+
+
+VISIBLE_BRIEF = (OfferStatus.OPEN, OfferStatus.ACCEPTED)
 
 
 def offer_out(session: Session, offer: Offer, slugs: dict[uuid.UUID, str] | None = None) -> OfferOut:
@@ -182,7 +210,8 @@ def offer_out(session: Session, offer: Offer, slugs: dict[uuid.UUID, str] | None
         id=str(offer.id), task_id=str(offer.task_id), status=offer.status.value, rank=offer.rank,
         score=float(offer.score), created_at=offer.created_at, expires_at=offer.expires_at,
         responded_at=offer.responded_at, decline_reason=offer.decline_reason, task_title=task.title,
-        task_description=task.description, category=slugs.get(task.category_id),
+        # once an offer is closed (declined, expired, withdrawn) its provider no longer sees the brief
+        task_description=task.description if offer.status in VISIBLE_BRIEF else "", category=slugs.get(task.category_id),
         budget_amount=task.budget_amount, budget_currency=task.budget_currency, deadline=task.deadline,
         draft_ready=has_draft,
     )

@@ -37,7 +37,7 @@ def update_profile(session: Session, account_id: uuid.UUID, data: ProviderProfil
     if unknown:
         raise InvalidInput(f"Unknown categories: {', '.join(unknown)}. See GET /api/v1/categories.",
                            errors=[{"field": "categories", "message": f"unknown: {', '.join(unknown)}"}])
-    if data.hourly_rate is not None and not (0 <= data.hourly_rate <= 100_000 and data.hourly_rate.is_finite()):
+    if data.hourly_rate is not None and not (data.hourly_rate.is_finite() and 0 <= data.hourly_rate <= 100_000):
         raise InvalidInput("Hourly rate must be between 0 and 100000.",
                            errors=[{"field": "hourly_rate", "message": "must be between 0 and 100000"}])
     if not data.headline.strip():

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from marketplace.db.models import ProviderProfile
+from marketplace.db.models import CategoryExample, ProviderProfile
 from marketplace.domain.categories.services import load_taxonomy
 from marketplace.domain.providers.services import profile_text
 from models import Encoder, load_encoder
@@ -52,7 +52,11 @@ class RoutingEngine:
                     raise RuntimeError("no categories with examples: load the taxonomy (relay seed)")
                 labels = [c.slug for c in taxonomy.categories for _ in c.examples]
                 texts = [e for c in taxonomy.categories for e in c.examples]
-                self._router = Router().fit(labels, self.encoder.encode(texts), texts)
+                # Decisions quote the nearest examples to customers: only our seed examples may be quoted,
+                # never ones learned from other customers' tasks.
+                shareable = set(session.scalars(select(CategoryExample.text).where(CategoryExample.source == "seed")))
+                quotable = [t if t in shareable else "" for t in texts]
+                self._router = Router().fit(labels, self.encoder.encode(texts), quotable)
                 self._taxonomy = taxonomy
             return self._router, self._taxonomy
 

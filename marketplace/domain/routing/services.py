@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from marketplace.clock import now
 from marketplace.db.models import (
     Account,
     Category,
@@ -57,7 +59,8 @@ def route_task(session: Session, settings: Settings, engine: RoutingEngine, task
         transition(session, task, TaskStatus.ROUTING, actor_id=None, actor_role=SYSTEM, reason="routing started")
 
     customer = session.get(Account, task.customer_id)
-    if customer is not None and customer.ai_processing_objection and staff_category is None:
+    objected = customer is not None and customer.ai_processing_objection
+    if objected and staff_category is None:
         return _to_review(
             session, task, "the customer objected to AI processing; staff will place the task",
             categories=[], candidates=[], model_id="none", taxonomy_version="none",
@@ -65,22 +68,27 @@ def route_task(session: Session, settings: Settings, engine: RoutingEngine, task
                                     "will choose the category and providers by hand.", "source": "objection"},
         )
 
-    router, taxonomy = engine.router(session)
-    vector = engine.encode_task(task.title, task.description)
-    meta = {"model_id": engine.model_id, "taxonomy_version": taxonomy.version}
-    names = {c.slug: c.name for c in taxonomy.categories}
-
     if staff_category is not None:
+        # Staff chose the category. With the customer's objection the task text is never embedded:
+        # providers are ranked on category, availability and price only.
+        vector = None if objected else engine.encode_task(task.title, task.description)
+        meta = {"model_id": "none" if objected else engine.model_id, "taxonomy_version": "staff"}
         chosen = [{"slug": staff_category.slug, "score": None}]
         explanation: dict[str, Any] = {
             "summary": f"Placed in {staff_category.name} by our staff.", "source": "staff",
             "threshold": None, "ranking": [], "nearest_examples": [],
         }
     else:
+        router, taxonomy = engine.router(session)
+        vector = engine.encode_task(task.title, task.description)
+        meta = {"model_id": engine.model_id, "taxonomy_version": taxonomy.version}
+        names = {c.slug: c.name for c in taxonomy.categories}
         decision = router.decide(vector)
         evidence = {
             "ranking": [{"slug": s, "score": sc} for s, sc in decision.ranking],
-            "nearest_examples": [{"slug": s, "text": t, "similarity": sim} for s, t, sim in decision.nearest_examples],
+            # only our own seed examples are ever shown; examples learned from tasks stay private
+            "nearest_examples": [{"slug": s, "text": t, "similarity": sim}
+                                 for s, t, sim in decision.nearest_examples if t],
             "threshold": decision.threshold, **meta,
         }
         if decision.abstain:
@@ -94,7 +102,7 @@ def route_task(session: Session, settings: Settings, engine: RoutingEngine, task
             )
         chosen = [{"slug": s, "score": sc} for s, sc in decision.categories]
         also = [names[c["slug"]] for c in chosen[1:]]
-        nearest = decision.nearest_examples[0][1] if decision.nearest_examples else ""
+        nearest = evidence["nearest_examples"][0]["text"] if evidence["nearest_examples"] else ""
         summary = f"This looks like {names[chosen[0]['slug']]} (similarity {chosen[0]['score']:.2f}, " \
                   f"threshold {decision.threshold:.2f})"
         summary += f", and also {', '.join(also)}." if also else "."
@@ -126,3 +134,17 @@ def route_task(session: Session, settings: Settings, engine: RoutingEngine, task
     transition(session, task, TaskStatus.ROUTED, actor_id=None, actor_role=SYSTEM,
                reason=f"routed to {slugs[0]}")
     return "routed"
+
+
+def sweep_stalled(session: Session, older_than: timedelta, limit: int = 200) -> int:
+    """Hand tasks whose routing never finished (a job that failed every retry) to staff instead of leaving
+    them waiting forever. A routing job that turns up later finds them in review and does nothing."""
+    stalled = session.scalars(
+        select(Task).where(Task.status.in_((TaskStatus.SUBMITTED, TaskStatus.ROUTING)),
+                           Task.updated_at < now() - older_than)
+        .order_by(Task.id).limit(limit).with_for_update(skip_locked=True)
+    ).all()
+    for task in stalled:
+        transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM,
+                   reason="routing did not finish in time; staff will place the task")
+    return len(stalled)

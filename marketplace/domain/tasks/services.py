@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +39,7 @@ from marketplace.domain.tasks.schemas import (
 from marketplace.errors import InvalidInput, NotFound
 
 _CENT = Decimal("0.01")
+MAX_DEADLINE = timedelta(days=5 * 365)
 
 
 def create_task(session: Session, customer_id: uuid.UUID, data: TaskIn) -> Task:
@@ -47,18 +49,22 @@ def create_task(session: Session, customer_id: uuid.UUID, data: TaskIn) -> Task:
         errors.append({"field": "title", "message": "must have at least 3 characters"})
     if len(description) < 10:
         errors.append({"field": "description", "message": "must have at least 10 characters"})
-    if data.budget is not None and not (data.budget.amount.is_finite() and 0 < data.budget.amount <= 10_000_000):
-        errors.append({"field": "budget.amount", "message": "must be more than 0 and at most 10000000"})
-    if data.deadline is not None:
-        if data.deadline.tzinfo is None:
+    amount = data.budget.amount if data.budget else None
+    if amount is not None:
+        amount = amount.quantize(_CENT) if amount.is_finite() and abs(amount) < 10**12 else None
+        if amount is None or not 0 < amount <= 10_000_000:
+            errors.append({"field": "budget.amount", "message": "must be at least 0.01 and at most 10000000"})
+    deadline = data.deadline
+    if deadline is not None:
+        if deadline.tzinfo is None:
             errors.append({"field": "deadline", "message": "must include a timezone, e.g. 2027-01-31T17:00:00Z"})
-        elif data.deadline <= now():
-            errors.append({"field": "deadline", "message": "must be in the future"})
+        elif not now() < deadline < now() + MAX_DEADLINE:
+            errors.append({"field": "deadline", "message": "must be in the future and within 5 years"})
     if errors:
         raise InvalidInput("; ".join(f"{e['field']} {e['message']}" for e in errors), errors=errors)
     task = Task(
         customer_id=customer_id, title=title, description=description,
-        budget_amount=data.budget.amount.quantize(_CENT) if data.budget else None,
+        budget_amount=amount,
         budget_currency=data.budget.currency.upper() if data.budget else None,
         deadline=data.deadline, status=TaskStatus.SUBMITTED,
     )
@@ -70,9 +76,6 @@ def create_task(session: Session, customer_id: uuid.UUID, data: TaskIn) -> Task:
     return task
 
 
-
-
-
 def _is_party(session: Session, task: Task, principal: Principal) -> bool:
     if principal.role is Role.STAFF:
         return True
@@ -81,8 +84,11 @@ def _is_party(session: Session, task: Task, principal: Principal) -> bool:
     if principal.role is Role.PROVIDER:
         if task.assigned_provider_id == principal.account_id:
             return True
+        # Only while the offer is open: a provider who declined, let it expire or lost it to another
+        # provider has no business following the task any further.
         return session.scalar(
-            select(Offer.id).where(Offer.task_id == task.id, Offer.provider_id == principal.account_id)
+            select(Offer.id).where(Offer.task_id == task.id, Offer.provider_id == principal.account_id,
+                                   Offer.status == OfferStatus.OPEN)
         ) is not None
     return False
 

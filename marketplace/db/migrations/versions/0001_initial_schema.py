@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 15:54:50.924104
+Create Date: 2026-11-22 16:23:33.252085
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox'))
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.create_index('ix_outbox_dispatched_at_id', ['dispatched_at', 'id'], unique=False)
+        batch_op.create_index('ix_outbox_dispatched_at', ['dispatched_at'], unique=False)
+        batch_op.create_index('ix_outbox_pending', ['created_at'], unique=False, postgresql_where=sa.text('dispatched_at IS NULL'), sqlite_where=sa.text('dispatched_at IS NULL'))
 
     op.create_table('auth_tokens',
     sa.Column('id', sa.Uuid(), nullable=False),
@@ -106,8 +107,8 @@ def upgrade() -> None:
     sa.Column('partner_id', sa.Uuid(), nullable=False),
     sa.Column('customer_id', sa.Uuid(), nullable=False),
     sa.Column('created_at', marketplace.db.types.UTCDateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['customer_id'], ['accounts.id'], name=op.f('fk_referrals_customer_id_accounts'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['partner_id'], ['accounts.id'], name=op.f('fk_referrals_partner_id_accounts'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['customer_id'], ['accounts.id'], name=op.f('fk_referrals_customer_id_accounts'), ondelete='RESTRICT'),
+    sa.ForeignKeyConstraint(['partner_id'], ['accounts.id'], name=op.f('fk_referrals_partner_id_accounts'), ondelete='RESTRICT'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_referrals')),
     sa.UniqueConstraint('customer_id', name=op.f('uq_referrals_customer_id'))
     )
@@ -127,9 +128,9 @@ def upgrade() -> None:
     sa.Column('assigned_provider_id', sa.Uuid(), nullable=True),
     sa.Column('created_at', marketplace.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', marketplace.db.types.UTCDateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['assigned_provider_id'], ['accounts.id'], name=op.f('fk_tasks_assigned_provider_id_accounts'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['assigned_provider_id'], ['accounts.id'], name=op.f('fk_tasks_assigned_provider_id_accounts'), ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['category_id'], ['categories.id'], name=op.f('fk_tasks_category_id_categories')),
-    sa.ForeignKeyConstraint(['customer_id'], ['accounts.id'], name=op.f('fk_tasks_customer_id_accounts'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['customer_id'], ['accounts.id'], name=op.f('fk_tasks_customer_id_accounts'), ondelete='RESTRICT'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_tasks'))
     )
     with op.batch_alter_table('tasks', schema=None) as batch_op:
@@ -162,7 +163,7 @@ def upgrade() -> None:
     sa.Column('expires_at', marketplace.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('responded_at', marketplace.db.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('decline_reason', sa.Text(), nullable=True),
-    sa.ForeignKeyConstraint(['provider_id'], ['accounts.id'], name=op.f('fk_offers_provider_id_accounts'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['provider_id'], ['accounts.id'], name=op.f('fk_offers_provider_id_accounts'), ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['task_id'], ['tasks.id'], name=op.f('fk_offers_task_id_tasks'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_offers')),
     sa.UniqueConstraint('task_id', 'provider_id', name=op.f('uq_offers_task_id'))
@@ -257,7 +258,8 @@ def downgrade() -> None:
 
     op.drop_table('auth_tokens')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_outbox_dispatched_at_id')
+        batch_op.drop_index('ix_outbox_pending', postgresql_where=sa.text('dispatched_at IS NULL'), sqlite_where=sa.text('dispatched_at IS NULL'))
+        batch_op.drop_index('ix_outbox_dispatched_at')
 
     op.drop_table('outbox')
     with op.batch_alter_table('login_failures', schema=None) as batch_op:
