@@ -1,0 +1,183 @@
+"""Regression tests for the rules a review found missing: visibility after an offer closes, AI objection,
+parallel sign-in guessing, capacity on accept, hostile inputs, stalled routing, outbox upkeep."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import time_machine
+from sqlalchemy import func, select
+
+from marketplace import jobs
+from marketplace.clock import now
+from marketplace.db.models import OutboxMessage
+from tests.conftest import Api
+
+TASK = ("Bookkeeping catch-up for my studio",
+        "I need someone to reconcile six months of bank transactions in QuickBooks and categorize expenses.")
+
+
+def bookkeepers(api: Api, n: int, capacity: int = 2) -> list[tuple[dict, dict]]:
+    return [api.provider(["bookkeeping-accounting"], f"Bookkeeper number {i}",
+                         "I reconcile bank accounts and keep books in QuickBooks and Xero.", capacity=capacity)
+            for i in range(n)]
+
+
+@pytest.mark.model
+def test_a_provider_whose_offer_closed_no_longer_sees_the_task(api: Api) -> None:
+    c = api.client
+    (winner, winner_h), (loser, loser_h) = bookkeepers(api, 2)
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=loser_h).status_code == 200  # offer open: may look
+    offer = c.get("/api/v1/offers", headers=winner_h).json()["items"][0]
+    c.post(f"/api/v1/offers/{offer['id']}/accept", headers=winner_h)
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=loser_h).status_code == 404
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=winner_h).status_code == 200
+    withdrawn = c.get("/api/v1/offers", headers=loser_h).json()["items"][0]
+    assert withdrawn["status"] == "withdrawn" and withdrawn["task_description"] == ""
+    assert c.get("/api/v1/offers", headers=winner_h).json()["items"][0]["task_description"] == TASK[1]
+
+
+@pytest.mark.model
+def test_staff_placement_for_an_objecting_customer_never_embeds_the_task(api: Api, db, monkeypatch) -> None:
+    from marketplace.domain.routing import engine as engine_module
+
+    c = api.client
+    bookkeepers(api, 2)
+    _, customer_h = api.user("customer")
+    c.put("/api/v1/me/privacy", json={"ai_processing_objection": True}, headers=customer_h)
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "needs_review"
+
+    def no_embedding(*_args, **_kwargs):
+        raise AssertionError("the task text of an objecting customer was sent to the model")
+
+    monkeypatch.setattr(engine_module.RoutingEngine, "encode_task", no_embedding)
+    staff_h = api.staff(db)
+    c.post(f"/api/v1/staff/tasks/{task_id}/route", json={"category": "bookkeeping-accounting"}, headers=staff_h)
+    api.drain()
+    task = c.get(f"/api/v1/tasks/{task_id}", headers=staff_h).json()
+    assert task["status"] == "routed"
+    assert task["routing"]["evidence"]["source"] == "staff"
+
+
+def test_parallel_password_guesses_are_bounded_by_the_limit(api: Api, settings) -> None:
+    account = api.signup("customer")
+
+    def guess(i: int) -> int:
+        return api.client.post("/api/v1/sessions", json={"email": account["email"],
+                                                         "password": f"wrong guess {i}"}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(guess, range(24)))
+    assert codes.count(401) <= settings.login_max_failures
+    assert codes.count(429) >= 24 - settings.login_max_failures
+    assert set(codes) <= {401, 429}
+
+
+@pytest.mark.model
+def test_accepting_beyond_capacity_is_refused_and_delivered_work_still_counts(api: Api) -> None:
+    c = api.client
+    (provider, provider_h), = bookkeepers(api, 1, capacity=1)
+    _, customer_h = api.user("customer")
+    first = api.post_task(customer_h, *TASK)
+    api.drain()
+    offer = c.get("/api/v1/offers?status=open", headers=provider_h).json()["items"][0]
+    assert c.post(f"/api/v1/offers/{offer['id']}/accept", headers=provider_h).status_code == 200
+    c.post(f"/api/v1/tasks/{first}/start", headers=provider_h)
+    c.post(f"/api/v1/tasks/{first}/deliver", headers=provider_h)
+    # delivered but not accepted by the customer: the slot is still taken, so no new offer
+    second = api.post_task(customer_h, "Monthly bookkeeping for a cafe",
+                           "Reconcile the cafe's bank and card transactions every month in Xero.")
+    api.drain()
+    assert c.get("/api/v1/offers?status=open", headers=provider_h).json()["items"] == []
+    assert c.get(f"/api/v1/tasks/{second}", headers=customer_h).json()["status"] == "needs_review"
+
+
+@pytest.mark.model
+def test_lowering_capacity_blocks_accepting_open_offers(api: Api) -> None:
+    c = api.client
+    (provider, provider_h), = bookkeepers(api, 1, capacity=2)
+    _, customer_h = api.user("customer")
+    api.post_task(customer_h, *TASK)
+    api.post_task(customer_h, "Monthly bookkeeping for a cafe",
+                  "Reconcile the cafe's bank and card transactions every month in Xero.")
+    api.drain()
+    offers = c.get("/api/v1/offers?status=open", headers=provider_h).json()["items"]
+    assert len(offers) == 2
+    profile = c.get("/api/v1/providers/me", headers=provider_h).json()
+    body = {k: profile[k] for k in ("headline", "description", "skills", "categories", "languages",
+                                    "accepting_work", "hourly_rate")}
+    assert c.put("/api/v1/providers/me", json={**body, "capacity": 1}, headers=provider_h).status_code == 200
+    assert c.post(f"/api/v1/offers/{offers[0]['id']}/accept", headers=provider_h).status_code == 200
+    refused = c.post(f"/api/v1/offers/{offers[1]['id']}/accept", headers=provider_h)
+    assert refused.status_code == 409 and "capacity" in refused.json()["detail"]
+
+
+def test_hostile_values_get_422_not_500(api: Api) -> None:
+    c = api.client
+    _, customer_h = api.user("customer")
+    _, provider_h = api.user("provider")
+    ok = {"title": "A fine title", "description": "A long enough description."}
+    cases = [
+        ("post", "/api/v1/tasks", customer_h, {**ok, "title": "Nul\u0000title"}),
+        ("post", "/api/v1/tasks", customer_h, {**ok, "deadline": "9999-12-31T23:00:00-05:00"}),
+        ("post", "/api/v1/tasks", customer_h, {**ok, "budget": {"amount": "1e-30", "currency": "EUR"}}),
+        ("post", "/api/v1/tasks", customer_h, {**ok, "budget": {"amount": "1e400", "currency": "EUR"}}),
+        ("post", "/api/v1/accounts", {}, {"email": "a\u0000@example.com", "password": "long enough pw",
+                                          "role": "customer", "display_name": "X"}),
+        ("post", "/api/v1/sessions", {}, {"email": "a\u0000@example.com", "password": "whatever"}),
+        ("put", "/api/v1/providers/me", provider_h, {"headline": "Dev", "description": "", "skills": [],
+                                                     "categories": [], "languages": ["en"], "capacity": 1,
+                                                     "accepting_work": True, "hourly_rate": "NaN"}),
+    ]
+    for method, path, headers, body in cases:
+        r = c.request(method.upper(), path, json=body, headers=headers)
+        assert r.status_code == 422, (body, r.status_code, r.text)
+        assert r.json()["type"] == "/problems/validation-error"
+    assert c.get("/api/v1/tasks?status=%00", headers=customer_h).status_code == 422
+
+
+def test_stalled_routing_goes_to_staff(api: Api, settings, db, monkeypatch) -> None:
+    from marketplace.domain.routing.services import sweep_stalled
+
+    _, customer_h = api.user("customer")
+    monkeypatch.setattr(jobs, "_send", lambda *_: (_ for _ in ()).throw(ConnectionError("broker down")))
+    task_id = api.post_task(customer_h, *TASK)
+    with db.session() as session:
+        assert sweep_stalled(session, timedelta(minutes=30)) == 0
+    with time_machine.travel(now() + timedelta(minutes=31), tick=False), db.session() as session:
+        assert sweep_stalled(session, timedelta(minutes=30)) == 1
+    task = api.client.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()
+    assert task["status"] == "needs_review"
+    assert "did not finish" in task["transitions"][-1]["reason"]
+
+
+def test_a_committed_request_succeeds_even_if_sending_its_job_fails(api: Api, db, monkeypatch) -> None:
+    _, customer_h = api.user("customer")
+
+    def dispatch_broken(*_args, **_kwargs):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(jobs, "dispatch", dispatch_broken)
+    task_id = api.post_task(customer_h, *TASK)  # asserts 201
+    with db.session() as session:
+        pending = session.scalar(select(func.count()).select_from(OutboxMessage)
+                                 .where(OutboxMessage.dispatched_at.is_(None)))
+    assert pending == 1 and task_id
+
+
+def test_dispatched_outbox_rows_are_purged_after_a_week(api: Api, settings, db) -> None:
+    _, customer_h = api.user("customer")
+    api.post_task(customer_h, *TASK)
+    with db.session() as session:
+        jobs.relay_pending(session, settings)
+    with db.session() as session:
+        assert jobs.purge_dispatched(session, timedelta(days=7)) == 0
+    with time_machine.travel(now() + timedelta(days=8), tick=False), db.session() as session:
+        assert jobs.purge_dispatched(session, timedelta(days=7)) == 1
