@@ -60,7 +60,7 @@ class Drafter:
             intro += f", {provider.headline.strip().rstrip('.')}"
         parts.append(intro + ".")
         sources["introduction"] = "provider profile"
-        parts.append(f"As I understand it, you need: {_first_sentence(task.description)}")
+        parts.append(f"As I understand it from your description: \u201c{_first_sentence(task.description)}\u201d")
         sources["scope"] = "task description"
         if task.playbook:
             steps = "\n".join(f"{i}. {step}" for i, step in enumerate(task.playbook, 1))
@@ -83,10 +83,12 @@ class Drafter:
             terms.append(f"your budget of {task.budget_amount} {task.budget_currency or ''}".strip())
         if task.deadline is not None:
             terms.append(f"your deadline of {task.deadline:%d %B %Y}")
+        noted = " and ".join(terms)
+        if noted:
+            parts.append(f"I have noted {noted}.")
         if provider.hourly_rate is not None:
-            terms.append(f"my rate of {provider.hourly_rate} per hour")
-        if terms:
-            parts.append("I have noted " + ", ".join(terms) + ".")
+            parts.append(f"My rate is {provider.hourly_rate} per hour.")
+        if terms or provider.hourly_rate is not None:
             sources["terms"] = "task budget and deadline, provider rate"
         parts.append("Best regards,\n" + provider.display_name)
         return DraftResult("\n\n".join(parts), self.engine, self.model_id, sources)
