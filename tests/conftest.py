@@ -141,6 +141,18 @@ class Api:
         return self.login(email)
 
 
+BOOKKEEPING_TASK = ("Bookkeeping catch-up for my studio",
+                    "I need someone to reconcile six months of bank transactions in QuickBooks and categorize "
+                    "expenses.")
+
+
+def bookkeepers(api: Api, n: int, capacity: int = 2) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """n providers who all fit BOOKKEEPING_TASK."""
+    return [api.provider(["bookkeeping-accounting"], f"Bookkeeper number {i}",
+                         "I reconcile bank accounts and keep books in QuickBooks and Xero.", capacity=capacity)
+            for i in range(n)]
+
+
 @pytest.fixture
 def api(settings: Settings) -> Iterator[Api]:
     from marketplace.asgi import build

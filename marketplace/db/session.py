@@ -86,11 +86,11 @@ def forget_database(url: str) -> None:
 
 
 @contextmanager
-def unit_of_work(db: Database, settings: Any) -> Iterator[Session]:
+def unit_of_work(db: Database, settings: Any, readonly: bool = False) -> Iterator[Session]:
     """A committed unit of work followed by the dispatch of the jobs it enqueued (see marketplace.jobs)."""
     from marketplace import jobs
 
-    session = db.sessionmaker()
+    session = (db.readonly_sessionmaker if readonly else db.sessionmaker)()
     try:
         yield session
         session.commit()

@@ -13,17 +13,8 @@ from sqlalchemy import func, select
 from marketplace import jobs
 from marketplace.clock import now
 from marketplace.db.models import OutboxMessage
-from tests.conftest import Api
-
-TASK = ("Bookkeeping catch-up for my studio",
-        "I need someone to reconcile six months of bank transactions in QuickBooks and categorize expenses.")
-
-
-def bookkeepers(api: Api, n: int, capacity: int = 2) -> list[tuple[dict, dict]]:
-    return [api.provider(["bookkeeping-accounting"], f"Bookkeeper number {i}",
-                         "I reconcile bank accounts and keep books in QuickBooks and Xero.", capacity=capacity)
-            for i in range(n)]
-
+from tests.conftest import BOOKKEEPING_TASK as TASK
+from tests.conftest import Api, bookkeepers
 
 @pytest.mark.model
 def test_a_provider_whose_offer_closed_no_longer_sees_the_task(api: Api) -> None:

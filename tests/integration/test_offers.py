@@ -9,19 +9,10 @@ import time_machine
 
 from marketplace.clock import now
 from marketplace.domain.offers.services import expire_due
-from tests.conftest import Api
+from tests.conftest import BOOKKEEPING_TASK as TASK
+from tests.conftest import Api, bookkeepers
 
 pytestmark = pytest.mark.model
-
-TASK = ("Bookkeeping catch-up for my studio",
-        "I need someone to reconcile six months of bank transactions in QuickBooks and categorize expenses.")
-
-
-def bookkeepers(api: Api, n: int, capacity: int = 2) -> list[tuple[dict, dict]]:
-    return [api.provider(["bookkeeping-accounting"], f"Bookkeeper number {i}",
-                         "I reconcile bank accounts and keep books in QuickBooks and Xero.", capacity=capacity)
-            for i in range(n)]
-
 
 def open_offers(api: Api, headers: dict) -> list[dict]:
     return api.client.get("/api/v1/offers?status=open", headers=headers).json()["items"]
