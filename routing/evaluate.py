@@ -1,0 +1,129 @@
+"""Evaluate the router on a routing set: python -m routing.evaluate PATH [--shots K] [--json].
+
+The set's format is described in shared/eval/README.md: ``routes`` (examples per route: all the router may
+learn from, thresholds included) and ``cases`` (texts to route; ``route: null`` means out of scope).
+Latency is one decision end to end: encode the text, then categorize it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routing.router import Router
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSet:
+    name: str
+    routes: dict[str, list[str]]
+    cases: list[tuple[str, str | None]]
+
+    @classmethod
+    def load(cls, path: Path) -> RoutingSet:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            routes = {str(k): [str(t) for t in v] for k, v in data["routes"].items()}
+            cases = [(str(c["text"]), None if c["route"] is None else str(c["route"])) for c in data["cases"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"cannot read routing set {path}: {exc}") from exc
+        unknown = {r for _, r in cases if r is not None and r not in routes}
+        if unknown:
+            raise SystemExit(f"cases name routes that have no examples: {sorted(unknown)[:5]}")
+        return cls(str(data.get("name", path.stem)), routes, cases)
+
+    def with_shots(self, shots: int | None, seed: int = 0) -> RoutingSet:
+        if not shots:
+            return self
+        rng = random.Random(seed)
+        routes = {r: rng.sample(ex, min(shots, len(ex))) for r, ex in self.routes.items()}
+        return RoutingSet(self.name, routes, self.cases)
+
+
+def metrics(truth: list[str | None], predicted: list[str | None]) -> dict[str, float]:
+    in_scope = [(t, p) for t, p in zip(truth, predicted, strict=True) if t is not None]
+    oos = [p for t, p in zip(truth, predicted, strict=True) if t is None]
+    abstained = [t for t, p in zip(truth, predicted, strict=True) if p is None]
+    tp: Counter[str] = Counter()
+    fp: Counter[str] = Counter()
+    fn: Counter[str] = Counter()
+    for t, p in zip(truth, predicted, strict=True):
+        if t is not None and t == p:
+            tp[t] += 1
+            continue
+        if p is not None:
+            fp[p] += 1
+        if t is not None:
+            fn[t] += 1
+    routes = {t for t in truth if t is not None}
+    f1 = [2 * tp[r] / (2 * tp[r] + fp[r] + fn[r]) if tp[r] + fp[r] + fn[r] else 1.0 for r in routes]
+    return {
+        "in_scope_accuracy": sum(t == p for t, p in in_scope) / len(in_scope) if in_scope else 0.0,
+        "oos_recall": sum(p is None for p in oos) / len(oos) if oos else 0.0,
+        "oos_precision": sum(t is None for t in abstained) / len(abstained) if abstained else 0.0,
+        "macro_f1": float(np.mean(f1)) if f1 else 0.0,
+    }
+
+
+def evaluate(routing_set: RoutingSet, encoder: Any, router: Router | None = None) -> dict[str, Any]:
+    labels = [r for r, ex in routing_set.routes.items() for _ in ex]
+    texts = [t for ex in routing_set.routes.values() for t in ex]
+    start = time.perf_counter()
+    router = (router or Router()).fit(labels, encoder.encode(texts), texts)
+    fit_s = time.perf_counter() - start
+    predicted: list[str | None] = []
+    latencies: list[float] = []
+    for text, _ in routing_set.cases:
+        t0 = time.perf_counter()
+        decision = router.decide(encoder.encode([text])[0])
+        latencies.append((time.perf_counter() - t0) * 1000)
+        predicted.append(decision.primary)
+    result: dict[str, Any] = {"set": routing_set.name, "routes": len(routing_set.routes), "examples": len(texts),
+                              "cases": len(routing_set.cases)}
+    result.update({k: round(v, 4) for k, v in metrics([r for _, r in routing_set.cases], predicted).items()})
+    result.update({
+        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+        "fit_s": round(fit_s, 1),
+        "threshold": round(router.threshold, 4),
+        "model_id": getattr(encoder, "model_id", "unknown"),
+    })
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m routing.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("path", type=Path, help="routing set (JSON: routes + cases)")
+    parser.add_argument("--shots", type=int, default=None, help="use at most K examples per route")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --shots sampling")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the metrics")
+    args = parser.parse_args(argv)
+    if args.shots is not None and args.shots < 1:
+        parser.error("--shots must be at least 1")
+
+    from models import load_encoder
+
+    routing_set = RoutingSet.load(args.path).with_shots(args.shots, args.seed)
+    result = evaluate(routing_set, load_encoder())
+    print(f"{result['set']}: {result['routes']} routes, {result['examples']} examples, {result['cases']} cases")
+    print(f"  in-scope accuracy  {result['in_scope_accuracy']:.2%}")
+    print(f"  out-of-scope recall {result['oos_recall']:.2%}  precision {result['oos_precision']:.2%}")
+    print(f"  macro F1           {result['macro_f1']:.4f}")
+    print(f"  decision latency   p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  (fit {result['fit_s']} s)")
+    if args.json:
+        print(json.dumps(result))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
