@@ -1,13 +1,19 @@
-"""Matcher: rank providers for a routed task, with every score component exposed."""
+"""Matcher: rank providers for a routed task, with every score component exposed.
+
+``ProviderIndex`` keeps providers as arrays (vectors, capacity, load, rate) with a per-category row list,
+so ranking 100,000 providers is a few vectorized operations on the rows of the task's categories.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
 
 WEIGHTS = {"semantic": 0.45, "category": 0.35, "availability": 0.1, "price": 0.1}
+SECONDARY_CATEGORY = 0.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +22,7 @@ class ProviderRecord:
     vector: np.ndarray  # L2-normalized profile embedding
     categories: frozenset[str]
     capacity: int
-    load: int  # tasks assigned or in progress plus open offers
+    load: int  # tasks in hand plus open offers
     accepting_work: bool
     hourly_rate: Decimal | None = None
 
@@ -26,6 +32,28 @@ class Candidate:
     provider_id: str
     score: float
     components: dict[str, float]
+
+
+class ProviderIndex:
+    def __init__(self, providers: Iterable[ProviderRecord], dim: int | None = None) -> None:
+        records = list(providers)
+        self.ids = [p.provider_id for p in records]
+        width = dim or (len(records[0].vector) if records else 0)
+        self.vectors = (np.stack([np.asarray(p.vector, dtype=np.float32) for p in records]) if records
+                        else np.zeros((0, width), dtype=np.float32))
+        self.capacity = np.array([p.capacity for p in records], dtype=np.int32)
+        self.load = np.array([p.load for p in records], dtype=np.int32)
+        self.accepting = np.array([p.accepting_work for p in records], dtype=bool)
+        self.rate = np.array([float(p.hourly_rate) if p.hourly_rate is not None else np.nan for p in records],
+                             dtype=np.float64)
+        rows: dict[str, list[int]] = {}
+        for i, p in enumerate(records):
+            for slug in p.categories:
+                rows.setdefault(slug, []).append(i)
+        self.rows = {slug: np.array(r, dtype=np.int64) for slug, r in rows.items()}
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 class Matcher:
@@ -39,38 +67,65 @@ class Matcher:
     def rank(self, task_vector: np.ndarray | None, categories: list[str], providers: list[ProviderRecord],
              budget: Decimal | None = None, exclude: set[str] | None = None,
              limit: int | None = None, require_category: bool = True) -> list[Candidate]:
-        """Eligible providers (accepting work, spare capacity, not excluded), best first.
+        """Eligible providers (accepting work, spare capacity, not excluded), best first."""
+        return self.rank_index(ProviderIndex(providers), task_vector, categories, budget, exclude, limit,
+                               require_category)
+
+    def rank_index(self, index: ProviderIndex, task_vector: np.ndarray | None, categories: list[str],
+                   budget: Decimal | None = None, exclude: set[str] | None = None, limit: int | None = None,
+                   require_category: bool = True) -> list[Candidate]:
+        """Rank the providers of an index.
 
         With ``require_category`` (the default) only providers who declared one of the task's categories
         are candidates: a good semantic match from another trade is not someone the customer asked for.
         Without a task vector (the customer objected to AI processing) semantic fit counts as 0.
         """
-        exclude = exclude or set()
-        wanted = set(categories)
-        pool = [p for p in providers if self.eligible(p) and p.provider_id not in exclude
-                and (not require_category or not wanted or p.categories & wanted)]
-        if not pool:
+        if len(index) == 0 or limit == 0:
             return []
-        sims = (np.zeros(len(pool), dtype=np.float32) if task_vector is None
-                else np.stack([p.vector for p in pool]) @ np.asarray(task_vector, dtype=np.float32))
-        primary, secondary = (categories[0], set(categories[1:])) if categories else (None, set())
-        out = []
-        for p, sim in zip(pool, sims, strict=True):
-            components = {
-                "semantic": round(max(0.0, float(sim)), 4),
-                "category": 1.0 if primary in p.categories else (0.6 if p.categories & secondary else 0.0),
-                "availability": round(1 - p.load / p.capacity, 4),
-                "price": self._price_fit(p.hourly_rate, budget),
-            }
-            score = sum(self.weights[k] * v for k, v in components.items())
-            out.append(Candidate(p.provider_id, round(score, 4), components))
-        out.sort(key=lambda c: (-c.score, c.provider_id))
-        return out if limit is None else out[:limit]
+        primary, secondary = (categories[0], categories[1:]) if categories else (None, [])
+        if require_category and categories:
+            parts = [index.rows[s] for s in categories if s in index.rows]
+            rows = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        else:
+            rows = np.arange(len(index))
+        if exclude:
+            excluded = np.array([index.ids[r] in exclude for r in rows], dtype=bool)
+            rows = rows[~excluded]
+        rows = rows[index.accepting[rows] & (index.load[rows] < index.capacity[rows])]
+        if rows.size == 0:
+            return []
+        semantic = (np.zeros(rows.size, dtype=np.float32) if task_vector is None
+                    else np.maximum(index.vectors[rows] @ np.asarray(task_vector, dtype=np.float32), 0.0))
+        category = np.zeros(rows.size, dtype=np.float32)
+        for slug in secondary:
+            if slug in index.rows:
+                category[np.isin(rows, index.rows[slug])] = SECONDARY_CATEGORY
+        if primary in index.rows:
+            category[np.isin(rows, index.rows[primary])] = 1.0
+        availability = 1 - index.load[rows] / index.capacity[rows]
+        price = self._price_fit(index.rate[rows], budget)
+        w = self.weights
+        total = (w["semantic"] * semantic + w["category"] * category + w["availability"] * availability
+                 + w["price"] * price)
+        total = np.round(total, 4)
+        k = rows.size if limit is None else min(limit, rows.size)
+        # best first; ties broken by provider id so the order never depends on insertion order
+        top = np.argpartition(-total, k - 1)[:k] if k < rows.size else np.arange(rows.size)
+        top = sorted(top, key=lambda i: (-total[i], index.ids[rows[i]]))
+        return [
+            Candidate(index.ids[rows[i]], float(total[i]), {
+                "semantic": round(float(semantic[i]), 4), "category": round(float(category[i]), 4),
+                "availability": round(float(availability[i]), 4), "price": round(float(price[i]), 4),
+            })
+            for i in top
+        ]
 
     @staticmethod
-    def _price_fit(rate: Decimal | None, budget: Decimal | None) -> float:
-        """1.0 when ten hours at the provider's rate fit in the budget, falling off as they don't."""
-        if rate is None or budget is None or rate <= 0:
-            return 0.5
-        ratio = float(budget) / (float(rate) * 10)
-        return round(min(1.0, max(0.0, ratio)), 4)
+    def _price_fit(rate: np.ndarray, budget: Decimal | None) -> np.ndarray:
+        """1.0 when ten hours at the provider's rate fit in the budget, falling off as they don't; 0.5 unknown."""
+        out = np.full(rate.shape, 0.5)
+        if budget is None:
+            return out
+        known = ~np.isnan(rate) & (rate > 0)
+        out[known] = np.clip(float(budget) / (rate[known] * 10), 0.0, 1.0)
+        return np.round(out, 4)

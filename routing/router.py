@@ -1,9 +1,13 @@
 """Router: categorize a task vector against a taxonomy's examples, or abstain when nothing fits.
 
-Scores are cosine similarities (vectors are L2-normalized). A category's score blends the similarity to its
-centroid with the mean of the top-k similarities to its examples. The abstain threshold is fitted from the
-examples alone: each example is scored with itself left out (in-scope evidence), and against the other
-categories only (pseudo out-of-scope evidence: "a request of a kind we have no route for").
+Two signals decide:
+- confidence: a softmax-regression head over the (frozen, L2-normalized) example vectors gives each category
+  a probability; the best category must be confident enough;
+- familiarity: the mean cosine similarity of the text to its nearest examples of any category must be high
+  enough. A request unlike anything we have examples of is out of scope even if the head is sure.
+Both thresholds are fitted from the examples alone: some categories are held out entirely and play
+"a kind of request we have no route for" (pseudo out-of-scope), and some examples of the others are held
+out as in-scope evidence. No evaluation case is ever used for fitting.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+SCALE = 20.0  # logit scale for unit vectors: cosine in [-1, 1] -> logits in [-20, 20]
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     abstain: bool
-    categories: list[tuple[str, float]]  # primary first, then secondary categories within the margin
+    categories: list[tuple[str, float]]  # primary first, then secondary categories; scores are probabilities
     ranking: list[tuple[str, float]]  # the top categories considered, best first
-    threshold: float
+    threshold: float  # confidence needed: the probability mass of the reported categories
+    similarity: float = 0.0  # familiarity of the text: mean cosine to its nearest examples
+    similarity_threshold: float = 0.0
     nearest_examples: list[tuple[str, str, float]] = field(default_factory=list)  # (slug, text, similarity)
 
     @property
@@ -26,108 +34,169 @@ class Decision:
         return None if self.abstain else self.categories[0][0]
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, iters: int = 150, l2: float = 1e-4,
+                lr: float = 5e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression by full-batch Adam. Deterministic (zero init), numpy only."""
+    n, dim = x.shape
+    w = np.zeros((dim, n_classes), dtype=np.float32)
+    b = np.zeros(n_classes, dtype=np.float32)
+    onehot = np.eye(n_classes, dtype=np.float32)[y]
+    xs = np.ascontiguousarray(x * SCALE, dtype=np.float32)
+    state = [(np.zeros_like(w), np.zeros_like(w)), (np.zeros_like(b), np.zeros_like(b))]
+    for step in range(1, iters + 1):
+        grad = (_softmax(xs @ w + b) - onehot) / n
+        for param, g, (m, v) in ((w, xs.T @ grad + l2 * w, state[0]), (b, grad.sum(axis=0), state[1])):
+            m *= 0.9
+            m += 0.1 * g
+            v *= 0.999
+            v += 0.001 * g * g
+            param -= lr * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+    return w, b
+
+
 class Router:
-    def __init__(self, top_k: int = 3, centroid_weight: float = 0.5, secondary_margin: float = 0.04,
-                 max_secondary: int = 2) -> None:
-        self.top_k = top_k
-        self.centroid_weight = centroid_weight
-        self.secondary_margin = secondary_margin
+    def __init__(self, secondary_ratio: float = 0.5, min_secondary: float = 0.15, max_secondary: int = 2,
+                 neighbours: int = 5, oos_target: float = 0.5, holdout_rounds: int = 3, seed: int = 0) -> None:
+        """``secondary_ratio``: a second category is reported when its probability is at least this share
+        of the primary's (and at least ``min_secondary``); 0 disables secondary categories.
+        ``oos_target``: the share of held-out categories the fitted thresholds must reject."""
+        self.secondary_ratio = secondary_ratio
+        self.min_secondary = min_secondary
         self.max_secondary = max_secondary
+        self.neighbours = neighbours
+        self.oos_target = oos_target
+        self.holdout_rounds = holdout_rounds
+        self.seed = seed
         self.threshold = 0.0
+        self.similarity_threshold = -1.0
         self.labels: list[str] = []
-        self._examples: np.ndarray = np.zeros((0, 0), dtype=np.float32)
+        self._examples = np.zeros((0, 0), dtype=np.float32)
         self._example_texts: list[str] = []
-        self._example_label: np.ndarray = np.zeros(0, dtype=np.int64)
-        self._centroids: np.ndarray = np.zeros((0, 0), dtype=np.float32)
-        self._bounds: list[tuple[int, int]] = []
+        self._example_label = np.zeros(0, dtype=np.int64)
+        self._w = np.zeros((0, 0), dtype=np.float32)
+        self._b = np.zeros(0, dtype=np.float32)
 
     # -- fitting ---------------------------------------------------------------------------------------
     def fit(self, labels: list[str], vectors: np.ndarray, texts: list[str] | None = None) -> Router:
         if len(labels) != len(vectors):
             raise ValueError("labels and vectors differ in length")
+        if texts is not None and len(texts) != len(labels):
+            raise ValueError("labels and texts differ in length")
         if not labels:
             raise ValueError("cannot fit a router without examples")
-        order = np.argsort(np.array(labels, dtype=object), kind="stable")
-        sorted_labels = [labels[i] for i in order]
-        self._examples = np.ascontiguousarray(vectors[order], dtype=np.float32)
-        self._example_texts = [texts[i] for i in order] if texts else [""] * len(labels)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         self.labels = sorted(set(labels))
         index = {slug: i for i, slug in enumerate(self.labels)}
-        self._example_label = np.array([index[s] for s in sorted_labels], dtype=np.int64)
-        self._bounds = []
-        start = 0
-        for i in range(len(self.labels)):
-            end = start + int((self._example_label == i).sum())
-            self._bounds.append((start, end))
-            start = end
-        centroids = np.stack([self._examples[a:b].mean(axis=0) for a, b in self._bounds])
-        self._centroids = (centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).astype(np.float32)
-        self.threshold = self._calibrate()
+        self._example_label = np.array([index[s] for s in labels], dtype=np.int64)
+        self._examples = np.ascontiguousarray(vectors)
+        self._example_texts = list(texts) if texts is not None else [""] * len(labels)
+        self._w, self._b = fit_softmax(self._examples, self._example_label, len(self.labels))
+        self.threshold, self.similarity_threshold = self._calibrate()
         return self
 
-    def _class_scores(self, sims: np.ndarray, centroid_sims: np.ndarray) -> np.ndarray:
-        """sims: (m, n_examples) -> (m, n_classes) blended scores."""
-        out = np.empty((sims.shape[0], len(self._bounds)), dtype=np.float32)
-        for c, (a, b) in enumerate(self._bounds):
-            block = sims[:, a:b]
-            k = min(self.top_k, b - a)
-            top = -np.partition(-block, k - 1, axis=1)[:, :k] if k < b - a else block
-            out[:, c] = top.mean(axis=1)
-        return self.centroid_weight * centroid_sims + (1 - self.centroid_weight) * out
+    def _familiarity(self, sims: np.ndarray) -> np.ndarray:
+        k = min(self.neighbours, sims.shape[1])
+        return -np.partition(-sims, k - 1, axis=1)[:, :k].mean(axis=1)
 
-    def _calibrate(self, chunk: int = 1024) -> float:
-        own_scores, foreign_scores, correct = [], [], []
-        n = len(self._examples)
-        for start in range(0, n, chunk):
-            rows = slice(start, min(n, start + chunk))
-            sims = self._examples[rows] @ self._examples.T
-            idx = np.arange(rows.start, rows.stop)
-            sims[np.arange(len(idx)), idx] = -1.0  # leave the example itself out
-            scores = self._class_scores(sims, self._examples[rows] @ self._centroids.T)
-            own = self._example_label[rows]
-            own_score = scores[np.arange(len(idx)), own]
-            masked = scores.copy()
-            masked[np.arange(len(idx)), own] = -np.inf
-            foreign = masked.max(axis=1)
-            own_scores.append(own_score)
-            foreign_scores.append(foreign)
-            correct.append(own_score > foreign)
-        own_all = np.concatenate(own_scores)
-        foreign_all = np.concatenate(foreign_scores)
-        correct_all = np.concatenate(correct)
-        # Choose the threshold that best separates "accepted and right" from "best foreign match".
-        candidates = np.unique(np.round(np.concatenate([own_all, foreign_all]), 3))
-        best_t, best = 0.0, -1.0
-        for t in candidates:
-            accept_rate = float(((own_all >= t) & correct_all).mean())
-            reject_rate = float((foreign_all < t).mean())
-            score = 0.5 * accept_rate + 0.5 * reject_rate
-            if score > best:
-                best, best_t = score, float(t)
-        return best_t
+    def _calibrate(self) -> tuple[float, float]:
+        """Pick the (confidence, familiarity) thresholds that keep the most held-out in-scope examples right
+        while rejecting at least ``oos_target`` of the examples of held-out categories."""
+        n_classes = len(self.labels)
+        if n_classes < 3:
+            return 0.0, -1.0  # too few categories to hold any out: never abstain on confidence alone
+        rng = np.random.default_rng(self.seed)
+        y = self._example_label
+        in_conf, in_sim, in_ok, oos_conf, oos_sim = [], [], [], [], []
+        for _ in range(self.holdout_rounds):
+            held = rng.choice(n_classes, size=max(1, n_classes // 5), replace=False)
+            is_held = np.isin(y, held)
+            val = rng.random(len(y)) < 0.2
+            train = ~is_held & ~val
+            kept = np.setdiff1d(np.arange(n_classes), held)
+            remap = np.full(n_classes, -1)
+            remap[kept] = np.arange(len(kept))
+            if not train.any():
+                continue
+            w, b = fit_softmax(self._examples[train], remap[y[train]], len(kept))
+            for mask, is_in in ((~is_held & val, True), (is_held, False)):
+                if not mask.any():
+                    continue
+                v = self._examples[mask]
+                probs = _softmax(SCALE * v @ w + b)
+                familiarity = self._familiarity(v @ self._examples[train].T)
+                if is_in:
+                    in_conf.append(self._confidence(probs))
+                    in_sim.append(familiarity)
+                    in_ok.append(probs.argmax(axis=1) == remap[y[mask]])
+                else:
+                    oos_conf.append(self._confidence(probs))
+                    oos_sim.append(familiarity)
+        if not in_conf or not oos_conf:
+            return 0.0, -1.0
+        ic, isim, ok = np.concatenate(in_conf), np.concatenate(in_sim), np.concatenate(in_ok)
+        oc, osim = np.concatenate(oos_conf), np.concatenate(oos_sim)
+        # Lexicographic: keep the most in-scope examples right; among equals, reject the most out-of-scope.
+        best = ((-1.0, -1.0), 0.0, -1.0)
+        for t_conf in np.unique(np.round(np.concatenate([[0.0], oc, ic]), 2)):
+            for t_sim in np.unique(np.round(np.concatenate([[-1.0], osim, isim]), 2)):
+                rejected = float(((oc < t_conf) | (osim < t_sim)).mean())
+                if rejected < self.oos_target:
+                    continue
+                kept_right = round(float((ok & (ic >= t_conf) & (isim >= t_sim)).mean()), 3)
+                if (kept_right, rejected) > best[0]:
+                    best = ((kept_right, rejected), float(t_conf), float(t_sim))
+        return best[1], best[2]
+
+    def _chosen(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(order, how many leading categories are reported) for rows of probabilities.
+
+        A request that spans two categories splits the probability between them; the confidence that
+        decides abstention is the mass of the categories reported, not the first one alone.
+        """
+        order = np.argsort(-probs, axis=-1, kind="stable")
+        top = np.take_along_axis(probs, order, axis=-1)
+        count = np.ones(probs.shape[:-1], dtype=np.int64)
+        if self.secondary_ratio > 0:
+            floor = np.maximum(self.min_secondary, self.secondary_ratio * top[..., 0])
+            for j in range(1, min(1 + self.max_secondary, probs.shape[-1])):
+                count += (top[..., j] >= floor) & (count == j)
+        return order, count
+
+    def _confidence(self, probs: np.ndarray) -> np.ndarray:
+        order, count = self._chosen(probs)
+        top = np.take_along_axis(probs, order, axis=-1)
+        mask = np.arange(probs.shape[-1]) < count[..., None]
+        return (top * mask).sum(axis=-1)
 
     # -- deciding --------------------------------------------------------------------------------------
     def scores(self, vector: np.ndarray) -> np.ndarray:
+        """Probability per category (in ``self.labels`` order)."""
+        if not self.labels:
+            raise RuntimeError("router is not fitted")
         v = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        return self._class_scores(v @ self._examples.T, v @ self._centroids.T)[0]
+        return _softmax(SCALE * v @ self._w + self._b)[0]
 
     def decide(self, vector: np.ndarray, n_ranking: int = 5, n_nearest: int = 3) -> Decision:
         if not self.labels:
             raise RuntimeError("router is not fitted")
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
-        scores = self.scores(v)
-        order = np.argsort(-scores)
-        ranking = [(self.labels[i], round(float(scores[i]), 4)) for i in order[:n_ranking]]
-        best = float(scores[order[0]])
-        abstain = best < self.threshold
-        chosen: list[tuple[str, float]] = []
-        if not abstain:
-            chosen = [ranking[0]]
-            for slug, score in ranking[1: 1 + self.max_secondary]:
-                if score >= self.threshold and best - score <= self.secondary_margin:
-                    chosen.append((slug, score))
+        probs = self.scores(v)
         sims = self._examples @ v
-        nearest_idx = np.argsort(-sims)[:n_nearest]
+        familiarity = float(self._familiarity(sims.reshape(1, -1))[0])
+        order, count = self._chosen(probs)
+        ranking = [(self.labels[i], round(float(probs[i]), 4)) for i in order[:n_ranking]]
+        confidence = float(probs[order[:count]].sum())
+        abstain = confidence < self.threshold or familiarity < self.similarity_threshold
+        chosen = [] if abstain else [(self.labels[i], round(float(probs[i]), 4)) for i in order[:count]]
+        nearest_idx = np.argsort(-sims, kind="stable")[:n_nearest]
         nearest = [(self.labels[self._example_label[i]], self._example_texts[i], round(float(sims[i]), 4))
                    for i in nearest_idx]
-        return Decision(abstain, chosen, ranking, round(self.threshold, 4), nearest)
+        return Decision(abstain, chosen, ranking, round(self.threshold, 4), round(familiarity, 4),
+                        round(self.similarity_threshold, 4), nearest)

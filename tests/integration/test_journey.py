@@ -140,3 +140,17 @@ def test_customer_who_objects_to_ai_is_placed_by_staff_without_the_model(api: Ap
     assert task["status"] == "needs_review"
     assert task["routing"]["evidence"]["source"] == "objection"
     assert "ranking" not in task["routing"]["evidence"]
+
+
+def test_a_request_spanning_two_categories_reports_both(api: Api) -> None:
+    c = api.client
+    api.provider(["copywriting-content-writing"], "Copywriter", "Brochures, web copy and product descriptions.")
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, "Write and design a brochure",
+                            "I need copy written and a tri-fold brochure designed for my yoga studio.")
+    api.drain()
+    task = c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()
+    slugs = [cat["slug"] for cat in task["routing"]["categories"]]
+    assert set(slugs) == {"copywriting-content-writing", "graphic-design"}
+    assert task["status"] == "routed"
+    assert "and also" in task["routing"]["explanation"]

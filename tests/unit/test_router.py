@@ -51,28 +51,34 @@ def test_vector_far_from_every_cluster_abstains(router: Router) -> None:
     assert len(d.ranking) == 3  # the ranking is still reported for review
 
 
-def test_threshold_is_fitted_between_foreign_and_own_scores(router: Router) -> None:
+def test_thresholds_are_fitted_from_the_examples_alone(router: Router) -> None:
     labels, vectors, _ = SEPARATED
-    own, foreign = [], []
-    for slug, v in zip(labels, vectors, strict=True):
-        scores = dict(zip(router.labels, router.scores(v), strict=True))
-        own.append(scores.pop(slug))
-        foreign.append(max(scores.values()))
-    assert max(foreign) < router.threshold < min(own)
-    # Every training example is itself accepted under its own label.
+    # every training example is accepted under its own label ...
     assert all(router.decide(v).primary == slug for slug, v in zip(labels, vectors, strict=True))
+    # ... and a request unlike every example is rejected for being unfamiliar, however sure the head is
+    far = router.decide(AXES[9])
+    assert far.similarity < router.similarity_threshold <= min(router.decide(v).similarity for v in vectors)
+    assert 0 <= router.threshold < 1
+
+
+def test_probabilities_sum_to_one(router: Router) -> None:
+    probs = router.scores(unit(AXES[0] + AXES[1]))
+    assert probs.shape == (3,) and abs(float(probs.sum()) - 1) < 1e-5
 
 
 def test_midway_between_close_clusters_yields_both_labels_primary_first() -> None:
     labels, vectors, texts = CLOSE
     logo, branding = AXES[3], unit(AXES[3] + 0.6 * AXES[4])
     midway = unit(0.55 * logo + 0.45 * branding)  # slightly nearer to "logo"
-    d = Router().fit(labels, vectors, texts).decide(midway)
+    router = Router().fit(labels, vectors, texts)
+    d = router.decide(midway)
     assert [slug for slug, _ in d.categories] == ["logo", "branding"]
-    assert d.categories[0][1] >= d.categories[1][1] >= d.threshold
+    assert d.categories[0][1] >= d.categories[1][1] >= router.min_secondary
 
-    single = Router(secondary_margin=0.0).fit(labels, vectors, texts).decide(midway)
+    single = Router(secondary_ratio=0.0).fit(labels, vectors, texts).decide(midway)
     assert [slug for slug, _ in single.categories] == ["logo"]
+    # far from the pair, only the clear winner is reported
+    assert [s for s, _ in router.decide(unit(AXES[7] + 0.05 * AXES[9])).categories] == ["tax"]
 
 
 def test_decision_exposes_ranking_threshold_and_nearest_examples(router: Router) -> None:
@@ -94,6 +100,8 @@ def test_fit_rejects_mismatched_or_empty_input() -> None:
         Router().fit(labels[:-1], vectors)
     with pytest.raises(ValueError):
         Router().fit([], np.zeros((0, DIM), dtype=np.float32))
+    with pytest.raises(ValueError):
+        Router().fit(labels, vectors, ["too", "few", "texts"])
 
 
 def test_decide_before_fit_raises() -> None:

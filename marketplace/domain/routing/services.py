@@ -45,6 +45,14 @@ def _to_review(session: Session, task: Task, reason: str, **decision: Any) -> st
     return "needs_review"
 
 
+def _abstain_summary(closest: str, confidence: float, decision: Any) -> str:
+    if decision.similarity < decision.similarity_threshold:
+        why = "it is unlike the requests we have categories for"
+    else:
+        why = f"the closest category, {closest}, is only a {confidence:.0%} match"
+    return f"We could not place this task automatically: {why}. A member of staff will place it."
+
+
 def route_task(session: Session, settings: Settings, engine: RoutingEngine, task_id: uuid.UUID) -> str:
     """Route one task. Idempotent: a task that is no longer waiting for routing is left alone."""
     task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
@@ -89,22 +97,21 @@ def route_task(session: Session, settings: Settings, engine: RoutingEngine, task
             # only our own seed examples are ever shown; examples learned from tasks stay private
             "nearest_examples": [{"slug": s, "text": t, "similarity": sim}
                                  for s, t, sim in decision.nearest_examples if t],
-            "threshold": decision.threshold, **meta,
+            "threshold": decision.threshold, "similarity": decision.similarity,
+            "similarity_threshold": decision.similarity_threshold, **meta,
         }
         if decision.abstain:
             best_slug, best_score = decision.ranking[0]
             return _to_review(
                 session, task, "no category is close enough to this request", categories=[], candidates=[],
-                explanation={"summary": f"No category fits well enough (closest: {names[best_slug]}, "
-                                        f"similarity {best_score:.2f}, needed {decision.threshold:.2f}), so "
-                                        "a member of staff will place this task.", "source": "model", **evidence},
+                explanation={"summary": _abstain_summary(names[best_slug], best_score, decision),
+                             "source": "model", **evidence},
                 **meta,
             )
         chosen = [{"slug": s, "score": sc} for s, sc in decision.categories]
         also = [names[c["slug"]] for c in chosen[1:]]
         nearest = evidence["nearest_examples"][0]["text"] if evidence["nearest_examples"] else ""
-        summary = f"This looks like {names[chosen[0]['slug']]} (similarity {chosen[0]['score']:.2f}, " \
-                  f"threshold {decision.threshold:.2f})"
+        summary = f"This looks like {names[chosen[0]['slug']]} (confidence {chosen[0]['score']:.0%})"
         summary += f", and also {', '.join(also)}." if also else "."
         if nearest:
             summary += f" It reads most like the example \u201c{nearest.rstrip('.')}\u201d."
