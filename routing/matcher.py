@@ -38,6 +38,7 @@ class ProviderIndex:
     def __init__(self, providers: Iterable[ProviderRecord], dim: int | None = None) -> None:
         records = list(providers)
         self.ids = [p.provider_id for p in records]
+        self.row_of = {pid: i for i, pid in enumerate(self.ids)}
         width = dim or (len(records[0].vector) if records else 0)
         self.vectors = (np.stack([np.asarray(p.vector, dtype=np.float32) for p in records]) if records
                         else np.zeros((0, width), dtype=np.float32))
@@ -51,6 +52,9 @@ class ProviderIndex:
             for slug in p.categories:
                 rows.setdefault(slug, []).append(i)
         self.rows = {slug: np.array(r, dtype=np.int64) for slug, r in rows.items()}
+        # The index is partitioned by category: each category's profile vectors are stored contiguously,
+        # so a task only ever multiplies the rows of its own categories (no gather over a huge matrix).
+        self.category_vectors = {slug: np.ascontiguousarray(self.vectors[r]) for slug, r in self.rows.items()}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,26 +86,37 @@ class Matcher:
         """
         if len(index) == 0 or limit == 0:
             return []
+        n = len(index)
         primary, secondary = (categories[0], categories[1:]) if categories else (None, [])
+        known = [s for s in categories if s in index.rows]
+        semantic_all = np.zeros(n, dtype=np.float32)
+        category_all = np.zeros(n, dtype=np.float32)
+        selected = np.zeros(n, dtype=bool)
+        for slug in known:
+            rows_c = index.rows[slug]
+            selected[rows_c] = True
+            if task_vector is not None:
+                semantic_all[rows_c] = index.category_vectors[slug] @ np.asarray(task_vector, dtype=np.float32)
+        for slug in secondary:
+            if slug in index.rows:
+                category_all[index.rows[slug]] = SECONDARY_CATEGORY
+        if primary in index.rows:
+            category_all[index.rows[primary]] = 1.0
         if require_category and categories:
-            parts = [index.rows[s] for s in categories if s in index.rows]
-            rows = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+            rows = np.flatnonzero(selected)
         else:
-            rows = np.arange(len(index))
+            rows = np.arange(n)
+            if task_vector is not None:
+                semantic_all = index.vectors @ np.asarray(task_vector, dtype=np.float32)
         if exclude:
-            excluded = np.array([index.ids[r] in exclude for r in rows], dtype=bool)
-            rows = rows[~excluded]
+            keep = np.ones(n, dtype=bool)
+            keep[[index.row_of[pid] for pid in exclude if pid in index.row_of]] = False
+            rows = rows[keep[rows]]
         rows = rows[index.accepting[rows] & (index.load[rows] < index.capacity[rows])]
         if rows.size == 0:
             return []
-        semantic = (np.zeros(rows.size, dtype=np.float32) if task_vector is None
-                    else np.maximum(index.vectors[rows] @ np.asarray(task_vector, dtype=np.float32), 0.0))
-        category = np.zeros(rows.size, dtype=np.float32)
-        for slug in secondary:
-            if slug in index.rows:
-                category[np.isin(rows, index.rows[slug])] = SECONDARY_CATEGORY
-        if primary in index.rows:
-            category[np.isin(rows, index.rows[primary])] = 1.0
+        semantic = np.maximum(semantic_all[rows], 0.0)
+        category = category_all[rows]
         availability = 1 - index.load[rows] / index.capacity[rows]
         price = self._price_fit(index.rate[rows], budget)
         w = self.weights
