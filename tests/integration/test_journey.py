@@ -154,3 +154,29 @@ def test_a_request_spanning_two_categories_reports_both(api: Api) -> None:
     assert set(slugs) == {"copywriting-content-writing", "graphic-design"}
     assert task["status"] == "routed"
     assert "and also" in task["routing"]["explanation"]
+
+
+def test_staff_placements_become_examples_and_the_router_refits(api: Api, db) -> None:
+    from sqlalchemy import select
+
+    from marketplace.db.models import CategoryExample
+
+    c = api.client
+    api.provider(["web-development"], "Web developer", "Websites and online shops.")
+    _, customer_h = api.user("customer")
+    first = api.post_task(customer_h, "Find me a date for my cousin's wedding",
+                          "My cousin is getting married in June and I need someone charming to go with me.")
+    api.drain()
+    before = c.get(f"/api/v1/tasks/{first}", headers=customer_h).json()["routing"]["evidence"]
+    staff_h = api.staff(db)
+    c.post(f"/api/v1/staff/tasks/{first}/route", json={"category": "web-development"}, headers=staff_h)
+    api.drain()
+    with db.session() as session:
+        learned = session.scalars(select(CategoryExample).where(CategoryExample.source == "staff")).all()
+    assert [str(e.task_id) for e in learned] == [first]
+    second = api.post_task(customer_h, "Logo for my bakery", "A simple round logo with a croissant.")
+    api.drain()
+    after = c.get(f"/api/v1/tasks/{second}", headers=customer_h).json()["routing"]["evidence"]
+    assert after["taxonomy_version"] != before["taxonomy_version"]
+    # a learned example is never quoted back to a customer
+    assert all("cousin" not in e["text"] for e in after["nearest_examples"])

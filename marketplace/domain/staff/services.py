@@ -9,8 +9,9 @@ from sqlalchemy.orm import Session
 
 from marketplace import jobs
 from marketplace.auth import Principal
-from marketplace.db.models import Category, Role, Task, TaskStatus, TaskTransition
+from marketplace.db.models import Account, Category, CategoryExample, Role, Task, TaskStatus, TaskTransition
 from marketplace.domain.categories.services import get_by_slug
+from marketplace.domain.routing.engine import task_text as routing_text
 from marketplace.domain.staff.schemas import ReviewItem, ReviewQueue
 from marketplace.domain.tasks.lifecycle import transition
 from marketplace.domain.tasks.services import latest_decision, withdraw_open_offers
@@ -52,6 +53,12 @@ def route_by_hand(session: Session, principal: Principal, task_id: uuid.UUID, sl
     transition(session, task, TaskStatus.ROUTING, actor_id=principal.account_id, actor_role=Role.STAFF.value,
                reason=reason or f"placed in {slug} by staff")
     task.category_id = category.id
+    customer = session.get(Account, task.customer_id)
+    if customer is not None and not customer.ai_processing_objection:
+        # Staff placements teach the router: the task becomes a labelled example of the category (the
+        # taxonomy version changes, so workers refit). Never quoted to customers; erased with the task.
+        session.add(CategoryExample(category_id=category.id, text=routing_text(task.title, task.description),
+                                    source="staff", task_id=task.id))
     session.flush()
     jobs.enqueue(session, "route_task", task.id)
     return task
