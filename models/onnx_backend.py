@@ -1,0 +1,511 @@
+"""ONNX Runtime backend for the encoder: a BERT graph built on this machine from the packaged weights, cached.
+
+The graph is written directly from ``model.safetensors`` (EmbedLayerNormalization, ONNX Attention,
+LayerNormalization, BiasGelu, MatMul or MatMulIntegerToFloat), so it depends on neither a torch exporter nor
+ORT's pattern fusion, and it ends with the mean pooling and L2 normalization. Tokens are flattened to rows
+``(batch * seq, hidden)`` so every per-token op works on one 2-D matrix. Each choice here was measured;
+bench/README.md has the numbers.
+
+Two variants:
+
+* ``onnx``: fp32 MatMuls. Same numbers as sentence-transformers up to float rounding.
+* ``onnx-int8``: every Linear is an int8 x int8 GEMM (VNNI) with per-output-channel weight scales and
+  *per-token* activation scales computed at run time. Per-token scales keep a sentence's vector independent
+  of what else is in the batch (per-tensor dynamic quantization is not: one long text in a batch changes
+  every other row), and keep [CLS]/[SEP] rows, whose activations are much larger than the rest, from crushing
+  the other tokens. The inputs of the QKV and FFN-in projections (LayerNorm outputs with a few outlier
+  channels) are smoothed first (SmoothQuant, alpha 0.5): channel j is divided by s_j and the weight row
+  multiplied by s_j, with s_j taken from channel maxima measured on a fixed calibration set below.
+
+Artefacts are cached under ``RELAY_MODEL_CACHE`` (default ``$RELAY_VAR_DIR/model-cache``, i.e.
+``var/model-cache``), named by a hash of the weights file, the backend, the builder version and the
+onnx/onnxruntime versions; a missing, stale or unreadable file is rebuilt and written atomically (temporary
+file + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("onnx", "onnx-int8")
+# Bump when the graph written by build_model() changes: it is part of the cache key.
+BUILDER_VERSION = "3"
+OPSET = 23
+IR_VERSION = 11
+SMOOTH_ALPHA = 0.5
+
+# Channel maxima for SmoothQuant are measured on these. They only set per-channel scales; keep them varied
+# (requests, chit-chat, very short replies, other languages) rather than close to any test set.
+CALIBRATION_TEXTS = (
+    "I need a plumber to fix a leaking pipe under the kitchen sink.",
+    "Design a logo and a simple colour palette for my coffee shop.",
+    "hello",
+    "thanks!",
+    "ok",
+    "?",
+    "Need help asap",
+    "Can you translate this 12-page supply contract into German by Friday?",
+    "Our online shop keeps crashing every night around midnight, please investigate.",
+    "Edit a ten minute wedding video with music and colour grading.",
+    "Prepare my 2025 tax return; I am self-employed with two rental flats.",
+    "Looking for someone to assemble IKEA furniture this weekend in Leeds.",
+    "What is the price for a one hour call?",
+    "Write five blog posts about healthy eating for our website, about 800 words each, SEO friendly.",
+    "Clean a three-bedroom apartment after we move out, including the oven and the windows.",
+    "Math tutoring for my 14 year old, twice a week online, algebra and geometry.",
+    "Build an iOS and Android app for booking yoga classes with push reminders.",
+    "Proofread my master's thesis (60 pages, APA style).",
+    "Reconcile the last quarter of bank statements against our invoices in Xero.",
+    "Record a warm, friendly female voice-over for a 90 second explainer video.",
+    "Review a commercial lease before I sign it next week.",
+    "Manage our Instagram and TikTok accounts: three posts a week plus replies.",
+    "Install two new sockets and a ceiling light in the garage.",
+    "Enter 2,000 paper survey responses into a spreadsheet.",
+    "Answer customer support emails for our web shop on weekends.",
+    "Retouch 40 product photos on a white background for Amazon.",
+    "Ich brauche jemanden, der meine Website auf Deutsch übersetzt.",
+    "Necesito un contador para mi pequeña empresa en Madrid.",
+    "Je cherche un graphiste pour une affiche de concert.",
+    "ウェブサイトのデザインをお願いしたいです",
+    "URGENT: server down, customers cannot pay!!!",
+    "pls fix my excel macro it gives error 1004",
+    "Analyse our sales data in Google Sheets and build a monthly dashboard with pivot tables and charts, "
+    "then write a short summary of the trends for the board meeting.",
+    "The quick brown fox jumps over the lazy dog.",
+    "asdf qwerty 12345",
+    "Schedule meetings, book travel and keep my inbox tidy, about ten hours a week.",
+)
+
+
+# -- cache ---------------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    explicit = os.environ.get("RELAY_MODEL_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("RELAY_VAR_DIR", "var")) / "model-cache"
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artefact_key(model_dir: Path, backend: str) -> str:
+    """Changes whenever the weights, the builder or the libraries that write or run the graph change."""
+    import onnx
+    import onnxruntime
+
+    parts = {
+        "weights": file_sha256(model_dir / "model.safetensors"),
+        "config": file_sha256(model_dir / "config.json"),
+        "backend": backend,
+        "builder": BUILDER_VERSION,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def artefact_path(model_dir: Path, backend: str, directory: Path | None = None) -> Path:
+    return (directory or cache_dir()) / f"all-MiniLM-L6-v2.{backend}.{artefact_key(model_dir, backend)}.onnx"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; other users of the cache must be able to read it
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old file, no file, or the whole new one
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _remove_stale(path: Path, backend: str) -> None:
+    for old in path.parent.glob(f"all-MiniLM-L6-v2.{backend}.*.onnx"):
+        if old != path:
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
+
+# -- graph ---------------------------------------------------------------------------------------------------
+class _Graph:
+    """A small helper to write an ONNX graph node by node."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self._n = 0
+
+    def name(self, hint: str) -> str:
+        self._n += 1
+        return f"{hint}_{self._n}"
+
+    def const(self, hint: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: Sequence[str], n_out: int = 1, domain: str = "", **attrs: Any) -> Any:
+        from onnx import helper
+
+        outputs = [self.name(op_type) for _ in range(n_out)]
+        self.nodes.append(
+            helper.make_node(
+                op_type,
+                list(inputs),
+                outputs,
+                domain=domain or None,
+                name=self.name(op_type + "_node"),
+                **attrs,
+            )
+        )
+        return outputs[0] if n_out == 1 else outputs
+
+
+class _Builder:
+    """Writes the BERT encoder + mean pooling + L2 normalization as one ONNX graph."""
+
+    def __init__(
+        self,
+        weights: dict[str, np.ndarray],
+        config: dict[str, Any],
+        quantize: bool,
+        smooth: dict[str, np.ndarray] | None = None,
+        probe: bool = False,
+    ) -> None:
+        self.w = weights
+        self.heads = int(config["num_attention_heads"])
+        self.hidden = int(config["hidden_size"])
+        self.layers = int(config["num_hidden_layers"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        if (
+            config.get("hidden_act", "gelu") != "gelu"
+            or config.get("position_embedding_type", "absolute") != "absolute"
+        ):
+            raise ValueError("the ONNX builder only writes BERT with absolute positions and erf GELU")
+        self.quantize = quantize
+        self.smooth = smooth or {}
+        self.probe = probe  # expose the inputs of the smoothed projections as outputs (for calibration)
+        self.probes: list[str] = []
+        self.g = _Graph()
+
+    @staticmethod
+    def smooth_sites(layers: int) -> list[str]:
+        return [f"{i}.{kind}" for i in range(layers) for kind in ("qkv", "ffn_in")]
+
+    # -- linear layers: y = x @ W.T for torch Linear weights W (out, in); the caller adds the biases ----
+    def project(self, x: str, weights: Sequence[np.ndarray], site: str) -> list[str]:
+        """One input, several projections (Q, K and V share one quantized copy of x)."""
+        g = self.g
+        ws = [np.asarray(w, dtype=np.float32).T for w in weights]  # (in, out)
+        if self.probe and site in self.smooth_sites(self.layers):
+            self.probes.append(x)
+        if not self.quantize:
+            return [g.op("MatMul", [x, g.const("w", w)]) for w in ws]
+        if site in self.smooth:  # SmoothQuant: x / s and s * W, with s from calibrated channel maxima
+            act_max = np.maximum(self.smooth[site].astype(np.float32), 1e-5)
+            w_max = np.maximum(np.abs(np.concatenate(ws, axis=1)).max(axis=1), 1e-5)
+            s = act_max**SMOOTH_ALPHA / w_max ** (1 - SMOOTH_ALPHA)
+            s = s / np.exp(np.log(s).mean())
+            ws = [w * s[:, None] for w in ws]
+            x = g.op("Mul", [x, g.const("inv_smooth", (1.0 / s).astype(np.float32))])
+        # Per-token symmetric scale. uint8 with zero point 128 is the u8 x s8 form that VNNI multiplies.
+        row_max = g.op("ReduceMax", [g.op("Abs", [x]), self.axis1], keepdims=1)  # (rows, 1)
+        scale = g.op("Max", [g.op("Mul", [row_max, self.inv127]), self.tiny])
+        x_q = g.op("QuantizeLinear", [x, scale, self.zero_points], axis=1, block_size=int(ws[0].shape[0]))
+        outputs = []
+        for w in ws:
+            w_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0  # per output channel
+            w_q = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
+            y = g.op(
+                "MatMulIntegerToFloat",
+                [
+                    x_q,
+                    g.const("w_q", w_q),
+                    self.one,
+                    g.const("w_scale", w_scale.astype(np.float32)),
+                    self.zp_scalar,
+                ],
+                domain="com.microsoft",
+            )
+            outputs.append(g.op("Mul", [y, scale]))
+        return outputs
+
+    def residual_norm(self, y: str, bias: np.ndarray, skip: str, ln: str) -> str:
+        """LayerNorm(y + bias + skip). Add + LayerNormalization: ORT's fused SkipLayerNormalization kernel
+        measured ~8x slower on this CPU (2.0 vs 0.26 ms for 1024 x 384)."""
+        g = self.g
+        summed = g.op("Add", [g.op("Add", [y, g.const("bias", bias)]), skip])
+        return g.op(
+            "LayerNormalization",
+            [summed, g.const("ln_g", self.w[ln + ".weight"]), g.const("ln_b", self.w[ln + ".bias"])],
+            axis=-1,
+            epsilon=self.eps,
+        )
+
+    def build(self) -> Any:
+        from onnx import TensorProto, helper
+
+        g, w, H = self.g, self.w, self.hidden
+        ids, mask = "input_ids", "attention_mask"
+        self.axis1 = g.const("axis1", np.array([1], np.int64))
+        self.inv127 = g.const("inv127", np.array(1.0 / 127.0, np.float32))
+        self.tiny = g.const("tiny", np.array(1e-10, np.float32))
+        self.one = g.const("one", np.array(1.0, np.float32))
+        self.zp_scalar = g.const("zp128", np.array(128, np.uint8))
+        one_i = g.const("one_i", np.array([1], np.int64))
+
+        # Embeddings. Token type is always 0 here, so its embedding is folded into the position table.
+        positions = (
+            w["embeddings.position_embeddings.weight"] + w["embeddings.token_type_embeddings.weight"][0]
+        )
+        emb = g.op(
+            "EmbedLayerNormalization",
+            [
+                ids,
+                "",
+                g.const("word_emb", w["embeddings.word_embeddings.weight"]),
+                g.const("pos_emb", positions),
+                "",
+                g.const("emb_ln_g", w["embeddings.LayerNorm.weight"]),
+                g.const("emb_ln_b", w["embeddings.LayerNorm.bias"]),
+            ],
+            n_out=2,
+            domain="com.microsoft",
+            epsilon=self.eps,
+        )[0]
+        rows_h = g.const("rows_h", np.array([-1, H], np.int64))
+        batch_seq_h = g.op("Concat", [g.op("Shape", [ids]), g.const("h", np.array([H], np.int64))], axis=0)
+        x = g.op("Reshape", [emb, rows_h])  # every per-token op works on (batch * seq, H)
+        # (batch, 1, seq, seq) "may attend" mask, shared by every layer.
+        keep = g.op(
+            "Unsqueeze",
+            [g.op("Cast", [mask], to=TensorProto.BOOL), g.const("axes12", np.array([1, 2], np.int64))],
+        )
+        seq = g.op("Shape", [ids], start=1, end=2)
+        attn_mask = g.op(
+            "Expand",
+            [keep, g.op("Concat", [g.const("ones2", np.array([1, 1], np.int64)), seq, one_i], axis=0)],
+        )
+        if self.quantize:  # the (rows, 1) zero points shared by every QuantizeLinear
+            rows1 = g.op("Concat", [g.op("Shape", [x], end=1), one_i], axis=0)
+            self.zero_points = g.op("Expand", [g.const("zp128_2d", np.array([[128]], np.uint8)), rows1])
+
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}."
+            wq, wk, wv = (w[p + f"attention.self.{k}.weight"] for k in ("query", "key", "value"))
+            bq, bv = w[p + "attention.self.query.bias"], w[p + "attention.self.value.bias"]
+            # The key bias adds the same q.b_k to every score of a query row, which softmax ignores: dropped.
+            # Softmax weights sum to 1, so the value bias passes straight through: folded into the out bias.
+            w_out = w[p + "attention.output.dense.weight"]
+            b_out = w[p + "attention.output.dense.bias"] + w_out @ bv
+            q, k, v = self.project(x, [wq, wk, wv], f"{i}.qkv")
+            q = g.op("Add", [q, g.const("bq", bq)])
+            q, k, v = (g.op("Reshape", [t, batch_seq_h]) for t in (q, k, v))
+            ctx = g.op("Attention", [q, k, v, attn_mask], q_num_heads=self.heads, kv_num_heads=self.heads)
+            (attn,) = self.project(g.op("Reshape", [ctx, rows_h]), [w_out], f"{i}.attn_out")
+            x = self.residual_norm(attn, b_out, x, p + "attention.output.LayerNorm")
+            (h,) = self.project(x, [w[p + "intermediate.dense.weight"]], f"{i}.ffn_in")
+            h = g.op(
+                "BiasGelu", [h, g.const("ffn_in_b", w[p + "intermediate.dense.bias"])], domain="com.microsoft"
+            )
+            (out,) = self.project(h, [w[p + "output.dense.weight"]], f"{i}.ffn_out")
+            x = self.residual_norm(out, w[p + "output.dense.bias"], x, p + "output.LayerNorm")
+
+        # Mean pooling over real tokens, then L2 normalization (sentence-transformers' Pooling + Normalize).
+        tokens = g.op("Reshape", [x, batch_seq_h])
+        m = g.op(
+            "Unsqueeze",
+            [g.op("Cast", [mask], to=TensorProto.FLOAT), g.const("axis2", np.array([2], np.int64))],
+        )
+        summed = g.op("ReduceSum", [g.op("Mul", [tokens, m]), self.axis1], keepdims=0)
+        count = g.op(
+            "Max",
+            [g.op("ReduceSum", [m, self.axis1], keepdims=0), g.const("eps9", np.array(1e-9, np.float32))],
+        )
+        pooled = g.op("Div", [summed, count])
+        norm = g.op(
+            "Max",
+            [
+                g.op("ReduceL2", [pooled, self.axis1], keepdims=1),
+                g.const("eps12", np.array(1e-12, np.float32)),
+            ],
+        )
+        g.nodes.append(helper.make_node("Div", [pooled, norm], ["embedding"], name="normalize"))
+
+        inputs = [
+            helper.make_tensor_value_info(ids, TensorProto.INT32, ["batch", "seq"]),
+            helper.make_tensor_value_info(mask, TensorProto.INT32, ["batch", "seq"]),
+        ]
+        outputs = [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", H])]
+        outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in self.probes]
+        graph = helper.make_graph(g.nodes, "all_minilm_l6_v2", inputs, outputs, g.initializers)
+        return helper.make_model(
+            graph,
+            ir_version=IR_VERSION,
+            producer_name="relay.models.onnx_backend",
+            opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+        )
+
+
+def _load_weights(model_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    from safetensors.numpy import load_file
+
+    weights = {k.removeprefix("bert."): v for k, v in load_file(str(model_dir / "model.safetensors")).items()}
+    config = json.loads((model_dir / "config.json").read_text())
+    return weights, config
+
+
+def calibrate(
+    model_dir: Path, weights: dict[str, np.ndarray], config: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """Per-channel |activation| maxima at the QKV and FFN-in projections' inputs, from the fp32 graph."""
+    builder = _Builder(weights, config, quantize=False, probe=True)
+    model = builder.build()
+    sites = builder.smooth_sites(builder.layers)
+    session = _session(model.SerializeToString(), threads=1)
+    tokenizer = load_tokenizer(model_dir)
+    maxima: dict[str, np.ndarray] = {}
+    for text in CALIBRATION_TEXTS:  # one at a time: no padding rows in the statistics
+        ids, mask = tokenize(tokenizer, [text])
+        outs = session.run(builder.probes, {"input_ids": ids, "attention_mask": mask})
+        for site, out in zip(sites, outs, strict=True):
+            m = np.abs(out).max(axis=0)
+            maxima[site] = np.maximum(maxima.get(site, m), m)
+    return maxima
+
+
+def build_model(model_dir: Path, backend: str) -> bytes:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown ONNX backend {backend!r}; expected one of {BACKENDS}")
+    weights, config = _load_weights(model_dir)
+    smooth = calibrate(model_dir, weights, config) if backend == "onnx-int8" else None
+    model = _Builder(weights, config, quantize=backend == "onnx-int8", smooth=smooth).build()
+    import onnx
+
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def load_or_build(
+    model_dir: Path, backend: str, directory: Path | None = None
+) -> tuple[bytes | str, Path | None]:
+    """What to give InferenceSession: the cached file's path, or the bytes when the cache is not writable."""
+    path = artefact_path(model_dir, backend, directory)
+    if path.exists():
+        return str(path), path
+    log.info("building the %s encoder graph at %s", backend, path)
+    data = build_model(model_dir, backend)
+    try:
+        _write_atomically(path, data)
+        _remove_stale(path, backend)
+    except OSError as exc:
+        log.warning("model cache %s is not writable (%s); using the graph from memory", path.parent, exc)
+        return data, None
+    return str(path), path
+
+
+# -- running -------------------------------------------------------------------------------------------------
+def _session(model: bytes | str, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # No busy-waiting between ops: the encoder shares two cores with the API and the workers, and spinning
+    # threads halved throughput when another process was busy (bench/README.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    max_len = int(
+        json.loads((model_dir / "sentence_bert_config.json").read_text()).get("max_seq_length", 256)
+    )
+    tokenizer.enable_truncation(max_length=max_len)  # sentence-transformers truncates at max_seq_length
+    tokenizer.no_padding()  # we pad each batch to its own longest text
+    return tokenizer
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    return pad(encode_tokens(tokenizer, texts))
+
+
+def encode_tokens(tokenizer: Any, texts: Sequence[str]) -> list[Any]:
+    return tokenizer.encode_batch(list(texts)) if len(texts) > 1 else [tokenizer.encode(texts[0])]
+
+
+def pad(encodings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad to the longest in this batch (dynamic padding). Returns int32 ids and mask."""
+    longest = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(encodings), longest), dtype=np.int32)
+    mask = np.zeros((len(encodings), longest), dtype=np.int32)
+    for row, e in enumerate(encodings):
+        ids[row, : len(e.ids)] = e.ids
+        mask[row, : len(e.ids)] = 1
+    return ids, mask
+
+
+class OnnxEncoder:
+    """Runs the cached graph. Not locked here: models.encoder.Encoder serializes and batches the callers."""
+
+    def __init__(self, model_dir: Path, backend: str, threads: int, batch_size: int = 64) -> None:
+        self.backend = backend
+        self.batch_size = batch_size
+        model, self.artefact = load_or_build(model_dir, backend)
+        try:
+            self.session = _session(model, threads)
+        except Exception:  # an unreadable cached file (truncated by a full disk, say): rebuild it once
+            if self.artefact is None:
+                raise
+            log.warning("cached encoder graph %s could not be loaded; rebuilding", self.artefact)
+            self.artefact.unlink(missing_ok=True)
+            model, self.artefact = load_or_build(model_dir, backend)
+            self.session = _session(model, threads)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.dim = int(self.session.get_outputs()[0].shape[1])
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = encode_tokens(self.tokenizer, texts)
+        # Sort by token count so each batch pads to similar lengths (less wasted compute), then restore order.
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            ids, mask = pad([encodings[i] for i in chunk])
+            out[chunk] = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+        return out
