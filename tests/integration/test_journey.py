@@ -44,6 +44,8 @@ def test_partner_referral_to_routed_accepted_task_with_draft(api: Api) -> None:
     assert 0 < routing["categories"][0]["score"] <= 1
     assert "Web development" in routing["explanation"]
     assert routing["evidence"]["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert routing["evidence"]["encoder_backend"] in ("torch", "onnx", "onnx-int8")
+    assert routing["evidence"]["taxonomy_version"] and routing["evidence"]["threshold"] > 0
     assert routing["evidence"]["nearest_examples"]
     assert "suggested_partner_ids" not in routing["evidence"]
     assert task["budget"] == {"amount": "900.00", "currency": "USD"}

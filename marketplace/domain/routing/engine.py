@@ -44,6 +44,10 @@ class RoutingEngine:
     def model_id(self) -> str:
         return self.encoder.model_id
 
+    @property
+    def backend(self) -> str:
+        return getattr(self.encoder, "backend", "torch")
+
     def router(self, session: Session) -> tuple[Router, Taxonomy]:
         taxonomy = load_taxonomy(session)
         with self._lock:

@@ -98,7 +98,7 @@ def route_task(session: Session, settings: Settings, engine: RoutingEngine, task
             "nearest_examples": [{"slug": s, "text": t, "similarity": sim}
                                  for s, t, sim in decision.nearest_examples if t],
             "threshold": decision.threshold, "similarity": decision.similarity,
-            "similarity_threshold": decision.similarity_threshold, **meta,
+            "similarity_threshold": decision.similarity_threshold, "encoder_backend": engine.backend, **meta,
         }
         if decision.abstain:
             best_slug, best_score = decision.ranking[0]
