@@ -40,8 +40,8 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, iters: int = 150, l2: float = 1e-4,
-                lr: float = 5e-3) -> tuple[np.ndarray, np.ndarray]:
+def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, iters: int = 300, l2: float = 1e-4,
+                lr: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression by full-batch Adam. Deterministic (zero init), numpy only."""
     n, dim = x.shape
     w = np.zeros((dim, n_classes), dtype=np.float32)

@@ -69,7 +69,7 @@ def test_probabilities_sum_to_one(router: Router) -> None:
 def test_midway_between_close_clusters_yields_both_labels_primary_first() -> None:
     labels, vectors, texts = CLOSE
     logo, branding = AXES[3], unit(AXES[3] + 0.6 * AXES[4])
-    midway = unit(0.55 * logo + 0.45 * branding)  # slightly nearer to "logo"
+    midway = unit(0.5 * logo + 0.5 * branding)  # halfway between the pair
     router = Router().fit(labels, vectors, texts)
     d = router.decide(midway)
     assert [slug for slug, _ in d.categories] == ["logo", "branding"]
