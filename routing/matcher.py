@@ -12,8 +12,11 @@ from decimal import Decimal
 
 import numpy as np
 
-WEIGHTS = {"semantic": 0.45, "category": 0.35, "availability": 0.1, "price": 0.1}
+WEIGHTS = {"semantic": 0.4, "category": 0.35, "availability": 0.1, "price": 0.1, "fairness": 0.05}
 SECONDARY_CATEGORY = 0.6
+# Fairness: a provider's share of recent offers decays their score, so new providers get exposure and no
+# provider takes an outsized share. HALF_EXPOSURE recent offers halve the fairness component.
+HALF_EXPOSURE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,7 @@ class ProviderRecord:
     load: int  # tasks in hand plus open offers
     accepting_work: bool
     hourly_rate: Decimal | None = None
+    recent_offers: int = 0  # offers received over the last few days
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class ProviderIndex:
         self.capacity = np.array([p.capacity for p in records], dtype=np.int32)
         self.load = np.array([p.load for p in records], dtype=np.int32)
         self.accepting = np.array([p.accepting_work for p in records], dtype=bool)
+        self.recent_offers = np.array([p.recent_offers for p in records], dtype=np.float32)
         self.rate = np.array([float(p.hourly_rate) if p.hourly_rate is not None else np.nan for p in records],
                              dtype=np.float64)
         rows: dict[str, list[int]] = {}
@@ -119,9 +124,10 @@ class Matcher:
         category = category_all[rows]
         availability = 1 - index.load[rows] / index.capacity[rows]
         price = self._price_fit(index.rate[rows], budget)
+        fairness = HALF_EXPOSURE / (HALF_EXPOSURE + index.recent_offers[rows])
         w = self.weights
         total = (w["semantic"] * semantic + w["category"] * category + w["availability"] * availability
-                 + w["price"] * price)
+                 + w["price"] * price + w["fairness"] * fairness)
         total = np.round(total, 4)
         k = rows.size if limit is None else min(limit, rows.size)
         # best first; ties broken by provider id so the order never depends on insertion order
@@ -131,6 +137,7 @@ class Matcher:
             Candidate(index.ids[rows[i]], float(total[i]), {
                 "semantic": round(float(semantic[i]), 4), "category": round(float(category[i]), 4),
                 "availability": round(float(availability[i]), 4), "price": round(float(price[i]), 4),
+                "fairness": round(float(fairness[i]), 4),
             })
             for i in top
         ]

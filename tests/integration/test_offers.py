@@ -146,3 +146,22 @@ def test_illegal_transitions_are_rejected_with_a_clear_error(api: Api) -> None:
     assert r.status_code == 409
     assert r.json()["detail"] == "A task that is assigned cannot become delivered."
     assert c.post(f"/api/v1/tasks/{task_id}/complete", headers=customer_h).status_code == 409
+
+
+def test_equally_good_providers_share_the_offers(settings) -> None:
+    from litestar.testing import TestClient
+
+    from marketplace.asgi import build
+
+    with TestClient(build(settings.with_(offers_per_task=1))) as client:
+        api = Api(client)
+        providers = bookkeepers(api, 2, capacity=5)
+        _, customer_h = api.user("customer")
+        for _ in range(4):
+            task_id = api.post_task(customer_h, *TASK)
+            api.drain()
+            # the customer cancels, so nobody's load grows: only the record of recent offers remains
+            assert client.post(f"/api/v1/tasks/{task_id}/cancel", headers=customer_h).status_code == 200
+        counts = sorted(len(client.get("/api/v1/offers", headers=h).json()["items"]) for _, h in providers)
+    # without fairness the better-ranked of two near-identical profiles would get all four
+    assert counts == [2, 2]

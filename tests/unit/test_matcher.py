@@ -68,8 +68,9 @@ def test_every_candidate_exposes_its_components() -> None:
     ranked = Matcher().rank(TASK, ["design"], [provider("a", sim=0.5, capacity=4, load=1, rate="50")],
                             budget=Decimal("1000"))
     (c,) = ranked
-    assert c.components == {"semantic": 0.5, "category": 1.0, "availability": 0.75, "price": 1.0}
-    assert c.score == round(0.45 * 0.5 + 0.35 * 1.0 + 0.1 * 0.75 + 0.1 * 1.0, 4)
+    assert c.components == {"semantic": 0.5, "category": 1.0, "availability": 0.75, "price": 1.0,
+                             "fairness": 1.0}
+    assert c.score == round(0.4 * 0.5 + 0.35 * 1.0 + 0.1 * 0.75 + 0.1 * 1.0 + 0.05 * 1.0, 4)
 
 
 def test_price_fit_depends_on_ten_hours_at_the_rate() -> None:
@@ -96,3 +97,15 @@ def test_limit_keeps_the_best() -> None:
     pool = [provider(f"p{i}", sim=0.5 + i / 10) for i in range(4)]
     assert ids(Matcher().rank(TASK, ["design"], pool, limit=2)) == ["p3", "p2"]
     assert Matcher().rank(TASK, ["design"], pool, limit=0) == []
+
+
+def test_providers_with_many_recent_offers_yield_to_equally_good_newcomers() -> None:
+    busy = ProviderRecord("busy", vec(0.8), frozenset({"design"}), 3, 0, True, None, recent_offers=20)
+    newcomer = ProviderRecord("newcomer", vec(0.8), frozenset({"design"}), 3, 0, True, None, recent_offers=0)
+    ranked = Matcher().rank(TASK, ["design"], [busy, newcomer])
+    assert ids(ranked) == ["newcomer", "busy"]
+    assert ranked[0].components["fairness"] == 1.0 and ranked[1].components["fairness"] == 0.2
+    # fairness only breaks near-ties: a clearly better fit still wins despite its recent offers
+    strong = ProviderRecord("strong", vec(0.99), frozenset({"design"}), 3, 0, True, None, recent_offers=20)
+    weak = ProviderRecord("weak", vec(0.5), frozenset({"design"}), 3, 0, True, None, recent_offers=0)
+    assert ids(Matcher().rank(TASK, ["design"], [weak, strong]))[0] == "strong"

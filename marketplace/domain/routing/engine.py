@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from marketplace.db.models import CategoryExample, ProviderProfile
+from marketplace.clock import now
+from marketplace.db.models import CategoryExample, Offer, ProviderProfile
 from marketplace.domain.categories.services import load_taxonomy
 from marketplace.domain.providers.services import profile_text
 from models import Encoder, load_encoder
 from routing import Matcher, ProviderRecord, Router, Taxonomy, scrub_pii
+
+
+# Offers received in this window count towards a provider's share (routing.matcher: fairness).
+FAIRNESS_WINDOW = timedelta(days=7)
 
 
 def task_text(title: str, description: str) -> str:
@@ -68,6 +73,10 @@ class RoutingEngine:
         return self.encoder.encode([task_text(title, description)])[0]
 
     def provider_records(self, session: Session, loads: dict[uuid.UUID, int]) -> list[ProviderRecord]:
+        recent = dict(session.execute(
+            select(Offer.provider_id, func.count()).where(Offer.created_at > now() - FAIRNESS_WINDOW)
+            .group_by(Offer.provider_id)
+        ).all())
         profiles = session.scalars(
             select(ProviderProfile).where(ProviderProfile.accepting_work.is_(True), ProviderProfile.capacity > 0)
         ).all()
@@ -82,6 +91,7 @@ class RoutingEngine:
                 provider_id=str(p.account_id), vector=self._vectors[p.account_id][1],
                 categories=frozenset(p.categories), capacity=p.capacity, load=loads.get(p.account_id, 0),
                 accepting_work=p.accepting_work, hourly_rate=p.hourly_rate,
+                recent_offers=recent.get(p.account_id, 0),
             )
             for p in profiles
         ]
