@@ -69,10 +69,6 @@ class Matcher:
     def __init__(self, weights: dict[str, float] | None = None) -> None:
         self.weights = weights or WEIGHTS
 
-    @staticmethod
-    def eligible(p: ProviderRecord) -> bool:
-        return p.accepting_work and p.load < p.capacity
-
     def rank(self, task_vector: np.ndarray | None, categories: list[str], providers: list[ProviderRecord],
              budget: Decimal | None = None, exclude: set[str] | None = None,
              limit: int | None = None, require_category: bool = True) -> list[Candidate]:

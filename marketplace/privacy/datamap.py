@@ -94,7 +94,3 @@ def data(category: DataCategory, retention: str | None = None, *args: Any, **kwa
     if retention is not None:
         info["retention"] = retention
     return mapped_column(*args, info=info, **kwargs)
-
-
-def column_tag(column: Any) -> tuple[DataCategory | None, str | None]:
-    return column.info.get("data_category"), column.info.get("retention")

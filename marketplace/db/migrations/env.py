@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
 
 from marketplace.db.models import Base
 from marketplace.db.session import make_engine
