@@ -59,6 +59,7 @@ def test_partner_referral_to_routed_accepted_task_with_draft(api: Api) -> None:
     assert all(len(items) == 1 and items[0]["task_id"] == task_id for items in web_offers)
     first_offer = web_offers[0][0]
     assert first_offer["rank"] in (1, 2)
+    assert first_offer["draft_ready"] is True
 
     # A draft proposal was written for each offer, grounded in the task.
     web_account, web_h = providers[0]

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from marketplace import jobs
 from marketplace.auth import Principal
@@ -201,11 +201,15 @@ def expire_due(session: Session, settings: Settings, limit: int = 500) -> int:
 VISIBLE_BRIEF = (OfferStatus.OPEN, OfferStatus.ACCEPTED)
 
 
-def offer_out(session: Session, offer: Offer, slugs: dict[uuid.UUID, str] | None = None) -> OfferOut:
+def offer_out(session: Session, offer: Offer, slugs: dict[uuid.UUID, str] | None = None,
+              drafted: set[uuid.UUID] | None = None) -> OfferOut:
+    """``slugs`` and ``drafted`` (offer ids that have a draft) let a list page load them once for all rows."""
     task = offer.task
     if slugs is None:
         slugs = dict(session.execute(select(Category.id, Category.slug)).all())
-    has_draft = session.scalar(select(Draft.id).where(Draft.offer_id == offer.id)) is not None
+    if drafted is None:
+        drafted = set(session.scalars(select(Draft.offer_id).where(Draft.offer_id == offer.id)))
+    has_draft = offer.id in drafted
     return OfferOut(
         id=str(offer.id), task_id=str(offer.task_id), status=offer.status.value, rank=offer.rank,
         score=float(offer.score), created_at=offer.created_at, expires_at=offer.expires_at,
@@ -223,9 +227,11 @@ def list_offers(session: Session, principal: Principal, status: OfferStatus | No
     if status is not None:
         query = query.where(Offer.status == status)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(Offer.created_at.desc(), Offer.id).limit(limit).offset(offset)).all()
+    rows = session.scalars(query.order_by(Offer.created_at.desc(), Offer.id).limit(limit).offset(offset)
+                           .options(selectinload(Offer.task))).all()
     slugs = dict(session.execute(select(Category.id, Category.slug)).all())
-    return OfferPage([offer_out(session, o, slugs) for o in rows], total, limit, offset)
+    drafted = set(session.scalars(select(Draft.offer_id).where(Draft.offer_id.in_([o.id for o in rows]))))
+    return OfferPage([offer_out(session, o, slugs, drafted) for o in rows], total, limit, offset)
 
 
 def get_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> Offer:

@@ -185,37 +185,29 @@ def cancel(session: Session, principal: Principal, task_id: uuid.UUID, reason: s
     return task
 
 
-def _provider_step(session: Session, principal: Principal, task_id: uuid.UUID, to: TaskStatus,
-                   reason: str) -> Task:
+def _own_step(session: Session, principal: Principal, task_id: uuid.UUID, to: TaskStatus, reason: str) -> Task:
+    """A lifecycle step the task's own customer or its assigned provider takes (the route guard says which)."""
     task = get_visible_task(session, principal, task_id)
-    if task.assigned_provider_id != principal.account_id:
+    owner = task.assigned_provider_id if principal.role is Role.PROVIDER else task.customer_id
+    if owner != principal.account_id:
         raise NotFound("Task not found.")
-    return transition(session, task, to, actor_id=principal.account_id, actor_role=Role.PROVIDER.value,
+    return transition(session, task, to, actor_id=principal.account_id, actor_role=principal.role.value,
                       reason=reason)
 
 
 def start(session: Session, principal: Principal, task_id: uuid.UUID) -> Task:
-    return _provider_step(session, principal, task_id, TaskStatus.IN_PROGRESS, "work started")
+    return _own_step(session, principal, task_id, TaskStatus.IN_PROGRESS, "work started")
 
 
 def deliver(session: Session, principal: Principal, task_id: uuid.UUID, note: str) -> Task:
-    return _provider_step(session, principal, task_id, TaskStatus.DELIVERED, note or "delivered")
-
-
-def _customer_step(session: Session, principal: Principal, task_id: uuid.UUID, to: TaskStatus,
-                   reason: str) -> Task:
-    task = get_visible_task(session, principal, task_id)
-    if task.customer_id != principal.account_id:
-        raise NotFound("Task not found.")
-    return transition(session, task, to, actor_id=principal.account_id, actor_role=Role.CUSTOMER.value,
-                      reason=reason)
+    return _own_step(session, principal, task_id, TaskStatus.DELIVERED, note or "delivered")
 
 
 def complete(session: Session, principal: Principal, task_id: uuid.UUID) -> Task:
-    return _customer_step(session, principal, task_id, TaskStatus.COMPLETED, "accepted the delivery")
+    return _own_step(session, principal, task_id, TaskStatus.COMPLETED, "accepted the delivery")
 
 
 def request_changes(session: Session, principal: Principal, task_id: uuid.UUID, reason: str) -> Task:
     if not reason.strip():
         raise InvalidInput("Say what should change.", errors=[{"field": "reason", "message": "required"}])
-    return _customer_step(session, principal, task_id, TaskStatus.IN_PROGRESS, reason)
+    return _own_step(session, principal, task_id, TaskStatus.IN_PROGRESS, reason)
