@@ -52,7 +52,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 RUN groupadd --system --gid 10001 relay \
  && useradd --system --uid 10001 --gid relay --home-dir /app --no-create-home --shell /usr/sbin/nologin relay \
- && mkdir -p /app/var \
+ && mkdir -p /app/var/model-cache \
  && chown -R relay:relay /app
 
 COPY --from=builder /opt/venv /opt/venv

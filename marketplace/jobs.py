@@ -27,6 +27,7 @@ log = structlog.get_logger(__name__)
 JOBS: dict[str, str] = {
     "route_task": "routing",
     "draft_for_offer": "drafting",
+    "refit_router": "training",  # minutes of CPU: its own queue so it never delays routing
 }
 QUEUES = sorted(set(JOBS.values()))
 

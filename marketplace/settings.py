@@ -47,6 +47,8 @@ class Settings:
     run_inprocess_worker: bool = field(
         default_factory=lambda: _env("INPROCESS_WORKER", "auto") in {"auto", "1", "true"}
     )
+    # Fine-tune the encoder's top layers per taxonomy version (the refit_router job); off: frozen head only.
+    router_tuning: bool = field(default_factory=lambda: _env("ROUTER_TUNING", "1") in {"1", "true"})
     debug: bool = field(default_factory=lambda: _env("DEBUG", "0") in {"1", "true"})
 
     def __post_init__(self) -> None:

@@ -96,16 +96,21 @@ class Encoder:
         batch_size: int = 64,
         backend: str | None = None,
         threads: int | None = None,
+        impl: Any = None,
+        model_id: str = MODEL_ID,
     ) -> None:
+        """``impl``: an already built backend (models.tuning passes a fine-tuned graph) and its ``model_id``."""
         enforce_offline()
         self._model_dir = model_dir or packaged_model_dir()
         requested = backend or os.environ.get("RELAY_ENCODER_BACKEND") or DEFAULT_BACKEND
         if requested not in BACKENDS:
             raise ValueError(f"unknown encoder backend {requested!r}; expected one of {', '.join(BACKENDS)}")
-        self.model_id = MODEL_ID
+        self.model_id = model_id
         self.batch_size = batch_size
         self._impl: Any
-        if requested == "torch":
+        if impl is not None:
+            self._impl = impl
+        elif requested == "torch":
             self._impl = _TorchBackend(self._model_dir, batch_size)
         else:
             try:

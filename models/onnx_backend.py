@@ -198,6 +198,7 @@ class _Builder:
         quantize: bool,
         smooth: dict[str, np.ndarray] | None = None,
         probe: bool = False,
+        stop_after: int | None = None,
     ) -> None:
         self.w = weights
         self.heads = int(config["num_attention_heads"])
@@ -213,6 +214,11 @@ class _Builder:
         self.smooth = smooth or {}
         self.probe = probe  # expose the inputs of the smoothed projections as outputs (for calibration)
         self.probes: list[str] = []
+        # Stop after this many layers and output the token states (batch, seq, hidden) instead of the
+        # sentence vector: the input the router's fine-tuning trains its top layers on.
+        self.stop_after = stop_after
+        if stop_after is not None and not 0 <= stop_after <= self.layers:
+            raise ValueError(f"stop_after must be in 0..{self.layers}")
         self.g = _Graph()
 
     @staticmethod
@@ -317,7 +323,7 @@ class _Builder:
             rows1 = g.op("Concat", [g.op("Shape", [x], end=1), one_i], axis=0)
             self.zero_points = g.op("Expand", [g.const("zp128_2d", np.array([[128]], np.uint8)), rows1])
 
-        for i in range(self.layers):
+        for i in range(self.layers if self.stop_after is None else self.stop_after):
             p = f"encoder.layer.{i}."
             wq, wk, wv = (w[p + f"attention.self.{k}.weight"] for k in ("query", "key", "value"))
             bq, bv = w[p + "attention.self.query.bias"], w[p + "attention.self.value.bias"]
@@ -337,6 +343,15 @@ class _Builder:
             )
             (out,) = self.project(h, [w[p + "output.dense.weight"]], f"{i}.ffn_out")
             x = self.residual_norm(out, w[p + "output.dense.bias"], x, p + "output.LayerNorm")
+
+        inputs = [
+            helper.make_tensor_value_info(ids, TensorProto.INT32, ["batch", "seq"]),
+            helper.make_tensor_value_info(mask, TensorProto.INT32, ["batch", "seq"]),
+        ]
+        if self.stop_after is not None:
+            g.nodes.append(helper.make_node("Reshape", [x, batch_seq_h], ["states"], name="states"))
+            outputs = [helper.make_tensor_value_info("states", TensorProto.FLOAT, ["batch", "seq", H])]
+            return self._model(inputs, outputs)
 
         # Mean pooling over real tokens, then L2 normalization (sentence-transformers' Pooling + Normalize).
         tokens = g.op("Reshape", [x, batch_seq_h])
@@ -358,14 +373,14 @@ class _Builder:
             ],
         )
         g.nodes.append(helper.make_node("Div", [pooled, norm], ["embedding"], name="normalize"))
-
-        inputs = [
-            helper.make_tensor_value_info(ids, TensorProto.INT32, ["batch", "seq"]),
-            helper.make_tensor_value_info(mask, TensorProto.INT32, ["batch", "seq"]),
-        ]
         outputs = [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", H])]
         outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in self.probes]
-        graph = helper.make_graph(g.nodes, "all_minilm_l6_v2", inputs, outputs, g.initializers)
+        return self._model(inputs, outputs)
+
+    def _model(self, inputs: list[Any], outputs: list[Any]) -> Any:
+        from onnx import helper
+
+        graph = helper.make_graph(self.g.nodes, "all_minilm_l6_v2", inputs, outputs, self.g.initializers)
         return helper.make_model(
             graph,
             ir_version=IR_VERSION,
@@ -401,12 +416,25 @@ def calibrate(
     return maxima
 
 
-def build_model(model_dir: Path, backend: str) -> bytes:
+def build_model(
+    model_dir: Path,
+    backend: str,
+    overrides: dict[str, np.ndarray] | None = None,
+    stop_after: int | None = None,
+) -> bytes:
+    """The graph for ``backend`` from the packaged weights, with ``overrides`` (same names and shapes, e.g. a
+    router's fine-tuned top layers) replacing some of them; ``stop_after`` outputs token states instead."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown ONNX backend {backend!r}; expected one of {BACKENDS}")
     weights, config = _load_weights(model_dir)
+    for name, value in (overrides or {}).items():
+        if name not in weights or weights[name].shape != np.shape(value):
+            raise ValueError(f"override {name!r} does not match a weight of the packaged model")
+        weights[name] = np.asarray(value, dtype=np.float32)
     smooth = calibrate(model_dir, weights, config) if backend == "onnx-int8" else None
-    model = _Builder(weights, config, quantize=backend == "onnx-int8", smooth=smooth).build()
+    model = _Builder(
+        weights, config, quantize=backend == "onnx-int8", smooth=smooth, stop_after=stop_after
+    ).build()
     import onnx
 
     onnx.checker.check_model(model)
@@ -481,21 +509,32 @@ def pad(encodings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
 class OnnxEncoder:
     """Runs the cached graph. Not locked here: models.encoder.Encoder serializes and batches the callers."""
 
-    def __init__(self, model_dir: Path, backend: str, threads: int, batch_size: int = 64) -> None:
+    def __init__(
+        self, model_dir: Path, backend: str, threads: int, batch_size: int = 64, graph: bytes | None = None
+    ) -> None:
+        """``graph``: run this graph (built by build_model) instead of the cached default one."""
         self.backend = backend
         self.batch_size = batch_size
+        self.artefact: Path | None = None
+        if graph is not None:
+            self.session = _session(graph, threads)
+        else:
+            self.session = self._cached_session(model_dir, backend, threads)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.output = self.session.get_outputs()[0].name
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+
+    def _cached_session(self, model_dir: Path, backend: str, threads: int) -> Any:
         model, self.artefact = load_or_build(model_dir, backend)
         try:
-            self.session = _session(model, threads)
+            return _session(model, threads)
         except Exception:  # an unreadable cached file (truncated by a full disk, say): rebuild it once
             if self.artefact is None:
                 raise
             log.warning("cached encoder graph %s could not be loaded; rebuilding", self.artefact)
             self.artefact.unlink(missing_ok=True)
             model, self.artefact = load_or_build(model_dir, backend)
-            self.session = _session(model, threads)
-        self.tokenizer = load_tokenizer(model_dir)
-        self.dim = int(self.session.get_outputs()[0].shape[1])
+            return _session(model, threads)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -508,4 +547,21 @@ class OnnxEncoder:
             chunk = order[start : start + self.batch_size]
             ids, mask = pad([encodings[i] for i in chunk])
             out[chunk] = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+        return out
+
+    def states(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """For a graph built with ``stop_after``: each text's token states, (tokens, hidden) float32."""
+        if self.output != "states":
+            raise TypeError("this graph outputs sentence vectors, not token states")
+        out: list[np.ndarray] = [np.empty((0, self.dim), np.float32)] * len(texts)
+        if not texts:
+            return out
+        encodings = encode_tokens(self.tokenizer, texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            ids, mask = pad([encodings[i] for i in chunk])
+            states = self.session.run(["states"], {"input_ids": ids, "attention_mask": mask})[0]
+            for row, i in enumerate(chunk):
+                out[i] = np.ascontiguousarray(states[row, : int(mask[row].sum())])
         return out

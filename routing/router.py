@@ -34,6 +34,28 @@ class Decision:
         return None if self.abstain else self.categories[0][0]
 
 
+@dataclass(frozen=True, slots=True)
+class Holdout:
+    train: np.ndarray  # boolean masks over the examples
+    in_scope: np.ndarray
+    out_of_scope: np.ndarray
+    remap: np.ndarray  # category index -> index among the kept categories (-1: held out)
+    n_kept: int
+
+
+@dataclass(frozen=True, slots=True)
+class HoldoutScores:
+    in_conf: np.ndarray
+    in_sim: np.ndarray
+    in_ok: np.ndarray  # the held-out in-scope example's best category was right
+    oos_conf: np.ndarray
+    oos_sim: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[HoldoutScores]) -> HoldoutScores:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__slots__))
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -83,7 +105,12 @@ class Router:
         self._b = np.zeros(0, dtype=np.float32)
 
     # -- fitting ---------------------------------------------------------------------------------------
-    def fit(self, labels: list[str], vectors: np.ndarray, texts: list[str] | None = None) -> Router:
+    def fit(self, labels: list[str], vectors: np.ndarray, texts: list[str] | None = None,
+            thresholds: tuple[float, float] | None = None, head: np.ndarray | None = None) -> Router:
+        """``thresholds``: (confidence, familiarity) fitted elsewhere (routing.tuned calibrates a fine-tuned
+        encoder on its own held-out run); by default they are calibrated here from the examples.
+        ``head``: (n_categories, dim) unit rows of a cosine head trained with the encoder (categories in sorted
+        order), used instead of fitting a softmax head here."""
         if len(labels) != len(vectors):
             raise ValueError("labels and vectors differ in length")
         if texts is not None and len(texts) != len(labels):
@@ -97,59 +124,71 @@ class Router:
         self._example_label = np.array([index[s] for s in labels], dtype=np.int64)
         self._examples = np.ascontiguousarray(vectors)
         self._example_texts = list(texts) if texts is not None else [""] * len(labels)
-        self._w, self._b = fit_softmax(self._examples, self._example_label, len(self.labels))
-        self.threshold, self.similarity_threshold = self._calibrate()
+        if head is not None:
+            if head.shape != (len(self.labels), vectors.shape[1]):
+                raise ValueError("head must have one row per category")
+            self._w = np.ascontiguousarray(head.T, dtype=np.float32)
+            self._b = np.zeros(len(self.labels), dtype=np.float32)
+        else:
+            self._w, self._b = fit_softmax(self._examples, self._example_label, len(self.labels))
+        self.threshold, self.similarity_threshold = thresholds if thresholds is not None else self._calibrate()
         return self
 
     def _familiarity(self, sims: np.ndarray) -> np.ndarray:
         k = min(self.neighbours, sims.shape[1])
         return -np.partition(-sims, k - 1, axis=1)[:, :k].mean(axis=1)
 
+    def holdout(self, y: np.ndarray, n_classes: int, rng: np.random.Generator) -> Holdout:
+        """Hold out a fifth of the categories (pseudo out-of-scope) and a fifth of the other examples."""
+        held = rng.choice(n_classes, size=max(1, n_classes // 5), replace=False)
+        is_held = np.isin(y, held)
+        val = rng.random(len(y)) < 0.2
+        kept = np.setdiff1d(np.arange(n_classes), held)
+        remap = np.full(n_classes, -1)
+        remap[kept] = np.arange(len(kept))
+        return Holdout(train=~is_held & ~val, in_scope=~is_held & val, out_of_scope=is_held, remap=remap,
+                       n_kept=len(kept))
+
+    def holdout_scores(self, vectors: np.ndarray, y: np.ndarray, split: Holdout,
+                       head: np.ndarray | None = None) -> HoldoutScores:
+        """Fit a head on the split's training part (or take the given cosine head, one row per kept category);
+        score the held-out in-scope and out-of-scope parts."""
+        train = vectors[split.train]
+        if head is not None:
+            w, b = head.T, np.zeros(split.n_kept, dtype=np.float32)
+        else:
+            w, b = fit_softmax(train, split.remap[y[split.train]], split.n_kept)
+        parts = []
+        for mask in (split.in_scope, split.out_of_scope):
+            v = vectors[mask]
+            probs = _softmax(SCALE * v @ w + b)
+            parts.append((self._confidence(probs), self._familiarity(v @ train.T), probs.argmax(axis=1)))
+        (ic, isim, pred), (oc, osim, _) = parts
+        return HoldoutScores(ic, isim, pred == split.remap[y[split.in_scope]], oc, osim)
+
     def _calibrate(self) -> tuple[float, float]:
-        """Pick the (confidence, familiarity) thresholds that keep the most held-out in-scope examples right
-        while rejecting at least ``oos_target`` of the examples of held-out categories."""
         n_classes = len(self.labels)
         if n_classes < 3:
             return 0.0, -1.0  # too few categories to hold any out: never abstain on confidence alone
         rng = np.random.default_rng(self.seed)
-        y = self._example_label
-        in_conf, in_sim, in_ok, oos_conf, oos_sim = [], [], [], [], []
+        scores = []
         for _ in range(self.holdout_rounds):
-            held = rng.choice(n_classes, size=max(1, n_classes // 5), replace=False)
-            is_held = np.isin(y, held)
-            val = rng.random(len(y)) < 0.2
-            train = ~is_held & ~val
-            kept = np.setdiff1d(np.arange(n_classes), held)
-            remap = np.full(n_classes, -1)
-            remap[kept] = np.arange(len(kept))
-            if not train.any():
-                continue
-            w, b = fit_softmax(self._examples[train], remap[y[train]], len(kept))
-            for mask, is_in in ((~is_held & val, True), (is_held, False)):
-                if not mask.any():
-                    continue
-                v = self._examples[mask]
-                probs = _softmax(SCALE * v @ w + b)
-                familiarity = self._familiarity(v @ self._examples[train].T)
-                if is_in:
-                    in_conf.append(self._confidence(probs))
-                    in_sim.append(familiarity)
-                    in_ok.append(probs.argmax(axis=1) == remap[y[mask]])
-                else:
-                    oos_conf.append(self._confidence(probs))
-                    oos_sim.append(familiarity)
-        if not in_conf or not oos_conf:
-            return 0.0, -1.0
-        ic, isim, ok = np.concatenate(in_conf), np.concatenate(in_sim), np.concatenate(in_ok)
-        oc, osim = np.concatenate(oos_conf), np.concatenate(oos_sim)
-        # Lexicographic: keep the most in-scope examples right; among equals, reject the most out-of-scope.
+            split = self.holdout(self._example_label, n_classes, rng)
+            if split.train.any() and split.in_scope.any() and split.out_of_scope.any():
+                scores.append(self.holdout_scores(self._examples, self._example_label, split))
+        return self.choose_thresholds(HoldoutScores.concat(scores)) if scores else (0.0, -1.0)
+
+    def choose_thresholds(self, s: HoldoutScores) -> tuple[float, float]:
+        """The (confidence, familiarity) thresholds that keep the most held-out in-scope examples right
+        while rejecting at least ``oos_target`` of the examples of held-out categories."""
         best = ((-1.0, -1.0), 0.0, -1.0)
-        for t_conf in np.unique(np.round(np.concatenate([[0.0], oc, ic]), 2)):
-            for t_sim in np.unique(np.round(np.concatenate([[-1.0], osim, isim]), 2)):
-                rejected = float(((oc < t_conf) | (osim < t_sim)).mean())
+        # Lexicographic: keep the most in-scope examples right; among equals, reject the most out-of-scope.
+        for t_conf in np.unique(np.round(np.concatenate([[0.0], s.oos_conf, s.in_conf]), 2)):
+            for t_sim in np.unique(np.round(np.concatenate([[-1.0], s.oos_sim, s.in_sim]), 2)):
+                rejected = float(((s.oos_conf < t_conf) | (s.oos_sim < t_sim)).mean())
                 if rejected < self.oos_target:
                     continue
-                kept_right = round(float((ok & (ic >= t_conf) & (isim >= t_sim)).mean()), 3)
+                kept_right = round(float((s.in_ok & (s.in_conf >= t_conf) & (s.in_sim >= t_sim)).mean()), 3)
                 if (kept_right, rejected) > best[0]:
                     best = ((kept_right, rejected), float(t_conf), float(t_sim))
         return best[1], best[2]

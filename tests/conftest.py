@@ -77,6 +77,7 @@ def _wipe(url: str) -> None:
 @pytest.fixture
 def settings(database_url: str) -> Iterator[Settings]:
     yield Settings(database_url=database_url, broker="stub", secret_key="test-secret", scheduler_interval_s=3600,
+                   router_tuning=False,  # frozen router (seconds); tests that tune say so
                    worker_threads=2)
     _wipe(database_url)
 

@@ -33,3 +33,14 @@ def draft_for_offer(offer_id: str) -> None:
     with unit_of_work(runtime.database(), runtime.settings()) as session:
         outcome = draft_service(session, _drafter, uuid.UUID(offer_id))
     log.info("draft_for_offer.done", offer_id=offer_id, outcome=outcome)
+
+
+@dramatiq.actor(actor_name="refit_router", queue_name=JOBS["refit_router"], max_retries=1, time_limit=3_600_000)
+def refit_router() -> None:
+    """Fit and save the tuned routing model for the current taxonomy (no-op when it exists)."""
+    engine = get_engine()
+    with runtime.database().session(readonly=True) as session:  # read the examples, then let go of the DB
+        plan = engine.refit_plan(session)
+    outcome = engine.refit(plan) if plan is not None else "present"
+    log.info("refit_router.done", outcome=outcome)
+

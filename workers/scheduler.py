@@ -1,4 +1,5 @@
-"""Periodic duties: relay the outbox, expire offers and re-offer, hand stalled routing to staff, purge.
+"""Periodic duties: relay the outbox, expire offers and re-offer, hand stalled routing to staff, purge, and ask
+for a tuned routing model when the taxonomy has changed.
 
 Every duty is a conditional, idempotent update, so any number of schedulers may run at once.
 """
@@ -6,7 +7,9 @@ Every duty is a conditional, idempotent update, so any number of schedulers may 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
@@ -15,6 +18,7 @@ from marketplace.domain.accounts.services import purge_login_failures
 from marketplace.domain.offers.services import expire_due
 from marketplace.domain.routing.services import sweep_stalled
 from marketplace.privacy.datamap import RETENTION_RULES
+from marketplace.settings import Settings
 from workers import runtime
 
 log = structlog.get_logger(__name__)
@@ -23,8 +27,38 @@ ROUTING_DEADLINE = timedelta(minutes=30)
 OUTBOX_KEEP = timedelta(days=7)
 
 
+# A refit asked for but never finished (worker died) is asked for again after this long.
+REFIT_RETRY_S = 3600.0
+_refit_asked: dict[str, float] = {}
+
+
+def request_refit(settings: Settings, db: Any) -> int:
+    """Ask for a tuned routing model when the current taxonomy has none (1 if a refit job was enqueued)."""
+    if not settings.router_tuning:
+        return 0
+    from marketplace.domain.categories.services import load_taxonomy
+    from marketplace.domain.routing.engine import get_engine
+
+    with db.session() as session:
+        version = load_taxonomy(session).version
+        asked = _refit_asked.get(version)
+        if asked is not None and time.monotonic() - asked < REFIT_RETRY_S:
+            return 0
+        try:
+            needed = get_engine().needs_tuning(session)
+        except RuntimeError:  # no taxonomy loaded yet
+            return 0
+        if not needed:
+            return 0
+        jobs.enqueue(session, "refit_router")
+    _refit_asked[version] = time.monotonic()
+    log.info("scheduler.refit_requested", taxonomy_version=version)
+    return 1
+
+
 def run_once() -> dict[str, int]:
     settings, db = runtime.settings(), runtime.database()
+    refits = request_refit(settings, db)
     with db.session() as session:
         relayed = jobs.relay_pending(session, settings)
     with db.session() as session:
@@ -38,7 +72,7 @@ def run_once() -> dict[str, int]:
     with db.session() as session:
         purged = purge_login_failures(session, keep)
         purged_outbox = jobs.purge_dispatched(session, OUTBOX_KEEP)
-    result = {"relayed": relayed, "expired": expired, "stalled_to_review": stalled,
+    result = {"relayed": relayed, "refits_requested": refits, "expired": expired, "stalled_to_review": stalled,
               "purged_login_failures": purged, "purged_outbox": purged_outbox}
     if any(result.values()):
         log.info("scheduler.tick", **result)

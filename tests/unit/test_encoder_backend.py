@@ -272,3 +272,37 @@ def test_falls_back_to_torch_when_onnx_cannot_load(cache: Path, monkeypatch: pyt
     with pytest.raises(ImportError):
         Encoder(backend="onnx-int8")  # asked for by name: loud
     assert encoder_module.DEFAULT_BACKEND == "onnx-int8"
+
+
+def test_token_states_graph_and_weight_overrides_reproduce_the_encoder(cache: Path) -> None:
+    """The graphs the router's fine-tuning uses: token states after N layers (mean-pooled after all six they
+    are the sentence vector), and the full graph with some weights replaced."""
+    from safetensors.numpy import load_file
+
+    model_dir = packaged_model_dir()
+    full = onnx_backend.OnnxEncoder(model_dir, "onnx", threads=1)
+    states = onnx_backend.OnnxEncoder(
+        model_dir, "onnx", threads=1, graph=onnx_backend.build_model(model_dir, "onnx", stop_after=6)
+    )
+    texts = VARIED[:6]
+    per_text = states.states(texts)
+    assert [s.shape[1] for s in per_text] == [384] * len(texts)
+    assert [s.shape[0] for s in per_text] == [len(full.tokenizer.encode(t).ids) for t in texts]
+    pooled = np.stack([s.mean(axis=0) for s in per_text])
+    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+    np.testing.assert_allclose(pooled, full.encode(texts), atol=1e-5)
+    with pytest.raises(TypeError):
+        full.states(texts)
+
+    weights = {k.removeprefix("bert."): v for k, v in load_file(str(model_dir / "model.safetensors")).items()}
+    name = "encoder.layer.5.output.dense.weight"
+    same = onnx_backend.OnnxEncoder(model_dir, "onnx", threads=1,
+                                    graph=onnx_backend.build_model(model_dir, "onnx", {name: weights[name]}))
+    np.testing.assert_allclose(same.encode(texts), full.encode(texts), atol=1e-6)
+    changed = onnx_backend.OnnxEncoder(model_dir, "onnx", threads=1,
+                                       graph=onnx_backend.build_model(model_dir, "onnx", {name: weights[name] * 0}))
+    assert np.abs(changed.encode(texts) - full.encode(texts)).max() > 1e-3
+    with pytest.raises(ValueError):
+        onnx_backend.build_model(model_dir, "onnx", {"encoder.layer.5.no_such.weight": weights[name]})
+    with pytest.raises(ValueError):
+        onnx_backend.build_model(model_dir, "onnx", {name: weights[name][:10]})

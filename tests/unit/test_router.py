@@ -107,3 +107,29 @@ def test_fit_rejects_mismatched_or_empty_input() -> None:
 def test_decide_before_fit_raises() -> None:
     with pytest.raises(RuntimeError):
         Router().decide(AXES[0])
+
+
+def test_a_given_cosine_head_and_thresholds_replace_fitting() -> None:
+    labels, vectors, texts = SEPARATED
+    # A head that (wrongly) points "design" at the legal axis: the router must follow the head it was given.
+    head = np.stack([AXES[1], AXES[0], AXES[2]])  # rows in sorted category order: design, legal, moving
+    router = Router().fit(labels, vectors, texts, thresholds=(0.3, 0.1), head=head)
+    assert (router.threshold, router.similarity_threshold) == (0.3, 0.1)
+    assert router.decide(AXES[1]).primary == "design"
+    assert router.decide(AXES[0]).primary == "legal"
+    with pytest.raises(ValueError):
+        Router().fit(labels, vectors, texts, head=head[:2])
+
+
+def test_held_out_categories_never_leak_into_the_calibration_training_part() -> None:
+    labels, vectors, _ = examples({f"c{i}": AXES[i] for i in range(10)})
+    router = Router()
+    y = np.array([int(s[1:]) for s in labels])
+    split = router.holdout(y, 10, np.random.default_rng(0))
+    held = set(y[split.out_of_scope])
+    assert held and not held & set(y[split.train]) and not held & set(y[split.in_scope])
+    assert not (split.train & split.in_scope).any()
+    assert split.n_kept == 10 - len(held) and (split.remap[list(held)] == -1).all()
+    scores = router.holdout_scores(vectors, y, split)
+    # held-out categories look unfamiliar; held-out examples of kept categories are routed right
+    assert scores.in_ok.all() and scores.oos_sim.max() < scores.in_sim.min()

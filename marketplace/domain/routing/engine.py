@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
+import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -19,7 +22,11 @@ from marketplace.db.models import CategoryExample, Offer, ProviderProfile
 from marketplace.domain.categories.services import load_taxonomy
 from marketplace.domain.providers.services import profile_text
 from models import Encoder, load_encoder
-from routing import Matcher, ProviderRecord, Router, Taxonomy, scrub_pii
+from models.tuning import TuningConfig
+from routing import Matcher, ProviderRecord, Taxonomy, scrub_pii
+from routing.tuned import MIN_TUNING_CATEGORIES, RoutingModel, fingerprint, fit_routing_model
+
+log = structlog.get_logger(__name__)
 
 
 # Offers received in this window count towards a provider's share (routing.matcher: fairness).
@@ -30,11 +37,34 @@ def task_text(title: str, description: str) -> str:
     return scrub_pii(f"{title}. {description}")
 
 
+@dataclass(frozen=True, slots=True)
+class RefitPlan:
+    taxonomy_version: str
+    labels: list[str]
+    texts: list[str]
+    quotable: list[str]
+    path: Path
+
+
 class RoutingEngine:
-    def __init__(self, encoder: Encoder | None = None) -> None:
+    """Per process. Decisions use the best routing model available for the current taxonomy version:
+
+    - a tuned model (top encoder layers fine-tuned on the taxonomy, routing.tuned) once one has been fitted
+      and saved under ``<model cache>/routers/<fingerprint>.npz``: every process loads it from there;
+    - until then a frozen model (head over the shared encoder's vectors), fitted here in seconds.
+
+    Tuned models are fitted by the ``refit_router`` job (the scheduler asks for one when the current taxonomy
+    has none), never on the routing path: a taxonomy change must not stall routing for minutes.
+    """
+
+    def __init__(self, encoder: Encoder | None = None, cache: Path | None = None,
+                 tuning: TuningConfig | None = None) -> None:
         self._encoder = encoder
+        self._cache = cache
+        self.tuning = tuning or TuningConfig()
         self._lock = threading.Lock()
-        self._router: Router | None = None
+        self._fit_lock = threading.Lock()
+        self._model: RoutingModel | None = None
         self._taxonomy: Taxonomy | None = None
         self._vectors: dict[uuid.UUID, tuple[datetime, np.ndarray]] = {}
         self.matcher = Matcher()
@@ -53,21 +83,95 @@ class RoutingEngine:
     def backend(self) -> str:
         return getattr(self.encoder, "backend", "torch")
 
-    def router(self, session: Session) -> tuple[Router, Taxonomy]:
+    @property
+    def cache(self) -> Path:
+        if self._cache is None:
+            from models.onnx_backend import cache_dir
+
+            self._cache = cache_dir() / "routers"
+        return self._cache
+
+    def _examples(self, session: Session, taxonomy: Taxonomy) -> tuple[list[str], list[str], list[str]]:
+        if not taxonomy.categories:
+            raise RuntimeError("no categories with examples: load the taxonomy (relay seed)")
+        labels = [c.slug for c in taxonomy.categories for _ in c.examples]
+        texts = [e for c in taxonomy.categories for e in c.examples]
+        # Decisions quote the nearest examples to customers: only our seed examples may be quoted,
+        # never ones learned from other customers' tasks.
+        shareable = set(session.scalars(select(CategoryExample.text).where(CategoryExample.source == "seed")))
+        return labels, texts, [t if t in shareable else "" for t in texts]
+
+    def tuned_path(self, labels: list[str], texts: list[str]) -> Path:
+        return self.cache / f"{fingerprint(labels, texts, self.encoder, True, self.tuning)}.npz"
+
+    def _load_tuned(self, path: Path, quotable: list[str]) -> RoutingModel | None:
+        try:
+            model = RoutingModel.load(path, self.encoder)
+        except Exception:  # unreadable or from another version: the refit job writes a new one
+            log.warning("routing.tuned_model_unreadable", path=str(path), exc_info=True)
+            return None
+        model.router._example_texts = quotable  # what may be quoted is decided now, not when it was fitted
+        return model
+
+    def router(self, session: Session, tuning: bool = True) -> tuple[RoutingModel, Taxonomy]:
+        """The routing model for the current taxonomy version (and that taxonomy)."""
         taxonomy = load_taxonomy(session)
         with self._lock:
-            if self._router is None or self._taxonomy is None or self._taxonomy.version != taxonomy.version:
-                if not taxonomy.categories:
-                    raise RuntimeError("no categories with examples: load the taxonomy (relay seed)")
-                labels = [c.slug for c in taxonomy.categories for _ in c.examples]
-                texts = [e for c in taxonomy.categories for e in c.examples]
-                # Decisions quote the nearest examples to customers: only our seed examples may be quoted,
-                # never ones learned from other customers' tasks.
-                shareable = set(session.scalars(select(CategoryExample.text).where(CategoryExample.source == "seed")))
-                quotable = [t if t in shareable else "" for t in texts]
-                self._router = Router().fit(labels, self.encoder.encode(texts), quotable)
+            current = self._model is not None and self._taxonomy is not None \
+                and self._taxonomy.version == taxonomy.version
+            if current and (self._model.tuned or not tuning):  # type: ignore[union-attr]
+                return self._model, self._taxonomy  # type: ignore[return-value]
+            labels, texts, quotable = self._examples(session, taxonomy)
+            path = self.tuned_path(labels, texts) if tuning else None
+            if path is not None and path.exists():
+                loaded = self._load_tuned(path, quotable)
+                if loaded is not None:
+                    log.info("routing.model_loaded", tuned=True, taxonomy_version=taxonomy.version)
+                    self._model, self._taxonomy = loaded, taxonomy
+                    return loaded, taxonomy
+            if not current:
+                self._model = fit_routing_model(labels, texts, self.encoder, quotable, tune=False)
                 self._taxonomy = taxonomy
-            return self._router, self._taxonomy
+                log.info("routing.model_fitted", tuned=False, taxonomy_version=taxonomy.version,
+                         seconds=round(self._model.fit_seconds, 2))
+            return self._model, self._taxonomy  # type: ignore[return-value]
+
+    def needs_tuning(self, session: Session) -> bool:
+        """True when the current taxonomy has no saved tuned model and nobody here is fitting one."""
+        labels, texts, _ = self._examples(session, load_taxonomy(session))
+        return len(set(labels)) >= MIN_TUNING_CATEGORIES and not self.tuned_path(labels, texts).exists() \
+            and not self._fit_lock.locked()
+
+    def refit_plan(self, session: Session) -> RefitPlan | None:
+        """What a refit of the current taxonomy would fit, or None when there is nothing to do."""
+        taxonomy = load_taxonomy(session)
+        labels, texts, quotable = self._examples(session, taxonomy)
+        if len(set(labels)) < MIN_TUNING_CATEGORIES:
+            return None
+        path = self.tuned_path(labels, texts)
+        return None if path.exists() else RefitPlan(taxonomy.version, labels, texts, quotable, path)
+
+    def refit(self, plan: RefitPlan) -> str:
+        """Fit and save a tuned model. Minutes of CPU: run it in a job, with no transaction open."""
+        if plan.path.exists():
+            return "present"
+        if not self._fit_lock.acquire(blocking=False):
+            return "busy"
+        try:
+            # Saved with only the seed examples' texts: no customer's task text is written to the file.
+            model = fit_routing_model(plan.labels, plan.texts, self.encoder, plan.quotable, tune=True,
+                                      config=self.tuning)
+            model.save(plan.path)
+            # Older models were fitted on examples that may since have been erased (learned examples live
+            # as long as their task): only the current taxonomy's model is kept.
+            for old in self.cache.glob("*.npz"):
+                if old != plan.path:
+                    old.unlink(missing_ok=True)
+        finally:
+            self._fit_lock.release()
+        log.info("routing.model_fitted", tuned=True, taxonomy_version=plan.taxonomy_version,
+                 seconds=round(model.fit_seconds, 1), path=str(plan.path))
+        return "fitted"
 
     def encode_task(self, title: str, description: str) -> np.ndarray:
         return self.encoder.encode([task_text(title, description)])[0]

@@ -21,7 +21,7 @@ from marketplace.db.models import (
     TaskStatus,
 )
 from marketplace.domain.offers.services import make_offers, provider_loads
-from marketplace.domain.routing.engine import RoutingEngine
+from marketplace.domain.routing.engine import RoutingEngine, task_text
 from marketplace.domain.tasks.lifecycle import SYSTEM, transition
 from marketplace.settings import Settings
 
@@ -87,18 +87,20 @@ def route_task(session: Session, settings: Settings, engine: RoutingEngine, task
             "threshold": None, "ranking": [], "nearest_examples": [],
         }
     else:
-        router, taxonomy = engine.router(session)
+        model, taxonomy = engine.router(session, tuning=settings.router_tuning)
         vector = engine.encode_task(task.title, task.description)
-        meta = {"model_id": engine.model_id, "taxonomy_version": taxonomy.version}
+        meta = {"model_id": model.model_id, "taxonomy_version": taxonomy.version}
         names = {c.slug: c.name for c in taxonomy.categories}
-        decision = router.decide(vector)
+        # The tuned encoder (if any) decides the category; the shared one's vector ranks the providers.
+        decision = model.decide(task_text(task.title, task.description)) if model.tuned else model.router.decide(vector)
         evidence = {
             "ranking": [{"slug": s, "score": sc} for s, sc in decision.ranking],
             # only our own seed examples are ever shown; examples learned from tasks stay private
             "nearest_examples": [{"slug": s, "text": t, "similarity": sim}
                                  for s, t, sim in decision.nearest_examples if t],
             "threshold": decision.threshold, "similarity": decision.similarity,
-            "similarity_threshold": decision.similarity_threshold, "encoder_backend": engine.backend, **meta,
+            "similarity_threshold": decision.similarity_threshold, "encoder_backend": engine.backend,
+            "tuned": model.tuned, **meta,
         }
         if decision.abstain:
             best_slug, best_score = decision.ranking[0]

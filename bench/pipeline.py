@@ -1,0 +1,158 @@
+"""Redis-mode pipeline throughput: tasks routed per second by one worker process.
+
+Baseline, measured in the same run: the encoder's raw batched throughput on the same task texts. A separate
+``dramatiq workers.run`` process (one process, ``BENCH_WORKER_THREADS`` threads, routing queue only) routes
+``BENCH_TASKS`` tasks that were committed with their outbox rows and then sent to Redis at once; the clock
+runs from the send until no task is left waiting for routing. Each routing job does the whole service: lock
+the task, categorize, rank the demo's 40 providers, write the decision and the offers, enqueue drafts.
+
+Needs Redis (``RELAY_BENCH_REDIS_URL``, default redis://127.0.0.1:6379/0). The database is a fresh SQLite
+file, or a fresh database on the PostgreSQL server of ``RELAY_BENCH_POSTGRES_URL`` (an admin URL such as
+postgresql+psycopg://postgres@127.0.0.1:5432/test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def _fresh_postgres(admin_url: str) -> tuple[str, str]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"relay_bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), name
+
+
+def _drop_postgres(admin_url: str, name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def main() -> None:
+    n_tasks = int(os.environ.get("BENCH_TASKS", "300"))
+    threads = int(os.environ.get("BENCH_WORKER_THREADS", "8"))
+    redis_url = os.environ.get("RELAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    pg_admin = os.environ.get("RELAY_BENCH_POSTGRES_URL")
+    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    pg_name = None
+    if pg_admin:
+        db_url, pg_name = _fresh_postgres(pg_admin)
+    else:
+        db_url = f"sqlite:///{tmp / 'bench.db'}"
+    namespace = f"relay-bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "RELAY_DATABASE_URL": db_url, "RELAY_BROKER": "redis", "RELAY_REDIS_URL": redis_url,
+           "RELAY_REDIS_NAMESPACE": namespace, "RELAY_SECRET_KEY": "bench", "RELAY_ROUTER_TUNING": "0",
+           "RELAY_INPROCESS_WORKER": "0", "HF_HUB_OFFLINE": "1"}
+    os.environ.update({k: v for k, v in env.items() if k.startswith("RELAY_")})
+    worker = None
+    try:
+        subprocess.run([BIN / "relay", "migrate"], env=env, check=True, capture_output=True)
+        subprocess.run([BIN / "relay", "seed", "--demo"], env=env, check=True, capture_output=True)
+
+        from sqlalchemy import func, select
+
+        from marketplace import jobs
+        from marketplace.db.models import Role, Task, TaskStatus
+        from marketplace.db.session import get_database
+        from marketplace.domain.accounts.services import create_account
+        from marketplace.domain.routing.engine import task_text
+        from marketplace.domain.tasks.schemas import TaskIn
+        from marketplace.domain.tasks.services import create_task
+        from marketplace.settings import Settings
+        from models import Encoder
+
+        settings = Settings(database_url=db_url, broker="redis", redis_url=redis_url, redis_namespace=namespace,
+                            router_tuning=False, run_inprocess_worker=False)
+        db = get_database(db_url)
+        taxonomy = json.loads((Path(__file__).parents[1] / "marketplace/demo/taxonomy.json").read_text())
+        examples = [e for c in taxonomy["categories"] for e in c["examples"]]
+        bodies = [(f"Request {i}: {examples[i % len(examples)][:60]}", examples[i % len(examples)])
+                  for i in range(n_tasks)]
+
+        # Baseline: the encoder alone, batched, on the texts the worker will encode.
+        encoder = Encoder()
+        texts = [task_text(t, d) for t, d in bodies]
+        encoder.encode(texts[:64])
+        start = time.perf_counter()
+        encoder.encode(texts)
+        encoder_per_s = n_tasks / (time.perf_counter() - start)
+        del encoder
+
+        worker = subprocess.Popen(
+            [BIN / "dramatiq", "workers.run", "--processes", "1", "--threads", str(threads), "--queues", "routing"],
+            env=env, stdout=open(tmp / "worker.log", "w"), stderr=subprocess.STDOUT,
+        )
+
+        def waiting() -> int:
+            with db.session(readonly=True) as session:
+                return int(session.scalar(select(func.count()).select_from(Task).where(
+                    Task.status.in_([TaskStatus.SUBMITTED, TaskStatus.ROUTING]))) or 0)
+
+        deadline = time.monotonic() + 300
+        while waiting() and time.monotonic() < deadline:  # the demo's own tasks: the worker is warm after them
+            time.sleep(0.2)
+        if waiting():
+            raise SystemExit(f"the worker did not route the demo tasks; see {tmp / 'worker.log'}")
+
+        with db.session() as session:  # committed, not yet sent
+            customer = create_account(session, f"bench-{uuid.uuid4().hex[:6]}@example.com",
+                                      "bench-password-123", Role.CUSTOMER, "Bench customer")
+            for title, description in bodies:
+                create_task(session, customer.id, TaskIn(title=title, description=description))
+            session.info.pop("outbox", None)
+        start = time.perf_counter()
+        with db.session() as session:
+            sent = jobs.relay_pending(session, settings, limit=n_tasks + 100)
+        deadline = time.monotonic() + 600
+        while (left := waiting()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        if left:
+            raise SystemExit(f"{left} tasks still waiting after 600 s; see {tmp / 'worker.log'}")
+        routed_per_s = n_tasks / elapsed
+        print(json.dumps({
+            "benchmark": "pipeline", "database": "postgresql" if pg_admin else "sqlite", "tasks": n_tasks,
+            "sent": sent, "worker_processes": 1, "worker_threads": threads,
+            "seconds": round(elapsed, 2), "routed_per_s": round(routed_per_s, 1),
+            "baseline_encoder_per_s": round(encoder_per_s, 1),
+            "ratio_to_encoder": round(routed_per_s / encoder_per_s, 3),
+        }))
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        import redis
+
+        r = redis.Redis.from_url(redis_url)
+        keys = list(r.scan_iter(f"{namespace}*"))
+        if keys:
+            r.delete(*keys)
+        if pg_admin and pg_name:
+            _drop_postgres(pg_admin, pg_name)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

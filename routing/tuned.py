@@ -1,0 +1,156 @@
+"""A routing model: the encoder that turns a task into a vector, and the Router that decides on it.
+
+Two kinds, chosen with ``fit_routing_model(tune=...)``:
+
+* frozen: the shared base encoder and a Router head over its vectors. Fits in seconds.
+* tuned: the encoder's top layers are fine-tuned on the taxonomy's examples (models.tuning), then a Router
+  head is fitted over the tuned vectors. Better separated categories (CLINC150 dev: ~97 % top-1 against
+  ~95.7 % frozen), at the cost of minutes of fitting.
+
+Calibration must not look at the examples the encoder was tuned on: a tuned encoder is sure about its own
+training examples, so thresholds read from them would never abstain. The tuned fit therefore runs twice:
+once without a fifth of the categories and a fifth of the remaining examples, and the thresholds are read
+from how that encoder and head score the held-out parts; then once on everything, which is what decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routing.router import Decision, Router
+
+log = logging.getLogger(__name__)
+
+# Bump when fitting changes in a way that makes saved models stale: it is part of the fingerprint.
+FIT_VERSION = "1"
+MIN_TUNING_CATEGORIES = 5  # fewer categories leave too little to hold out for calibration
+
+
+@dataclass
+class RoutingModel:
+    encoder: Any  # models.Encoder (base or tuned)
+    router: Router
+    tuned: bool
+    fingerprint: str
+    fit_seconds: float = 0.0
+    overrides: dict[str, np.ndarray] | None = None
+
+    @property
+    def model_id(self) -> str:
+        return str(self.encoder.model_id)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode(texts)
+
+    def decide(self, text: str) -> Decision:
+        return self.router.decide(self.encoder.encode([text])[0])
+
+    # -- persistence (tuned models only: a frozen one refits in seconds) ----------------------------------
+    def save(self, path: Path) -> None:
+        if self.overrides is None:
+            raise ValueError("only tuned routing models are saved")
+        r = self.router
+        arrays = {f"override/{k}": v for k, v in self.overrides.items()}
+        arrays.update({"router/w": r._w, "router/b": r._b, "router/examples": r._examples,
+                       "router/example_label": r._example_label})
+        meta = {"fingerprint": self.fingerprint, "labels": r.labels, "texts": r._example_texts,
+                "threshold": r.threshold, "similarity_threshold": r.similarity_threshold,
+                "fit_seconds": self.fit_seconds}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, base_encoder: Any, router: Router | None = None) -> RoutingModel:
+        from models.tuning import tuned_encoder
+
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            overrides = {k.removeprefix("override/"): data[k] for k in data.files if k.startswith("override/")}
+            r = router or Router()
+            r.labels = list(meta["labels"])
+            r._example_texts = list(meta["texts"])
+            r._w, r._b = data["router/w"], data["router/b"]
+            r._examples, r._example_label = data["router/examples"], data["router/example_label"]
+            r.threshold, r.similarity_threshold = float(meta["threshold"]), float(meta["similarity_threshold"])
+        encoder = tuned_encoder(base_encoder, overrides, meta["fingerprint"][:12])
+        return cls(encoder, r, True, meta["fingerprint"], float(meta["fit_seconds"]), overrides)
+
+
+def fingerprint(labels: list[str], texts: list[str], base_encoder: Any, tune: bool, config: Any = None) -> str:
+    """Names a fit: same examples, encoder, backend and settings give the same fingerprint."""
+    h = hashlib.sha256()
+    for part in (FIT_VERSION, str(getattr(base_encoder, "model_id", "")), str(getattr(base_encoder, "backend", "")),
+                 str(tune), repr(config)):
+        h.update(part.encode() + b"\0")
+    for label, text in sorted(zip(labels, texts, strict=True)):
+        h.update(label.encode() + b"\x1f" + text.encode() + b"\x1e")
+    return h.hexdigest()
+
+
+def fit_routing_model(
+    labels: list[str],
+    texts: list[str],
+    base_encoder: Any,
+    quotable: list[str] | None = None,
+    tune: bool = True,
+    config: Any = None,
+    router: Router | None = None,
+) -> RoutingModel:
+    """Fit a routing model on a taxonomy's examples (``labels[i]`` is the category of ``texts[i]``).
+
+    ``quotable``: the example texts a decision may quote as nearest examples ("" for ones it must not).
+    Falls back to a frozen model when the taxonomy is too small to calibrate a tuned one.
+    """
+    if len(labels) != len(texts) or not labels:
+        raise ValueError("need one category per example, and at least one example")
+    quotable = list(quotable) if quotable is not None else list(texts)
+    router = router or Router()
+    n_classes = len(set(labels))
+    start = time.perf_counter()
+    if not tune or n_classes < MIN_TUNING_CATEGORIES:
+        router.fit(labels, base_encoder.encode(texts), quotable)
+        return RoutingModel(base_encoder, router, False, fingerprint(labels, texts, base_encoder, False),
+                            time.perf_counter() - start)
+
+    from models.tuning import LayerStates, TuningConfig, frozen_layers, tune_top_layers, tuned_encoder
+
+    config = config or TuningConfig()
+    key = fingerprint(labels, texts, base_encoder, True, config)
+    slugs = sorted(set(labels))
+    y = _indices(labels, slugs)
+    states = LayerStates(base_encoder, frozen_layers(config))(texts)
+
+    # 1. Calibration run: tune without the held-out categories and examples, score what was held out.
+    split = router.holdout(y, n_classes, np.random.default_rng(router.seed))
+    train_rows = np.flatnonzero(split.train)
+    overrides, head = tune_top_layers([states[i] for i in train_rows], split.remap[y[train_rows]], split.n_kept,
+                                      config)
+    probe = tuned_encoder(base_encoder, overrides, "calibration")
+    scores = router.holdout_scores(probe.encode(texts), y, split, head=head)
+    thresholds = router.choose_thresholds(scores)
+    log.info("tuned router: held-out in-scope kept right %.4f at thresholds %s",
+             float((scores.in_ok & (scores.in_conf >= thresholds[0]) & (scores.in_sim >= thresholds[1])).mean()),
+             thresholds)
+
+    # 2. The model that decides: tuned on every example, with the thresholds read in step 1.
+    overrides, head = tune_top_layers(states, y, n_classes, config)
+    encoder = tuned_encoder(base_encoder, overrides, key[:12])
+    router.fit(labels, encoder.encode(texts), quotable, thresholds=thresholds, head=head)
+    return RoutingModel(encoder, router, True, key, time.perf_counter() - start, overrides)
+
+
+def _indices(labels: list[str], slugs: list[str]) -> np.ndarray:
+    index = {s: i for i, s in enumerate(slugs)}
+    return np.array([index[s] for s in labels], dtype=np.int64)
