@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from marketplace.db.models import Category
+from marketplace.db.models import Category, CategoryExample
 from routing.taxonomy import CategorySpec, Taxonomy
 
 
@@ -18,11 +18,17 @@ def get_by_slug(session: Session, slug: str) -> Category | None:
 
 
 def load_taxonomy(session: Session) -> Taxonomy:
-    categories = session.scalars(
-        select(Category).where(Category.active.is_(True)).options(selectinload(Category.examples))
-        .order_by(Category.slug)
+    """The active categories with their examples. Read on every routing decision (to notice a new version), so
+    it selects plain columns: building ORM objects for every example cost more than the decision itself."""
+    rows = session.execute(
+        select(Category.slug, Category.name, Category.description, CategoryExample.text)
+        .join(CategoryExample, CategoryExample.category_id == Category.id)
+        .where(Category.active.is_(True))
+        .order_by(Category.slug, CategoryExample.id)
     ).all()
+    grouped: dict[str, tuple[str, str, list[str]]] = {}
+    for slug, name, description, text in rows:
+        grouped.setdefault(slug, (name, description, []))[2].append(text)
     return Taxonomy(tuple(
-        CategorySpec(c.slug, c.name, c.description, tuple(e.text for e in c.examples))
-        for c in categories if c.examples
+        CategorySpec(slug, name, description, tuple(texts)) for slug, (name, description, texts) in grouped.items()
     ))
