@@ -12,11 +12,23 @@ from decimal import Decimal
 
 import numpy as np
 
-WEIGHTS = {"semantic": 0.4, "category": 0.35, "availability": 0.1, "price": 0.1, "fairness": 0.05}
+WEIGHTS = {"semantic": 0.35, "category": 0.35, "availability": 0.1, "price": 0.1, "rating": 0.05, "fairness": 0.05}
+# Rating: customers' stars (1-5), shrunk towards RATING_PRIOR as if every provider had RATING_PRIOR_WEIGHT
+# ratings of that value already, so a newcomer is neither favoured nor penalised and one bad review does not
+# sink anyone. The component is the shrunk mean mapped to 0..1.
+RATING_PRIOR = 4.0
+RATING_PRIOR_WEIGHT = 3.0
 SECONDARY_CATEGORY = 0.6
 # Fairness: a provider's share of recent offers decays their score, so new providers get exposure and no
 # provider takes an outsized share. HALF_EXPOSURE recent offers halve the fairness component.
 HALF_EXPOSURE = 5.0
+# Hard share cap: among a task's candidates, a provider who received more than SHARE_CAP_FACTOR times an
+# equal share of their recent offers (and at least MAX_SHARE of them) goes behind everyone else, whatever
+# their score, once the candidates have had MIN_OFFERS_FOR_CAP offers between them. They stay candidates:
+# a task is never left unserved because the best provider is busy.
+MAX_SHARE = 0.25
+SHARE_CAP_FACTOR = 2.0
+MIN_OFFERS_FOR_CAP = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +41,14 @@ class ProviderRecord:
     accepting_work: bool
     hourly_rate: Decimal | None = None
     recent_offers: int = 0  # offers received over the last few days
+    rating_sum: int = 0  # stars received from customers, summed
+    rating_count: int = 0
+
+
+def rating_component(stars_sum: float, count: int) -> float:
+    """0..1 from customers' stars, shrunk towards the prior (see RATING_PRIOR)."""
+    mean = (stars_sum + RATING_PRIOR * RATING_PRIOR_WEIGHT) / (count + RATING_PRIOR_WEIGHT)
+    return round((mean - 1.0) / 4.0, 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +70,7 @@ class ProviderIndex:
         self.load = np.array([p.load for p in records], dtype=np.int32)
         self.accepting = np.array([p.accepting_work for p in records], dtype=bool)
         self.recent_offers = np.array([p.recent_offers for p in records], dtype=np.float32)
+        self.rating = np.array([rating_component(p.rating_sum, p.rating_count) for p in records], dtype=np.float32)
         self.rate = np.array([float(p.hourly_rate) if p.hourly_rate is not None else np.nan for p in records],
                              dtype=np.float64)
         rows: dict[str, list[int]] = {}
@@ -120,20 +141,29 @@ class Matcher:
         category = category_all[rows]
         availability = 1 - index.load[rows] / index.capacity[rows]
         price = self._price_fit(index.rate[rows], budget)
-        fairness = HALF_EXPOSURE / (HALF_EXPOSURE + index.recent_offers[rows])
+        rating = index.rating[rows]
+        recent = index.recent_offers[rows]
+        fairness = HALF_EXPOSURE / (HALF_EXPOSURE + recent)
+        share = recent / recent.sum() if recent.sum() > 0 else np.zeros(rows.size, dtype=np.float32)
+        cap = max(MAX_SHARE, SHARE_CAP_FACTOR / rows.size)
+        capped = (share > cap) & (recent.sum() >= MIN_OFFERS_FOR_CAP) & (rows.size > 1)
         w = self.weights
         total = (w["semantic"] * semantic + w["category"] * category + w["availability"] * availability
-                 + w["price"] * price + w["fairness"] * fairness)
+                 + w["price"] * price + w.get("rating", 0.0) * rating + w["fairness"] * fairness)
         total = np.round(total, 4)
         k = rows.size if limit is None else min(limit, rows.size)
-        # best first; ties broken by provider id so the order never depends on insertion order
-        top = np.argpartition(-total, k - 1)[:k] if k < rows.size else np.arange(rows.size)
-        top = sorted(top, key=lambda i: (-total[i], index.ids[rows[i]]))
+        # best first, providers over the share cap last; ties broken by provider id so the order never depends
+        # on insertion order
+        order_key = total - 10.0 * capped
+        top = np.argpartition(-order_key, k - 1)[:k] if k < rows.size else np.arange(rows.size)
+        top = sorted(top, key=lambda i: (bool(capped[i]), -total[i], index.ids[rows[i]]))
         return [
             Candidate(index.ids[rows[i]], float(total[i]), {
                 "semantic": round(float(semantic[i]), 4), "category": round(float(category[i]), 4),
                 "availability": round(float(availability[i]), 4), "price": round(float(price[i]), 4),
-                "fairness": round(float(fairness[i]), 4),
+                "rating": round(float(rating[i]), 4),
+                "fairness": round(float(fairness[i]), 4), "recent_share": round(float(share[i]), 4),
+                "over_share_cap": float(capped[i]),
             })
             for i in top
         ]

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Enum,
     ForeignKey,
     Index,
@@ -222,6 +223,23 @@ class Task(Base):
     transitions: Mapped[list[TaskTransition]] = relationship(order_by="TaskTransition.id")
 
 
+class Rating(Base):
+    """A customer's rating of the provider who completed their task: one per task. Feeds the matcher's rating
+    component (routing.matcher)."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (CheckConstraint("stars BETWEEN 1 AND 5", name="stars_range"),)
+
+    id: Mapped[uuid.UUID] = _pk()
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), unique=True)
+    provider_id: Mapped[uuid.UUID] = data(C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="RESTRICT"),
+                                          index=True)
+    customer_id: Mapped[uuid.UUID] = data(C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="RESTRICT"))
+    stars: Mapped[int] = data(C.USER_CONTENT, "task_lifetime", Integer)
+    comment: Mapped[str | None] = data(C.USER_CONTENT, "task_lifetime", Text, nullable=True)
+    created_at: Mapped[datetime] = data(C.ACTIVITY, "task_lifetime", UTCDateTime, default=now)
+
+
 class TaskTransition(Base):
     __tablename__ = "task_transitions"
 
@@ -275,6 +293,10 @@ class Offer(Base):
     expires_at: Mapped[datetime] = data(C.OPERATIONAL, None, UTCDateTime)
     responded_at: Mapped[datetime | None] = data(C.ACTIVITY, "offer_lifetime", UTCDateTime, nullable=True)
     decline_reason: Mapped[str | None] = data(C.USER_CONTENT, "offer_lifetime", Text, nullable=True)
+    # Why, as a code (marketplace.domain.offers.services.DECLINE_CODES); "wrong_category" declines send the
+    # task back to staff, whose placement then becomes a labelled example for the router.
+    decline_code: Mapped[str | None] = data(C.OPERATIONAL, None, String(20), nullable=True)
+    suggested_category: Mapped[str | None] = data(C.OPERATIONAL, None, String(80), nullable=True)
 
     task: Mapped[Task] = relationship()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -165,3 +166,55 @@ def test_equally_good_providers_share_the_offers(settings) -> None:
         counts = sorted(len(client.get("/api/v1/offers", headers=h).json()["items"]) for _, h in providers)
     # without fairness the better-ranked of two near-identical profiles would get all four
     assert counts == [2, 2]
+
+
+def test_providers_saying_wrong_category_send_the_task_to_staff_whose_placement_teaches_the_router(
+    api: Api, db
+) -> None:
+    from marketplace.db.models import CategoryExample
+    from marketplace.domain.categories.services import load_taxonomy
+
+    c = api.client
+    providers = bookkeepers(api, 4)
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    offered = [h for _, h in providers if open_offers(api, h)]
+    first, second = (open_offers(api, h)[0] for h in offered[:2])
+
+    bad = [
+        ({"reason": "x", "code": "no_such_code"}, 422),
+        ({"reason": "x", "code": "too_busy", "suggested_category": "tax-preparation"}, 422),
+        ({"reason": "x", "code": "wrong_category", "suggested_category": "no-such-category"}, 422),
+    ]
+    for body, status in bad:
+        r = c.post(f"/api/v1/offers/{first['id']}/decline", json=body, headers=offered[0])
+        assert r.status_code == status, (body, r.text)
+    assert open_offers(api, offered[0])  # a rejected request changed nothing
+
+    # One provider's view re-offers the task as usual...
+    r = c.post(f"/api/v1/offers/{first['id']}/decline", headers=offered[0], json={
+        "reason": "this is a tax return, not bookkeeping", "code": "wrong_category",
+        "suggested_category": "tax-preparation"})
+    assert r.status_code == 200, r.text
+    assert r.json()["decline_code"] == "wrong_category" and r.json()["suggested_category"] == "tax-preparation"
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "routed"
+    # ...a second one sends it to staff, with the other offers withdrawn
+    c.post(f"/api/v1/offers/{second['id']}/decline", headers=offered[1],
+           json={"reason": "needs a tax adviser", "code": "wrong_category"}).raise_for_status()
+    api.drain()
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "needs_review"
+    assert not any(open_offers(api, h) for _, h in providers)
+    staff_h = api.staff(db)
+    queue = c.get("/api/v1/staff/review-queue", headers=staff_h).json()["items"]
+    item = next(i for i in queue if i["id"] == task_id)
+    assert "2 providers say this is not" in item["reason"] and "tax-preparation" in item["reason"]
+
+    with db.session() as session:
+        version = load_taxonomy(session).version
+    c.post(f"/api/v1/staff/tasks/{task_id}/route", headers=staff_h,
+           json={"category": "tax-preparation", "reason": "providers were right"}).raise_for_status()
+    with db.session() as session:
+        learned = session.query(CategoryExample).filter_by(task_id=uuid.UUID(task_id)).one()
+        assert learned.source == "staff" and learned.category.slug == "tax-preparation"
+        assert load_taxonomy(session).version != version  # the router refits on the new example

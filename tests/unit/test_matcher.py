@@ -69,8 +69,8 @@ def test_every_candidate_exposes_its_components() -> None:
                             budget=Decimal("1000"))
     (c,) = ranked
     assert c.components == {"semantic": 0.5, "category": 1.0, "availability": 0.75, "price": 1.0,
-                             "fairness": 1.0}
-    assert c.score == round(0.4 * 0.5 + 0.35 * 1.0 + 0.1 * 0.75 + 0.1 * 1.0 + 0.05 * 1.0, 4)
+                             "rating": 0.75, "fairness": 1.0, "recent_share": 0.0, "over_share_cap": 0.0}
+    assert c.score == round(0.35 * 0.5 + 0.35 * 1.0 + 0.1 * 0.75 + 0.1 * 1.0 + 0.05 * 0.75 + 0.05 * 1.0, 4)
 
 
 def test_price_fit_depends_on_ten_hours_at_the_rate() -> None:
@@ -109,3 +109,36 @@ def test_providers_with_many_recent_offers_yield_to_equally_good_newcomers() -> 
     strong = ProviderRecord("strong", vec(0.99), frozenset({"design"}), 3, 0, True, None, recent_offers=20)
     weak = ProviderRecord("weak", vec(0.5), frozenset({"design"}), 3, 0, True, None, recent_offers=0)
     assert ids(Matcher().rank(TASK, ["design"], [weak, strong]))[0] == "strong"
+
+
+def test_a_provider_far_over_their_share_of_recent_offers_goes_last_whatever_their_score() -> None:
+    def pool(star_offers: int, other_offers: int) -> list[ProviderRecord]:
+        star = ProviderRecord("star", vec(0.99), frozenset({"design"}), 3, 0, True, None, recent_offers=star_offers)
+        return [star] + [ProviderRecord(f"p{i}", vec(0.7), frozenset({"design"}), 3, 0, True, None,
+                                        recent_offers=other_offers) for i in range(7)]
+
+    ranked = Matcher().rank(TASK, ["design"], pool(30, 2))  # 30 of the candidates' 44 recent offers
+    assert ids(ranked)[-1] == "star"
+    assert ranked[-1].components["over_share_cap"] == 1.0 and ranked[-1].components["recent_share"] > 0.6
+    assert ranked[-1].score > ranked[0].score  # the score is unchanged: the cap is a rule, shown as such
+    assert ids(Matcher().rank(TASK, ["design"], pool(30, 2), limit=3)) == ["p0", "p1", "p2"]
+    # below the cap's minimum volume, or alone, the best provider still comes first
+    assert ids(Matcher().rank(TASK, ["design"], pool(6, 0)))[0] == "star"
+    assert ids(Matcher().rank(TASK, ["design"], pool(30, 2)[:1])) == ["star"]
+
+
+def test_customer_ratings_rank_equally_fitting_providers_but_one_review_does_not_decide() -> None:
+    from routing.matcher import rating_component
+
+    def rated(pid: str, stars: list[int], sim: float = 0.8) -> ProviderRecord:
+        return ProviderRecord(pid, vec(sim), frozenset({"design"}), 3, 0, True, None,
+                              rating_sum=sum(stars), rating_count=len(stars))
+
+    ranked = Matcher().rank(TASK, ["design"], [rated("poor", [2, 1, 2, 2]), rated("new", []),
+                                               rated("loved", [5, 5, 5, 4, 5])])
+    assert ids(ranked) == ["loved", "new", "poor"]
+    assert ranked[1].components["rating"] == rating_component(0, 0) == 0.75  # newcomers sit at the prior
+    # one bad review moves a newcomer a little, not to the bottom of the scale
+    assert 0.5 < rating_component(1, 1) < 0.75
+    # a clearly better fit still beats a better rating
+    assert ids(Matcher().rank(TASK, ["design"], [rated("loved", [5] * 10, sim=0.5), rated("fit", [3], sim=0.95)]))[0] == "fit"

@@ -38,7 +38,8 @@ class OfferController(Controller):
     @post("/{offer_id:uuid}/decline", sync_to_thread=True, status_code=200, summary="Decline with a reason")
     def decline(self, request: Request[Principal, Any, Any], offer_id: uuid.UUID, data: DeclineIn,
                 db_session: Session, settings: Settings) -> OfferOut:
-        offer = services.decline(db_session, settings, request.user, offer_id, data.reason)
+        offer = services.decline(db_session, settings, request.user, offer_id, data.reason, data.code,
+                                 data.suggested_category)
         return services.offer_out(db_session, offer)
 
     @get("/{offer_id:uuid}/draft", sync_to_thread=True, summary="The AI draft proposal for this offer")

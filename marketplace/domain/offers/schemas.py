@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -19,6 +19,8 @@ class OfferOut(msgspec.Struct):
     expires_at: datetime
     responded_at: datetime | None
     decline_reason: str | None
+    decline_code: str | None
+    suggested_category: str | None
     task_title: str
     task_description: str
     category: str | None
@@ -35,8 +37,14 @@ class OfferPage(msgspec.Struct):
     offset: int
 
 
+DeclineCode = Literal["wrong_category", "too_busy", "budget_too_low", "deadline_too_short", "other"]
+
+
 class DeclineIn(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+    # "wrong_category": the task is not what its category says; suggested_category (a slug) is optional
+    code: DeclineCode = "other"
+    suggested_category: Annotated[str, msgspec.Meta(min_length=1, max_length=80)] | None = None
 
 
 class DraftOut(msgspec.Struct):

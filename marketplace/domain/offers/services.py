@@ -23,6 +23,7 @@ from marketplace.db.models import (
     Task,
     TaskStatus,
 )
+from marketplace.domain.categories.services import get_by_slug
 from marketplace.domain.offers.schemas import OfferOut, OfferPage
 from marketplace.domain.tasks.lifecycle import SYSTEM, transition
 from marketplace.domain.tasks.services import latest_decision, withdraw_open_offers
@@ -102,6 +103,10 @@ def open_offers(session: Session, task_id: uuid.UUID) -> int:
     ) or 0
 
 
+DECLINE_CODES = ("wrong_category", "too_busy", "budget_too_low", "deadline_too_short", "other")
+WRONG_CATEGORY_VOTES = 2  # one provider's view is not enough to override the router
+
+
 def refill(session: Session, settings: Settings, task: Task, wanted: int = 1) -> int:
     """Re-offer a routed task after declines or expiries; with nobody left it goes to staff review."""
     if task.status is not TaskStatus.ROUTED:
@@ -152,23 +157,57 @@ def accept(session: Session, principal: Principal, offer_id: uuid.UUID) -> Offer
     return offer
 
 
-def decline(session: Session, settings: Settings, principal: Principal, offer_id: uuid.UUID, reason: str) -> Offer:
+def decline(session: Session, settings: Settings, principal: Principal, offer_id: uuid.UUID, reason: str,
+            code: str = "other", suggested_category: str | None = None) -> Offer:
+    """Decline an open offer. The task is re-offered to the next provider, except when providers say the task
+    is in the wrong category: WRONG_CATEGORY_VOTES such declines send it to staff review, and the staff
+    member's placement becomes a labelled example for the router (staff.services.route_by_hand)."""
     reason = reason.strip()
     if not reason:
         raise InvalidInput("Give a reason for declining.", errors=[{"field": "reason", "message": "required"}])
+    if code not in DECLINE_CODES:
+        raise InvalidInput(f"Unknown decline code {code!r}.",
+                           errors=[{"field": "code", "message": f"one of {', '.join(DECLINE_CODES)}"}])
+    if suggested_category is not None:
+        if code != "wrong_category":
+            raise InvalidInput("A suggested category only goes with the code wrong_category.",
+                               errors=[{"field": "suggested_category", "message": "needs code wrong_category"}])
+        if get_by_slug(session, suggested_category) is None:
+            raise InvalidInput(f"Unknown category {suggested_category!r}.",
+                               errors=[{"field": "suggested_category", "message": "unknown"}])
     offer = _own_offer(session, principal, offer_id)
     task = session.scalar(select(Task).where(Task.id == offer.task_id).with_for_update())
     result = session.execute(
         update(Offer).where(Offer.id == offer.id, Offer.status == OfferStatus.OPEN)
-        .values(status=OfferStatus.DECLINED, responded_at=now(), decline_reason=reason)
+        .values(status=OfferStatus.DECLINED, responded_at=now(), decline_reason=reason, decline_code=code,
+                suggested_category=suggested_category)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         session.refresh(offer)
         raise Conflict(f"This offer is {offer.status.value}; it can no longer be declined.")
+    if code == "wrong_category" and task.status is TaskStatus.ROUTED and _wrong_category_review(session, task):
+        session.refresh(offer)
+        return offer
     refill(session, settings, task)
     session.refresh(offer)
     return offer
+
+
+def _wrong_category_review(session: Session, task: Task) -> bool:
+    """Send the task to staff when enough providers said its category is wrong. True when it was sent."""
+    votes = session.execute(
+        select(Offer.suggested_category).where(Offer.task_id == task.id, Offer.decline_code == "wrong_category")
+    ).scalars().all()
+    if len(votes) < WRONG_CATEGORY_VOTES:
+        return False
+    category = session.get(Category, task.category_id) if task.category_id else None
+    suggested = sorted({v for v in votes if v})
+    withdraw_open_offers(session, task.id)
+    transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM,
+               reason=f"{len(votes)} providers say this is not {category.name if category else 'its category'}"
+                      + (f"; suggested: {', '.join(suggested)}" if suggested else ""))
+    return True
 
 
 def expire_due(session: Session, settings: Settings, limit: int = 500) -> int:
@@ -213,7 +252,8 @@ def offer_out(session: Session, offer: Offer, slugs: dict[uuid.UUID, str] | None
     return OfferOut(
         id=str(offer.id), task_id=str(offer.task_id), status=offer.status.value, rank=offer.rank,
         score=float(offer.score), created_at=offer.created_at, expires_at=offer.expires_at,
-        responded_at=offer.responded_at, decline_reason=offer.decline_reason, task_title=task.title,
+        responded_at=offer.responded_at, decline_reason=offer.decline_reason, decline_code=offer.decline_code,
+        suggested_category=offer.suggested_category, task_title=task.title,
         # once an offer is closed (declined, expired, withdrawn) its provider no longer sees the brief
         task_description=task.description if offer.status in VISIBLE_BRIEF else "", category=slugs.get(task.category_id),
         budget_amount=task.budget_amount, budget_currency=task.budget_currency, deadline=task.deadline,

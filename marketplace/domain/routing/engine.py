@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from marketplace.clock import now
-from marketplace.db.models import CategoryExample, Offer, ProviderProfile
+from marketplace.db.models import CategoryExample, Offer, ProviderProfile, Rating
 from marketplace.domain.categories.services import load_taxonomy
 from marketplace.domain.providers.services import profile_text
 from models import Encoder, load_encoder
@@ -181,6 +181,9 @@ class RoutingEngine:
             select(Offer.provider_id, func.count()).where(Offer.created_at > now() - FAIRNESS_WINDOW)
             .group_by(Offer.provider_id)
         ).all())
+        ratings = {pid: (int(total), int(n)) for pid, total, n in session.execute(
+            select(Rating.provider_id, func.sum(Rating.stars), func.count()).group_by(Rating.provider_id)
+        )}
         profiles = session.scalars(
             select(ProviderProfile).where(ProviderProfile.accepting_work.is_(True), ProviderProfile.capacity > 0)
         ).all()
@@ -196,6 +199,7 @@ class RoutingEngine:
                 categories=frozenset(p.categories), capacity=p.capacity, load=loads.get(p.account_id, 0),
                 accepting_work=p.accepting_work, hourly_rate=p.hourly_rate,
                 recent_offers=recent.get(p.account_id, 0),
+                rating_sum=ratings.get(p.account_id, (0, 0))[0], rating_count=ratings.get(p.account_id, (0, 0))[1],
             )
             for p in profiles
         ]

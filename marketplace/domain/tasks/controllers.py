@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from marketplace.auth import Principal, require_role
 from marketplace.db.models import Role, TaskStatus
 from marketplace.domain.tasks import services
-from marketplace.domain.tasks.schemas import CreatedOut, Page, ReasonIn, TaskIn, TaskOut
+from marketplace.domain.tasks.schemas import CreatedOut, Page, RatingIn, RatingOut, ReasonIn, TaskIn, TaskOut
 
 Limit = Annotated[int, Parameter(ge=1, le=100)]
 Offset = Annotated[int, Parameter(ge=0)]
@@ -67,3 +67,12 @@ class TaskController(Controller):
                         db_session: Session) -> TaskOut:
         task = services.request_changes(db_session, request.user, task_id, data.reason)
         return services.task_out(db_session, task, request.user)
+
+    @post("/{task_id:uuid}/rating", sync_to_thread=True, status_code=201,
+          guards=[require_role(Role.CUSTOMER)], summary="Rate the provider who completed this task (once)")
+    def rate(self, request: Request[Principal, Any, Any], task_id: uuid.UUID, data: RatingIn,
+             db_session: Session) -> RatingOut:
+        rating = services.rate(db_session, request.user, task_id, data.stars, data.comment)
+        return RatingOut(str(rating.task_id), str(rating.provider_id), rating.stars, rating.comment,
+                         rating.created_at)
+

@@ -67,6 +67,7 @@ class TaskOut(msgspec.Struct):
     assigned_provider: ProviderRef | None
     offered_to: int
     transitions: list[TransitionOut]
+    rating: int | None = None  # stars the customer gave the provider, once the task is completed and rated
 
 
 class TaskSummary(msgspec.Struct):
@@ -82,6 +83,19 @@ class Page(msgspec.Struct):
     total: int
     limit: int
     offset: int
+
+
+class RatingIn(msgspec.Struct, forbid_unknown_fields=True):
+    stars: Annotated[int, msgspec.Meta(ge=1, le=5)]
+    comment: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+
+
+class RatingOut(msgspec.Struct):
+    task_id: str
+    provider_id: str
+    stars: int
+    comment: str | None
+    created_at: datetime
 
 
 class ReasonIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from marketplace import jobs
@@ -18,6 +19,7 @@ from marketplace.db.models import (
     Category,
     Offer,
     OfferStatus,
+    Rating,
     Role,
     RoutingDecision,
     Task,
@@ -36,7 +38,7 @@ from marketplace.domain.tasks.schemas import (
     TaskSummary,
     TransitionOut,
 )
-from marketplace.errors import InvalidInput, NotFound
+from marketplace.errors import Conflict, InvalidInput, NotFound
 
 _CENT = Decimal("0.01")
 MAX_DEADLINE = timedelta(days=5 * 365)
@@ -145,6 +147,7 @@ def task_out(session: Session, task: Task, principal: Principal) -> TaskOut:
         offered_to=offered,
         transitions=[TransitionOut(t.from_status.value if t.from_status else None, t.to_status.value,
                                    t.actor_role, t.reason, t.at) for t in task.transitions],
+        rating=session.scalar(select(Rating.stars).where(Rating.task_id == task.id)),
     )
 
 
@@ -205,6 +208,28 @@ def deliver(session: Session, principal: Principal, task_id: uuid.UUID, note: st
 
 def complete(session: Session, principal: Principal, task_id: uuid.UUID) -> Task:
     return _own_step(session, principal, task_id, TaskStatus.COMPLETED, "accepted the delivery")
+
+
+def rate(session: Session, principal: Principal, task_id: uuid.UUID, stars: int, comment: str) -> Rating:
+    """The task's customer rates the provider who completed it: once, and only a completed task."""
+    task = get_visible_task(session, principal, task_id)
+    if task.customer_id != principal.account_id:
+        raise NotFound("Task not found.")
+    if task.status is not TaskStatus.COMPLETED or task.assigned_provider_id is None:
+        raise Conflict(f"Only a completed task can be rated; this one is {task.status.value}.")
+    if not 1 <= stars <= 5:
+        raise InvalidInput("Stars go from 1 to 5.", errors=[{"field": "stars", "message": "1 to 5"}])
+    if session.scalar(select(Rating.id).where(Rating.task_id == task.id)) is not None:
+        raise Conflict("This task is already rated.")
+    rating = Rating(task_id=task.id, provider_id=task.assigned_provider_id, customer_id=principal.account_id,
+                    stars=stars, comment=comment.strip() or None)
+    session.add(rating)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:  # a concurrent request rated it first
+        raise Conflict("This task is already rated.") from None
+    return rating
 
 
 def request_changes(session: Session, principal: Principal, task_id: uuid.UUID, reason: str) -> Task:
