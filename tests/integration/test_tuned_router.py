@@ -133,3 +133,18 @@ def test_scheduled_refit_switches_the_live_app_to_the_tuned_model(
                                         source="staff"))
         with db.session() as session:
             assert engine.refit_plan(session) is not None and engine.needs_tuning(session)
+
+
+def test_an_unreadable_tuned_model_falls_back_to_the_frozen_one_and_is_removed(db: Any, tmp_path: Path) -> None:
+    from marketplace.domain.routing.engine import RoutingEngine
+
+    engine = RoutingEngine(cache=tmp_path)
+    with db.session(readonly=True) as session:
+        plan = engine.refit_plan(session)
+        assert plan is not None
+        plan.path.parent.mkdir(parents=True, exist_ok=True)
+        plan.path.write_bytes(b"truncated by a full disk")
+        model, _ = engine.router(session, tuning=True)
+        assert not model.tuned and model.router.decide(load_encoder().encode(["Fix my leaking tap"])[0]).primary
+        assert not plan.path.exists()  # so the scheduler asks for a refit
+        assert engine.needs_tuning(session)

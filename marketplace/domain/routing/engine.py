@@ -66,6 +66,8 @@ class RoutingEngine:
         self._fit_lock = threading.Lock()
         self._model: RoutingModel | None = None
         self._taxonomy: Taxonomy | None = None
+        self._tuned_for: str | None = None  # taxonomy version whose tuned model file is _tuned_file
+        self._tuned_file: Path | None = None
         self._vectors: dict[uuid.UUID, tuple[datetime, np.ndarray]] = {}
         self.matcher = Matcher()
 
@@ -104,14 +106,15 @@ class RoutingEngine:
     def tuned_path(self, labels: list[str], texts: list[str]) -> Path:
         return self.cache / f"{fingerprint(labels, texts, self.encoder, True, self.tuning)}.npz"
 
-    def _load_tuned(self, path: Path, quotable: list[str]) -> RoutingModel | None:
+    def _load_tuned(self, path: Path) -> RoutingModel | None:
+        # The file holds the quotable texts it was fitted with (seed examples only); the fingerprint in its
+        # name covers every example, so they are this taxonomy's.
         try:
-            model = RoutingModel.load(path, self.encoder)
-        except Exception:  # unreadable or from another version: the refit job writes a new one
+            return RoutingModel.load(path, self.encoder)
+        except Exception:  # unreadable (a truncated write, another version): removed, the refit job writes it anew
             log.warning("routing.tuned_model_unreadable", path=str(path), exc_info=True)
+            path.unlink(missing_ok=True)
             return None
-        model.router._example_texts = quotable  # what may be quoted is decided now, not when it was fitted
-        return model
 
     def router(self, session: Session, tuning: bool = True) -> tuple[RoutingModel, Taxonomy]:
         """The routing model for the current taxonomy version (and that taxonomy)."""
@@ -121,15 +124,19 @@ class RoutingEngine:
                 and self._taxonomy.version == taxonomy.version
             if current and (self._model.tuned or not tuning):  # type: ignore[union-attr]
                 return self._model, self._taxonomy  # type: ignore[return-value]
-            labels, texts, quotable = self._examples(session, taxonomy)
-            path = self.tuned_path(labels, texts) if tuning else None
-            if path is not None and path.exists():
-                loaded = self._load_tuned(path, quotable)
-                if loaded is not None:
-                    log.info("routing.model_loaded", tuned=True, taxonomy_version=taxonomy.version)
-                    self._model, self._taxonomy = loaded, taxonomy
-                    return loaded, taxonomy
+            examples = None
+            if tuning:
+                if self._tuned_for != taxonomy.version:  # hash every example once per version, not per call
+                    examples = self._examples(session, taxonomy)
+                    self._tuned_for, self._tuned_file = taxonomy.version, self.tuned_path(*examples[:2])
+                if self._tuned_file is not None and self._tuned_file.exists():
+                    loaded = self._load_tuned(self._tuned_file)
+                    if loaded is not None:
+                        log.info("routing.model_loaded", tuned=True, taxonomy_version=taxonomy.version)
+                        self._model, self._taxonomy = loaded, taxonomy
+                        return loaded, taxonomy
             if not current:
+                labels, texts, quotable = examples or self._examples(session, taxonomy)
                 self._model = fit_routing_model(labels, texts, self.encoder, quotable, tune=False)
                 self._taxonomy = taxonomy
                 log.info("routing.model_fitted", tuned=False, taxonomy_version=taxonomy.version,
@@ -138,9 +145,7 @@ class RoutingEngine:
 
     def needs_tuning(self, session: Session) -> bool:
         """True when the current taxonomy has no saved tuned model and nobody here is fitting one."""
-        labels, texts, _ = self._examples(session, load_taxonomy(session))
-        return len(set(labels)) >= MIN_TUNING_CATEGORIES and not self.tuned_path(labels, texts).exists() \
-            and not self._fit_lock.locked()
+        return not self._fit_lock.locked() and self.refit_plan(session) is not None
 
     def refit_plan(self, session: Session) -> RefitPlan | None:
         """What a refit of the current taxonomy would fit, or None when there is nothing to do."""
