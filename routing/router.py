@@ -13,6 +13,7 @@ out as in-scope evidence. No evaluation case is ever used for fitting.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -213,6 +214,23 @@ class Router:
         top = np.take_along_axis(probs, order, axis=-1)
         mask = np.arange(probs.shape[-1]) < count[..., None]
         return (top * mask).sum(axis=-1)
+
+    # -- saving ----------------------------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """What a fitted router is made of: arrays, and JSON-able facts (routing.tuned saves both)."""
+        arrays = {"w": self._w, "b": self._b, "examples": self._examples, "example_label": self._example_label}
+        meta = {"labels": self.labels, "texts": self._example_texts, "threshold": self.threshold,
+                "similarity_threshold": self.similarity_threshold}
+        return arrays, meta
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Router:
+        self._w, self._b = arrays["w"], arrays["b"]
+        self._examples, self._example_label = arrays["examples"], arrays["example_label"]
+        self.labels, self._example_texts = list(meta["labels"]), list(meta["texts"])
+        self.threshold, self.similarity_threshold = float(meta["threshold"]), float(meta["similarity_threshold"])
+        if len(self._example_texts) != len(self._examples) or self._w.shape[1] != len(self.labels):
+            raise ValueError("inconsistent router state")
+        return self
 
     # -- deciding --------------------------------------------------------------------------------------
     def scores(self, vector: np.ndarray) -> np.ndarray:

@@ -57,13 +57,10 @@ class RoutingModel:
     def save(self, path: Path) -> None:
         if self.overrides is None:
             raise ValueError("only tuned routing models are saved")
-        r = self.router
+        router_arrays, meta = self.router.state()
         arrays = {f"override/{k}": v for k, v in self.overrides.items()}
-        arrays.update({"router/w": r._w, "router/b": r._b, "router/examples": r._examples,
-                       "router/example_label": r._example_label})
-        meta = {"fingerprint": self.fingerprint, "labels": r.labels, "texts": r._example_texts,
-                "threshold": r.threshold, "similarity_threshold": r.similarity_threshold,
-                "fit_seconds": self.fit_seconds}
+        arrays.update({f"router/{k}": v for k, v in router_arrays.items()})
+        meta.update({"fingerprint": self.fingerprint, "fit_seconds": self.fit_seconds})
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -78,12 +75,9 @@ class RoutingModel:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
             overrides = {k.removeprefix("override/"): data[k] for k in data.files if k.startswith("override/")}
-            r = router or Router()
-            r.labels = list(meta["labels"])
-            r._example_texts = list(meta["texts"])
-            r._w, r._b = data["router/w"], data["router/b"]
-            r._examples, r._example_label = data["router/examples"], data["router/example_label"]
-            r.threshold, r.similarity_threshold = float(meta["threshold"]), float(meta["similarity_threshold"])
+            r = (router or Router()).restore(
+                {k.removeprefix("router/"): data[k] for k in data.files if k.startswith("router/")}, meta
+            )
         encoder = tuned_encoder(base_encoder, overrides, meta["fingerprint"][:12])
         return cls(encoder, r, True, meta["fingerprint"], float(meta["fit_seconds"]), overrides)
 
