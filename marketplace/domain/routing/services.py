@@ -138,7 +138,7 @@ def route_task(session: Session, settings: Settings, engine: RoutingEngine, task
         return _to_review(session, task, "no available provider for the category", categories=chosen,
                           candidates=candidates, explanation=explanation, **meta)
     explanation["summary"] += f" Offered to {made} provider{'s' if made != 1 else ''} chosen for fit, " \
-                              "category, availability and price."
+                              "category, availability, price, customer ratings and a fair share of work."
     _record(session, task, RoutingOutcome.ROUTED, chosen, explanation, candidates, **meta)
     transition(session, task, TaskStatus.ROUTED, actor_id=None, actor_role=SYSTEM,
                reason=f"routed to {slugs[0]}")
