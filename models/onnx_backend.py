@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -536,17 +536,22 @@ class OnnxEncoder:
             model, self.artefact = load_or_build(model_dir, backend)
             return _session(model, threads)
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
+    def _runs(self, texts: Sequence[str], output: str) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+        """(rows of ``texts``, attention mask, output) per batch. Batches are sorted by token count so each pads
+        to similar lengths (less wasted compute); callers put the rows back in order."""
         if not texts:
-            return out
+            return
         encodings = encode_tokens(self.tokenizer, texts)
-        # Sort by token count so each batch pads to similar lengths (less wasted compute), then restore order.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             ids, mask = pad([encodings[i] for i in chunk])
-            out[chunk] = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+            yield chunk, mask, self.session.run([output], {"input_ids": ids, "attention_mask": mask})[0]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for chunk, _, vectors in self._runs(texts, "embedding"):
+            out[chunk] = vectors
         return out
 
     def states(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -554,14 +559,7 @@ class OnnxEncoder:
         if self.output != "states":
             raise TypeError("this graph outputs sentence vectors, not token states")
         out: list[np.ndarray] = [np.empty((0, self.dim), np.float32)] * len(texts)
-        if not texts:
-            return out
-        encodings = encode_tokens(self.tokenizer, texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            ids, mask = pad([encodings[i] for i in chunk])
-            states = self.session.run(["states"], {"input_ids": ids, "attention_mask": mask})[0]
+        for chunk, mask, states in self._runs(texts, "states"):
             for row, i in enumerate(chunk):
                 out[i] = np.ascontiguousarray(states[row, : int(mask[row].sum())])
         return out
