@@ -50,7 +50,11 @@ class RoutingModel:
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode(texts)
 
-    def decide(self, text: str) -> Decision:
+    def decide(self, text: str, base_vector: np.ndarray | None = None) -> Decision:
+        """``base_vector``: the text's vector from the shared base encoder, if the caller has it already (a
+        frozen model decides on it; a tuned one must encode the text with its own layers)."""
+        if base_vector is not None and not self.tuned:
+            return self.router.decide(base_vector)
         return self.router.decide(self.encoder.encode([text])[0])
 
     # -- persistence (tuned models only: a frozen one refits in seconds) ----------------------------------

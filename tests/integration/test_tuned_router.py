@@ -44,9 +44,22 @@ UNSEEN_KINDS = [  # nothing on this marketplace does these
 LIGHT = TuningConfig(min_steps=80)
 
 
+TUNING_RUNS: list[tuple[int, int]] = []  # (examples, categories) of each tuning run of the fixture's fit
+
+
 @pytest.fixture(scope="module")
 def tuned() -> RoutingModel:
-    return fit_routing_model(LABELS, TEXTS, load_encoder(), tune=True, config=LIGHT)
+    import models.tuning
+
+    real = models.tuning.tune_top_layers
+
+    def recording(states: list, labels: Any, n_classes: int, config: Any) -> Any:
+        TUNING_RUNS.append((len(states), n_classes))
+        return real(states, labels, n_classes, config)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(models.tuning, "tune_top_layers", recording)
+        return fit_routing_model(LABELS, TEXTS, load_encoder(), tune=True, config=LIGHT)
 
 
 def test_tuned_model_routes_new_wordings(tuned: RoutingModel) -> None:
@@ -63,8 +76,14 @@ def test_tuned_model_abstains_on_unseen_kinds_of_request(tuned: RoutingModel) ->
 
 
 def test_thresholds_come_from_a_run_that_did_not_see_the_held_out_examples(tuned: RoutingModel) -> None:
-    # Calibrated on its own training examples a tuned encoder would keep every one of them: the threshold
-    # would sit below every training example's confidence. Read from held-out data it rejects some of them.
+    # Calibrated on its own training examples a tuned encoder would be sure of every one of them and never
+    # abstain. So the thresholds come from a first run without a fifth of the categories and a fifth of the
+    # other examples; the second run, on everything, decides.
+    n_categories = len(set(LABELS))
+    (calibration, calibration_categories), final = TUNING_RUNS
+    assert calibration_categories == n_categories - n_categories // 5
+    assert calibration < 0.8 * len(TEXTS) * calibration_categories / n_categories + 20
+    assert final == (len(TEXTS), n_categories)
     router = tuned.router
     probs = np.array([router.scores(v) for v in router._examples])
     assert (probs.max(axis=1) < router.threshold).mean() < 0.2  # the examples themselves mostly pass

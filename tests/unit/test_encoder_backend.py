@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,12 @@ def test_cache_key_follows_the_weights_and_the_backend(tmp_path: Path) -> None:
     assert onnx_backend.artefact_key(model_dir, "onnx-int8") != a
 
 
+def run_concurrently(fn: Callable[[int], None], n: int) -> None:
+    """fn(0) .. fn(n - 1), each on its own thread; a failure in any of them fails the test."""
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(fn, range(n)))
+
+
 def test_concurrent_callers_get_the_same_vectors_as_sequential_calls(int8: Encoder) -> None:
     requests = [VARIED[i : i + 1 + i % 3] for i in range(0, len(VARIED) - 3)]
     sequential = [int8.encode(r) for r in requests]
@@ -200,11 +207,7 @@ def test_concurrent_callers_get_the_same_vectors_as_sequential_calls(int8: Encod
         for i in range(k, len(requests), 8):
             results[i] = int8.encode(requests[i])
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_concurrently(worker, 8)
     for got, want in zip(results, sequential, strict=True):
         assert got is not None and got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-5)
@@ -243,11 +246,7 @@ def test_waiting_callers_join_one_pass_and_passes_never_overlap(monkeypatch: pyt
     def call(k: int) -> None:
         results[k] = enc.encode(texts[k])
 
-    threads = [threading.Thread(target=call, args=(k,)) for k in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_concurrently(call, 12)
     assert not fake.overlapped
     assert sum(fake.passes) == sum(len(t) for t in texts)
     assert len(fake.passes) < 12, "callers that queued behind a pass were batched together"

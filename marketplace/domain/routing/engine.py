@@ -66,8 +66,8 @@ class RoutingEngine:
         self._fit_lock = threading.Lock()
         self._model: RoutingModel | None = None
         self._taxonomy: Taxonomy | None = None
-        self._tuned_for: str | None = None  # taxonomy version whose tuned model file is _tuned_file
-        self._tuned_file: Path | None = None
+        # (taxonomy version, its tuned model's file): hashing every example once per version, not per call
+        self._tuned_file_of: tuple[str, Path] | None = None
         self._vectors: dict[uuid.UUID, tuple[datetime, np.ndarray]] = {}
         self.matcher = Matcher()
 
@@ -106,6 +106,14 @@ class RoutingEngine:
     def tuned_path(self, labels: list[str], texts: list[str]) -> Path:
         return self.cache / f"{fingerprint(labels, texts, self.encoder, True, self.tuning)}.npz"
 
+    def _tuned_file(self, session: Session, taxonomy: Taxonomy) -> Path:
+        """Where the tuned model of this taxonomy version is (or will be) saved."""
+        known = self._tuned_file_of
+        if known is None or known[0] != taxonomy.version:
+            labels, texts, _ = self._examples(session, taxonomy)
+            known = self._tuned_file_of = (taxonomy.version, self.tuned_path(labels, texts))
+        return known[1]
+
     def _load_tuned(self, path: Path) -> RoutingModel | None:
         # The file holds the quotable texts it was fitted with (seed examples only); the fingerprint in its
         # name covers every example, so they are this taxonomy's.
@@ -124,19 +132,14 @@ class RoutingEngine:
                 and self._taxonomy.version == taxonomy.version
             if current and (self._model.tuned or not tuning):  # type: ignore[union-attr]
                 return self._model, self._taxonomy  # type: ignore[return-value]
-            examples = None
             if tuning:
-                if self._tuned_for != taxonomy.version:  # hash every example once per version, not per call
-                    examples = self._examples(session, taxonomy)
-                    self._tuned_for, self._tuned_file = taxonomy.version, self.tuned_path(*examples[:2])
-                if self._tuned_file is not None and self._tuned_file.exists():
-                    loaded = self._load_tuned(self._tuned_file)
-                    if loaded is not None:
-                        log.info("routing.model_loaded", tuned=True, taxonomy_version=taxonomy.version)
-                        self._model, self._taxonomy = loaded, taxonomy
-                        return loaded, taxonomy
+                path = self._tuned_file(session, taxonomy)
+                if path.exists() and (loaded := self._load_tuned(path)) is not None:
+                    log.info("routing.model_loaded", tuned=True, taxonomy_version=taxonomy.version)
+                    self._model, self._taxonomy = loaded, taxonomy
+                    return loaded, taxonomy
             if not current:
-                labels, texts, quotable = examples or self._examples(session, taxonomy)
+                labels, texts, quotable = self._examples(session, taxonomy)
                 self._model = fit_routing_model(labels, texts, self.encoder, quotable, tune=False)
                 self._taxonomy = taxonomy
                 log.info("routing.model_fitted", tuned=False, taxonomy_version=taxonomy.version,
@@ -150,11 +153,10 @@ class RoutingEngine:
     def refit_plan(self, session: Session) -> RefitPlan | None:
         """What a refit of the current taxonomy would fit, or None when there is nothing to do."""
         taxonomy = load_taxonomy(session)
-        labels, texts, quotable = self._examples(session, taxonomy)
-        if len(set(labels)) < MIN_TUNING_CATEGORIES:
+        if len(taxonomy.categories) < MIN_TUNING_CATEGORIES or self._tuned_file(session, taxonomy).exists():
             return None
-        path = self.tuned_path(labels, texts)
-        return None if path.exists() else RefitPlan(taxonomy.version, labels, texts, quotable, path)
+        labels, texts, quotable = self._examples(session, taxonomy)
+        return RefitPlan(taxonomy.version, labels, texts, quotable, self._tuned_file(session, taxonomy))
 
     def refit(self, plan: RefitPlan) -> str:
         """Fit and save a tuned model. Minutes of CPU: run it in a job, with no transaction open."""

@@ -92,7 +92,7 @@ def route_task(session: Session, settings: Settings, engine: RoutingEngine, task
         meta = {"model_id": model.model_id, "taxonomy_version": taxonomy.version}
         names = {c.slug: c.name for c in taxonomy.categories}
         # The tuned encoder (if any) decides the category; the shared one's vector ranks the providers.
-        decision = model.decide(task_text(task.title, task.description)) if model.tuned else model.router.decide(vector)
+        decision = model.decide(task_text(task.title, task.description), base_vector=vector)
         evidence = {
             "ranking": [{"slug": s, "score": sc} for s, sc in decision.ranking],
             # only our own seed examples are ever shown; examples learned from tasks stay private
