@@ -190,6 +190,28 @@ def test_cache_key_follows_the_weights_and_the_backend(tmp_path: Path) -> None:
     assert onnx_backend.artefact_key(model_dir, "onnx-int8") != a
 
 
+def test_int8_weights_use_seven_bits_where_u8_s8_products_would_saturate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RELAY_INT8_WEIGHT_LEVELS", raising=False)
+    assert onnx_backend.weight_levels("x86_64", {"avx", "avx2", "fma"}) == 63
+    assert onnx_backend.weight_levels("x86_64", {"avx2", "avx512f", "avx512_vnni"}) == 127
+    assert onnx_backend.weight_levels("x86_64", {"avx2", "avx_vnni"}) == 127
+    assert onnx_backend.weight_levels("aarch64", set()) == 127
+    # a graph built for one range is never reused on a machine that needs the other
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    (model_dir / "model.safetensors").write_bytes(b"weights")
+    monkeypatch.setenv("RELAY_INT8_WEIGHT_LEVELS", "63")
+    seven_bit = onnx_backend.artefact_key(model_dir, "onnx-int8")
+    monkeypatch.setenv("RELAY_INT8_WEIGHT_LEVELS", "127")
+    assert onnx_backend.artefact_key(model_dir, "onnx-int8") != seven_bit
+    monkeypatch.setenv("RELAY_INT8_WEIGHT_LEVELS", "255")
+    with pytest.raises(ValueError, match="63 or 127"):
+        onnx_backend.weight_levels()
+
+
 def run_concurrently(fn: Callable[[int], None], n: int) -> None:
     """fn(0) .. fn(n - 1), each on its own thread; a failure in any of them fails the test."""
     with ThreadPoolExecutor(max_workers=n) as pool:
