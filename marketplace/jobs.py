@@ -98,23 +98,25 @@ def dispatch(session: Session, rows: list[OutboxMessage], settings: Settings) ->
     if not can_deliver(settings):
         return 0
     broker = get_broker(settings)
-    sent = 0
+    sent: list[Any] = []
+    failed: list[Any] = []
     for row in rows:
         try:
             _send(broker, row)
         except Exception:  # broker down: the relay retries
             log.warning("outbox.send_failed", outbox_id=str(row.id), actor=row.actor_name, exc_info=True)
-            session.execute(
-                update(OutboxMessage).where(OutboxMessage.id == row.id)
-                .values(attempts=OutboxMessage.attempts + 1)
-            )
+            failed.append(row.id)
             continue
+        sent.append(row.id)
+    if failed:
+        session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(failed))
+                        .values(attempts=OutboxMessage.attempts + 1))
+    if sent:
         session.execute(
-            update(OutboxMessage).where(OutboxMessage.id == row.id, OutboxMessage.dispatched_at.is_(None))
+            update(OutboxMessage).where(OutboxMessage.id.in_(sent), OutboxMessage.dispatched_at.is_(None))
             .values(dispatched_at=now(), attempts=OutboxMessage.attempts + 1)
         )
-        sent += 1
-    return sent
+    return len(sent)
 
 
 def take_pending(session: Session) -> list[OutboxMessage]:

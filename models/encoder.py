@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from models.batching import MicroBatcher
 from models.offline import enforce_offline
 
 log = logging.getLogger(__name__)
@@ -77,16 +78,6 @@ class _TorchBackend:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-class _Job:
-    __slots__ = ("texts", "result", "error", "done")
-
-    def __init__(self, texts: list[str]) -> None:
-        self.texts = texts
-        self.result: np.ndarray | None = None
-        self.error: BaseException | None = None
-        self.done = False
-
-
 class Encoder:
     """Text -> L2-normalized float32 vectors. Thread-safe; one instance per process via load_encoder()."""
 
@@ -126,9 +117,7 @@ class Encoder:
                 self._impl = _TorchBackend(self._model_dir, batch_size)
         self.backend: str = self._impl.backend
         self.dim = int(self._impl.dim)
-        self._cond = threading.Condition()
-        self._waiting: list[_Job] = []
-        self._running = False
+        self._passes: MicroBatcher[list[str], np.ndarray] = MicroBatcher(self._run)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if isinstance(texts, str):
@@ -138,42 +127,13 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("encode() takes a list of strings")
-        job = _Job(texts)
-        with self._cond:
-            self._waiting.append(job)
-            while not job.done and self._running:
-                self._cond.wait()
-            if job.done:
-                return self._result(job)
-            # Nobody is running a pass: this caller runs one for everyone waiting, itself included.
-            self._running = True
-            batch, self._waiting = self._waiting, []
-        try:
-            self._run(batch)
-        finally:
-            with self._cond:
-                self._running = False
-                self._cond.notify_all()
-        return self._result(job)
+        return self._passes.submit(texts)
 
-    def _run(self, batch: list[_Job]) -> None:
-        try:
-            vectors = self._impl.encode([t for job in batch for t in job.texts])
-        except BaseException as exc:  # every caller in the pass sees the failure
-            for job in batch:
-                job.error, job.done = exc, True
-            return
-        start = 0
-        for job in batch:
-            job.result, job.done = vectors[start : start + len(job.texts)], True
-            start += len(job.texts)
-
-    @staticmethod
-    def _result(job: _Job) -> np.ndarray:
-        if job.error is not None:
-            raise job.error
-        assert job.result is not None
-        return job.result
+    def _run(self, jobs: list[list[str]]) -> list[np.ndarray]:
+        """One forward pass over every waiting caller's texts."""
+        vectors = self._impl.encode([t for texts in jobs for t in texts])
+        bounds = np.cumsum([0, *(len(texts) for texts in jobs)])
+        return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 _encoder: Encoder | None = None

@@ -85,6 +85,13 @@ class ProviderIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def record_offer(self, provider_id: str) -> None:
+        """A provider was just offered a task: one more open offer against capacity and one more recent offer,
+        so the next task ranked on this index sees them as a fresh read of the database would."""
+        row = self.row_of[provider_id]
+        self.load[row] += 1
+        self.recent_offers[row] += 1
+
 
 class Matcher:
     def __init__(self, weights: dict[str, float] | None = None) -> None:

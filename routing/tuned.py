@@ -53,9 +53,15 @@ class RoutingModel:
     def decide(self, text: str, base_vector: np.ndarray | None = None) -> Decision:
         """``base_vector``: the text's vector from the shared base encoder, if the caller has it already (a
         frozen model decides on it; a tuned one must encode the text with its own layers)."""
-        if base_vector is not None and not self.tuned:
-            return self.router.decide(base_vector)
-        return self.router.decide(self.encoder.encode([text])[0])
+        base = None if base_vector is None else np.asarray(base_vector).reshape(1, -1)
+        return self.decide_many([text], base)[0]
+
+    def decide_many(self, texts: list[str], base_vectors: np.ndarray | None = None) -> list[Decision]:
+        """:meth:`decide` for several texts, with one encoder pass for all of them."""
+        if not texts:
+            return []
+        vectors = base_vectors if base_vectors is not None and not self.tuned else self.encoder.encode(texts)
+        return [self.router.decide(v) for v in vectors]
 
     # -- persistence (tuned models only: a frozen one refits in seconds) ----------------------------------
     def save(self, path: Path) -> None:

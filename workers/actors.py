@@ -10,9 +10,10 @@ import structlog
 from marketplace.db.session import unit_of_work
 from marketplace.domain.offers.drafting import draft_for_offer as draft_service
 from marketplace.domain.routing.engine import get_engine
-from marketplace.domain.routing.services import route_task as route_service
+from marketplace.domain.routing.services import route_tasks as route_service
 from marketplace.jobs import JOBS
 from models import Drafter
+from models.batching import MicroBatcher
 from workers import runtime
 from workers.broker import broker  # noqa: F401  (declares the broker before the actors)
 
@@ -21,10 +22,40 @@ _drafter = Drafter()
 RETRY = {"max_retries": 5, "min_backoff": 500, "max_backoff": 30_000, "time_limit": 120_000}
 
 
+def _route(task_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    with unit_of_work(runtime.database(), runtime.settings()) as session:
+        return route_service(session, runtime.settings(), get_engine(), task_ids)
+
+
+def route_batch(task_ids: list[uuid.UUID]) -> list[str | Exception]:
+    """Route the tasks of concurrent route_task jobs together. If the batch fails as a whole, each task is
+    routed on its own, so one bad task fails only its own job (which dramatiq retries)."""
+    try:
+        outcomes = _route(task_ids)
+        return [outcomes[t] for t in task_ids]
+    except Exception as exc:
+        if len(task_ids) == 1:
+            return [exc]
+        log.warning("route_batch.failed", tasks=len(task_ids), error=repr(exc))
+    results: list[str | Exception] = []
+    for task_id in task_ids:
+        try:
+            results.append(_route([task_id])[task_id])
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+# Worker threads running route_task hand their task to whichever of them is routing a batch; the batch is as
+# large as the jobs that arrived meanwhile (at most ROUTE_BATCH), plus those arriving within ROUTE_LINGER s.
+ROUTE_BATCH = 32
+ROUTE_LINGER = 0.003
+_routes: MicroBatcher[uuid.UUID, str] = MicroBatcher(route_batch, max_size=ROUTE_BATCH, linger=ROUTE_LINGER)
+
+
 @dramatiq.actor(actor_name="route_task", queue_name=JOBS["route_task"], **RETRY)
 def route_task(task_id: str) -> None:
-    with unit_of_work(runtime.database(), runtime.settings()) as session:
-        outcome = route_service(session, runtime.settings(), get_engine(), uuid.UUID(task_id))
+    outcome = _routes.submit(uuid.UUID(task_id))
     log.info("route_task.done", task_id=task_id, outcome=outcome)
 
 

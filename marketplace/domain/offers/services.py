@@ -87,14 +87,41 @@ def make_offers(session: Session, settings: Settings, task: Task, candidates: li
         profile = profiles.get(provider_id)
         if profile is None or not profile.accepting_work or loads.get(provider_id, 0) >= profile.capacity:
             continue
-        offer = Offer(task_id=task.id, provider_id=provider_id, status=OfferStatus.OPEN, rank=next_rank,
-                      score=scores[provider_id], expires_at=now() + timedelta(hours=settings.offer_window_hours))
-        session.add(offer)
-        session.flush()
-        jobs.enqueue(session, "draft_for_offer", offer.id)
+        add_offer(session, settings, task.id, provider_id, next_rank, scores[provider_id])
         made += 1
         next_rank += 1
     return made
+
+
+def add_offer(session: Session, settings: Settings, task_id: uuid.UUID, provider_id: uuid.UUID, rank: int,
+              score: float) -> Offer:
+    """An open offer and the job that drafts the provider's proposal for it."""
+    offer = Offer(id=uuid.uuid4(), task_id=task_id, provider_id=provider_id, status=OfferStatus.OPEN, rank=rank,
+                  score=score, expires_at=now() + timedelta(hours=settings.offer_window_hours))
+    session.add(offer)
+    jobs.enqueue(session, "draft_for_offer", offer.id)
+    return offer
+
+
+def overbooked(session: Session, planned: dict[uuid.UUID, int]) -> set[uuid.UUID]:
+    """Lock the profiles of providers about to receive ``planned[p]`` new offers, in id order (the order every
+    path locks them in), and return those who can no longer take them: stopped accepting work, or their
+    load changed since it was read. Callers that chose providers from an unlocked snapshot check here."""
+    if not planned:
+        return set()
+    ids = sorted(planned)
+    profiles = {
+        p.account_id: p for p in session.scalars(
+            select(ProviderProfile).where(ProviderProfile.account_id.in_(ids))
+            .order_by(ProviderProfile.account_id).with_for_update()
+        )
+    }
+    loads = provider_loads(session, ids)
+    return {
+        pid for pid in ids
+        if (profile := profiles.get(pid)) is None or not profile.accepting_work
+        or loads.get(pid, 0) + planned[pid] > profile.capacity
+    }
 
 
 def open_offers(session: Session, task_id: uuid.UUID) -> int:

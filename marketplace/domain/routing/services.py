@@ -1,11 +1,15 @@
-"""Routing a task: categorize (or abstain), rank providers, record the decision, make the first offers."""
+"""Routing tasks: categorize (or abstain), rank providers, record the decision, make the first offers."""
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,35 +18,44 @@ from marketplace.clock import now
 from marketplace.db.models import (
     Account,
     Category,
+    Offer,
     PartnerProfile,
     RoutingDecision,
     RoutingOutcome,
     Task,
     TaskStatus,
 )
-from marketplace.domain.offers.services import make_offers, provider_loads
+from marketplace.domain.offers.services import add_offer, overbooked, provider_loads
 from marketplace.domain.routing.engine import RoutingEngine, task_text
-from marketplace.domain.tasks.lifecycle import SYSTEM, transition
+from marketplace.domain.tasks.lifecycle import SYSTEM, transition, transition_all
+from marketplace.errors import Conflict
 from marketplace.settings import Settings
+from routing.matcher import ProviderIndex
 
 log = structlog.get_logger(__name__)
 MAX_STORED_CANDIDATES = 50
 
 
-def _record(session: Session, task: Task, outcome: RoutingOutcome, categories: list[dict[str, Any]],
-            explanation: dict[str, Any], candidates: list[dict[str, Any]], model_id: str,
-            taxonomy_version: str) -> RoutingDecision:
-    decision = RoutingDecision(task_id=task.id, outcome=outcome, categories=categories, explanation=explanation,
-                               candidates=candidates, model_id=model_id, taxonomy_version=taxonomy_version)
-    session.add(decision)
-    session.flush()
-    return decision
+@dataclass
+class _Plan:
+    """What routing decided for one task, written to the database with the rest of its batch."""
 
+    task: Task
+    outcome: RoutingOutcome | None = None  # None: not decided yet
+    reason: str = ""  # why the task went to staff review
+    categories: list[dict[str, Any]] = field(default_factory=list)
+    explanation: dict[str, Any] = field(default_factory=dict)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    model_id: str = "none"
+    taxonomy_version: str = "none"
+    vector: np.ndarray | None = None
+    offers: list[tuple[uuid.UUID, float]] = field(default_factory=list)  # (provider, score), best first
+    first_rank: int = 1  # after the offers of an earlier routing of the same task
 
-def _to_review(session: Session, task: Task, reason: str, **decision: Any) -> str:
-    _record(session, task, RoutingOutcome.NEEDS_REVIEW, **decision)
-    transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM, reason=reason)
-    return "needs_review"
+    def review(self, reason: str, **decision: Any) -> None:
+        self.outcome, self.reason = RoutingOutcome.NEEDS_REVIEW, reason
+        for key, value in decision.items():
+            setattr(self, key, value)
 
 
 def _abstain_summary(closest: str, confidence: float, decision: Any) -> str:
@@ -55,44 +68,77 @@ def _abstain_summary(closest: str, confidence: float, decision: Any) -> str:
 
 def route_task(session: Session, settings: Settings, engine: RoutingEngine, task_id: uuid.UUID) -> str:
     """Route one task. Idempotent: a task that is no longer waiting for routing is left alone."""
-    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
-    if task is None:
-        log.warning("route_task.missing", task_id=str(task_id))
-        return "missing"
-    if task.status not in (TaskStatus.SUBMITTED, TaskStatus.ROUTING):
-        return "skipped"
+    return route_tasks(session, settings, engine, [task_id])[task_id]
+
+
+def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
+                task_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Route several tasks in one transaction, with one read of the taxonomy and the providers, one encoder
+    pass and one write per table. The result is what routing them one after another would give: each task is
+    ranked after the offers made to the tasks before it (in id order) count against capacity and fair share.
+
+    Returns an outcome per id: ``routed``, ``needs_review``, ``skipped`` (no longer waiting for routing: a
+    job delivered twice, a cancelled task) or ``missing``. Raises :class:`Conflict` when a chosen provider's
+    capacity was taken by a concurrent transaction (PostgreSQL only); retrying routes afresh.
+    """
+    outcomes = dict.fromkeys(task_ids, "missing")
+    found = session.scalars(
+        select(Task).where(Task.id.in_(set(task_ids))).order_by(Task.id).with_for_update()
+    ).all()
+    outcomes.update((t.id, "skipped") for t in found)
+    tasks = [t for t in found if t.status in (TaskStatus.SUBMITTED, TaskStatus.ROUTING)]
+    if not tasks:
+        return outcomes
+    for missing in [i for i, o in outcomes.items() if o == "missing"]:
+        log.warning("route_task.missing", task_id=str(missing))
     # A task in ROUTING that already has a category was placed by staff; the model only ranks providers.
-    staff_category = session.get(Category, task.category_id) if task.category_id else None
-    if task.status is TaskStatus.SUBMITTED:
-        transition(session, task, TaskStatus.ROUTING, actor_id=None, actor_role=SYSTEM, reason="routing started")
+    staff_ids = {t.category_id for t in tasks if t.category_id}
+    placed = {c.id: c for c in session.scalars(select(Category).where(Category.id.in_(staff_ids)))} \
+        if staff_ids else {}
+    objecting = set(session.scalars(select(Account.id).where(
+        Account.id.in_({t.customer_id for t in tasks}), Account.ai_processing_objection.is_(True))))
+    transition_all(session, [(t, "routing started") for t in tasks if t.status is TaskStatus.SUBMITTED],
+                   TaskStatus.ROUTING, actor_id=None, actor_role=SYSTEM)
 
-    customer = session.get(Account, task.customer_id)
-    objected = customer is not None and customer.ai_processing_objection
-    if objected and staff_category is None:
-        return _to_review(
-            session, task, "the customer objected to AI processing; staff will place the task",
-            categories=[], candidates=[], model_id="none", taxonomy_version="none",
-            explanation={"summary": "You asked us not to process your data with AI, so a member of staff "
-                                    "will choose the category and providers by hand.", "source": "objection"},
-        )
+    plans = [_Plan(t) for t in tasks]
+    for plan in plans:
+        if plan.task.customer_id in objecting and plan.task.category_id not in placed:
+            plan.review(
+                "the customer objected to AI processing; staff will place the task",
+                explanation={"summary": "You asked us not to process your data with AI, so a member of staff "
+                                        "will choose the category and providers by hand.", "source": "objection"},
+            )
+    # With the customer's objection the task text is never embedded: providers are ranked on category,
+    # availability and price only.
+    embed = [p for p in plans if p.outcome is None and p.task.customer_id not in objecting]
+    texts = [task_text(p.task.title, p.task.description) for p in embed]
+    for plan, vector in zip(embed, engine.encoder.encode(texts), strict=True):
+        plan.vector = vector
 
-    if staff_category is not None:
-        # Staff chose the category. With the customer's objection the task text is never embedded:
-        # providers are ranked on category, availability and price only.
-        vector = None if objected else engine.encode_task(task.title, task.description)
-        meta = {"model_id": "none" if objected else engine.model_id, "taxonomy_version": "staff"}
-        chosen = [{"slug": staff_category.slug, "score": None}]
-        explanation: dict[str, Any] = {
-            "summary": f"Placed in {staff_category.name} by our staff.", "source": "staff",
-            "threshold": None, "ranking": [], "nearest_examples": [],
-        }
-    else:
-        model, taxonomy = engine.router(session, tuning=settings.router_tuning)
-        vector = engine.encode_task(task.title, task.description)
-        meta = {"model_id": model.model_id, "taxonomy_version": taxonomy.version}
-        names = {c.slug: c.name for c in taxonomy.categories}
-        # The tuned encoder (if any) decides the category; the shared one's vector ranks the providers.
-        decision = model.decide(task_text(task.title, task.description), base_vector=vector)
+    for plan in plans:
+        if plan.outcome is None and (category := placed.get(plan.task.category_id)) is not None:  # type: ignore[arg-type]
+            plan.categories = [{"slug": category.slug, "score": None}]
+            plan.model_id = "none" if plan.vector is None else engine.model_id
+            plan.taxonomy_version = "staff"
+            plan.explanation = {"summary": f"Placed in {category.name} by our staff.", "source": "staff",
+                                "threshold": None, "ranking": [], "nearest_examples": []}
+    _categorize(session, settings, engine, [p for p in plans if p.outcome is None and not p.categories])
+    _choose_providers(session, settings, engine, [p for p in plans if p.outcome is None])
+    _write(session, settings, plans)
+    outcomes.update((p.task.id, "routed" if p.outcome is RoutingOutcome.ROUTED else "needs_review") for p in plans)
+    return outcomes
+
+
+def _categorize(session: Session, settings: Settings, engine: RoutingEngine, plans: list[_Plan]) -> None:
+    if not plans:
+        return
+    model, taxonomy = engine.router(session, tuning=settings.router_tuning)
+    names = {c.slug: c.name for c in taxonomy.categories}
+    texts = [task_text(p.task.title, p.task.description) for p in plans]
+    # The tuned encoder (if any) decides the category; the shared one's vector ranks the providers.
+    decisions = model.decide_many(texts, np.stack([p.vector for p in plans]))  # type: ignore[misc]
+    for plan, decision in zip(plans, decisions, strict=True):
+        plan.model_id, plan.taxonomy_version = model.model_id, taxonomy.version
         evidence = {
             "ranking": [{"slug": s, "score": sc} for s, sc in decision.ranking],
             # only our own seed examples are ever shown; examples learned from tasks stay private
@@ -100,49 +146,85 @@ def route_task(session: Session, settings: Settings, engine: RoutingEngine, task
                                  for s, t, sim in decision.nearest_examples if t],
             "threshold": decision.threshold, "similarity": decision.similarity,
             "similarity_threshold": decision.similarity_threshold, "encoder_backend": engine.backend,
-            "tuned": model.tuned, **meta,
+            "tuned": model.tuned, "model_id": model.model_id, "taxonomy_version": taxonomy.version,
         }
         if decision.abstain:
             best_slug, best_score = decision.ranking[0]
-            return _to_review(
-                session, task, "no category is close enough to this request", categories=[], candidates=[],
-                explanation={"summary": _abstain_summary(names[best_slug], best_score, decision),
-                             "source": "model", **evidence},
-                **meta,
-            )
-        chosen = [{"slug": s, "score": sc} for s, sc in decision.categories]
-        also = [names[c["slug"]] for c in chosen[1:]]
+            plan.review("no category is close enough to this request", explanation={
+                "summary": _abstain_summary(names[best_slug], best_score, decision), "source": "model", **evidence})
+            continue
+        plan.categories = [{"slug": s, "score": sc} for s, sc in decision.categories]
+        also = [names[c["slug"]] for c in plan.categories[1:]]
         nearest = evidence["nearest_examples"][0]["text"] if evidence["nearest_examples"] else ""
-        summary = f"This looks like {names[chosen[0]['slug']]} (confidence {chosen[0]['score']:.0%})"
+        summary = f"This looks like {names[plan.categories[0]['slug']]} (confidence {plan.categories[0]['score']:.0%})"
         summary += f", and also {', '.join(also)}." if also else "."
         if nearest:
             summary += f" It reads most like the example \u201c{nearest.rstrip('.')}\u201d."
-        explanation = {"summary": summary, "source": "model", **evidence}
+        plan.explanation = {"summary": summary, "source": "model", **evidence}
 
-    slugs = [c["slug"] for c in chosen]
-    loads = provider_loads(session)
-    ranked = engine.matcher.rank(vector, slugs, engine.provider_records(session, loads), budget=task.budget_amount,
-                                 exclude={str(task.customer_id)})
-    candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
-                  for c in ranked[:MAX_STORED_CANDIDATES]]
-    explanation["suggested_partner_ids"] = [
-        str(pid) for pid, expertise in session.execute(select(PartnerProfile.account_id, PartnerProfile.expertise))
-        if slugs[0] in (expertise or [])
-    ]
-    primary = session.scalar(select(Category).where(Category.slug == slugs[0]))
-    task.category_id = primary.id if primary else None
-    made = make_offers(session, settings, task, candidates, settings.offers_per_task)
-    explanation["offered"] = made
-    if made == 0:
-        explanation["summary"] += " No provider in this category is available right now, so staff will follow up."
-        return _to_review(session, task, "no available provider for the category", categories=chosen,
-                          candidates=candidates, explanation=explanation, **meta)
-    explanation["summary"] += f" Offered to {made} provider{'s' if made != 1 else ''} chosen for fit, " \
-                              "category, availability, price, customer ratings and a fair share of work."
-    _record(session, task, RoutingOutcome.ROUTED, chosen, explanation, candidates, **meta)
-    transition(session, task, TaskStatus.ROUTED, actor_id=None, actor_role=SYSTEM,
-               reason=f"routed to {slugs[0]}")
-    return "routed"
+
+def _choose_providers(session: Session, settings: Settings, engine: RoutingEngine, plans: list[_Plan]) -> None:
+    """Rank providers for each task and pick its offers, on one snapshot of the providers that is updated in
+    memory as offers are picked; then lock the picked providers and check the snapshot still holds."""
+    if not plans:
+        return
+    index = ProviderIndex(engine.provider_records(session, provider_loads(session)))
+    partners = list(session.execute(select(PartnerProfile.account_id, PartnerProfile.expertise)))
+    primaries = {p.categories[0]["slug"] for p in plans}
+    category_ids = dict(session.execute(
+        select(Category.slug, Category.id).where(Category.slug.in_(primaries))).all())
+    offered: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)  # earlier offers (a task placed again)
+    for task_id, provider_id in session.execute(
+        select(Offer.task_id, Offer.provider_id).where(Offer.task_id.in_([p.task.id for p in plans]))
+    ):
+        offered[task_id].add(provider_id)
+    for plan in plans:
+        task, slugs = plan.task, [c["slug"] for c in plan.categories]
+        ranked = engine.matcher.rank_index(index, plan.vector, slugs, budget=task.budget_amount,
+                                           exclude={str(task.customer_id)})
+        plan.candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
+                           for c in ranked[:MAX_STORED_CANDIDATES]]
+        plan.explanation["suggested_partner_ids"] = [str(pid) for pid, expertise in partners
+                                                     if slugs[0] in (expertise or [])]
+        task.category_id = category_ids.get(slugs[0])
+        plan.first_rank = len(offered[task.id]) + 1
+        for candidate in plan.candidates:
+            if len(plan.offers) >= settings.offers_per_task:
+                break
+            provider_id, row = uuid.UUID(candidate["provider_id"]), index.row_of[candidate["provider_id"]]
+            if provider_id in offered[task.id] or index.load[row] >= index.capacity[row]:
+                continue
+            plan.offers.append((provider_id, candidate["score"]))
+            index.record_offer(candidate["provider_id"])
+        plan.explanation["offered"] = len(plan.offers)
+        if not plan.offers:
+            plan.explanation["summary"] += " No provider in this category is available right now, so staff will " \
+                                           "follow up."
+            plan.review("no available provider for the category")
+            continue
+        made = len(plan.offers)
+        plan.explanation["summary"] += f" Offered to {made} provider{'s' if made != 1 else ''} chosen for fit, " \
+            "category, availability, price, customer ratings and a fair share of work."
+        plan.outcome = RoutingOutcome.ROUTED
+    taken = overbooked(session, Counter(pid for p in plans for pid, _ in p.offers))
+    if taken:
+        raise Conflict(f"{len(taken)} provider(s) filled up while these tasks were routed; routing again.")
+
+
+def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
+    for plan in plans:
+        for rank, (provider_id, score) in enumerate(plan.offers, start=plan.first_rank):
+            add_offer(session, settings, plan.task.id, provider_id, rank, score)
+    session.add_all([
+        RoutingDecision(task_id=p.task.id, outcome=p.outcome, categories=p.categories, explanation=p.explanation,
+                        candidates=p.candidates, model_id=p.model_id, taxonomy_version=p.taxonomy_version)
+        for p in plans
+    ])
+    transition_all(session, [(p.task, f"routed to {p.categories[0]['slug']}") for p in plans
+                             if p.outcome is RoutingOutcome.ROUTED],
+                   TaskStatus.ROUTED, actor_id=None, actor_role=SYSTEM)
+    transition_all(session, [(p.task, p.reason) for p in plans if p.outcome is RoutingOutcome.NEEDS_REVIEW],
+                   TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM)
 
 
 def sweep_stalled(session: Session, older_than: timedelta, limit: int = 200) -> int:

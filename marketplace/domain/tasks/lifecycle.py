@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from collections.abc import Sequence
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from marketplace.clock import now
 from marketplace.db.models import Task, TaskStatus, TaskTransition
@@ -34,19 +37,34 @@ def transition(session: Session, task: Task, to: TaskStatus, *, actor_id: uuid.U
     The UPDATE is conditional on the status we read, so two concurrent changes cannot both win.
     ``force`` (staff override) skips the transition table but still records the change.
     """
-    current = task.status
-    if not force and to not in ALLOWED[current]:
-        raise IllegalTransition(f"A task that is {current.value} cannot become {to.value}.")
-    if force and to == current:
-        raise IllegalTransition(f"The task is already {to.value}.")
-    result = session.execute(
-        update(Task).where(Task.id == task.id, Task.status == current)
-        .values(status=to, updated_at=now()).execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        raise Conflict("The task changed while this request was processed; reload and try again.")
-    session.add(TaskTransition(task_id=task.id, from_status=current, to_status=to, actor_id=actor_id,
-                               actor_role=actor_role, reason=reason))
-    session.flush()
-    session.refresh(task)
+    transition_all(session, [(task, reason)], to, actor_id=actor_id, actor_role=actor_role, force=force)
     return task
+
+
+def transition_all(session: Session, moves: Sequence[tuple[Task, str]], to: TaskStatus, *,
+                   actor_id: uuid.UUID | None, actor_role: str, force: bool = False) -> None:
+    """:func:`transition` for several ``(task, reason)`` pairs: one conditional UPDATE per current status."""
+    by_status: dict[TaskStatus, list[Task]] = defaultdict(list)
+    for task, _ in moves:
+        current = task.status
+        if not force and to not in ALLOWED[current]:
+            raise IllegalTransition(f"A task that is {current.value} cannot become {to.value}.")
+        if force and to == current:
+            raise IllegalTransition(f"The task is already {to.value}.")
+        by_status[current].append(task)
+    at = now()
+    for current, tasks in by_status.items():
+        result = session.execute(
+            update(Task).where(Task.id.in_([t.id for t in tasks]), Task.status == current)
+            .values(status=to, updated_at=at).execution_options(synchronize_session=False)
+        )
+        if result.rowcount != len(tasks):
+            raise Conflict("The task changed while this request was processed; reload and try again.")
+    session.add_all([
+        TaskTransition(task_id=task.id, from_status=task.status, to_status=to, actor_id=actor_id,
+                       actor_role=actor_role, reason=reason, at=at)
+        for task, reason in moves
+    ])
+    for task, _ in moves:  # what the UPDATE wrote, without reading the rows back
+        set_committed_value(task, "status", to)
+        set_committed_value(task, "updated_at", at)
