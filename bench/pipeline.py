@@ -4,7 +4,8 @@ Baseline, measured in the same run: the encoder's raw batched throughput on the 
 ``dramatiq workers.run`` process (one process, ``BENCH_WORKER_THREADS`` threads, routing queue only) routes
 ``BENCH_TASKS`` tasks that were committed with their outbox rows and then sent to Redis at once; the clock
 runs from the send until no task is left waiting for routing. Each routing job does the whole service: lock
-the task, categorize, rank the demo's 40 providers, write the decision and the offers, enqueue drafts.
+the task, categorize, rank the demo's 40 providers, write the decision and the offers, enqueue drafts. The
+worker's threads hand their jobs to batches (workers.actors: encoded together, then written together).
 
 Needs Redis (``RELAY_BENCH_REDIS_URL``, default redis://127.0.0.1:6379/0). The database is a fresh SQLite
 file, or a fresh database on the PostgreSQL server of ``RELAY_BENCH_POSTGRES_URL`` (an admin URL such as
@@ -48,8 +49,8 @@ def _drop_postgres(admin_url: str, name: str) -> None:
 
 
 def main() -> None:
-    n_tasks = int(os.environ.get("BENCH_TASKS", "300"))
-    threads = int(os.environ.get("BENCH_WORKER_THREADS", "8"))
+    n_tasks = int(os.environ.get("BENCH_TASKS", "1200"))
+    threads = int(os.environ.get("BENCH_WORKER_THREADS", "64"))
     redis_url = os.environ.get("RELAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     pg_admin = os.environ.get("RELAY_BENCH_POSTGRES_URL")
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
@@ -92,9 +93,11 @@ def main() -> None:
         encoder = Encoder()
         texts = [task_text(t, d) for t, d in bodies]
         encoder.encode(texts[:64])
-        start = time.perf_counter()
-        encoder.encode(texts)
-        encoder_per_s = n_tasks / (time.perf_counter() - start)
+        encoder_per_s = 0.0
+        for _ in range(3):  # the best of three rounds: the encoder at its fastest
+            start = time.perf_counter()
+            encoder.encode(texts)
+            encoder_per_s = max(encoder_per_s, n_tasks / (time.perf_counter() - start))
         del encoder
 
         worker = subprocess.Popen(

@@ -47,6 +47,7 @@ BUILDER_VERSION = "3"
 OPSET = 23
 IR_VERSION = 11
 SMOOTH_ALPHA = 0.5
+PAD_WASTE = 0.15  # a run of texts pads to its longest; padded tokens may add this share to the real ones
 
 # Channel maxima for SmoothQuant are measured on these. They only set per-channel scales; keep them varied
 # (requests, chit-chat, very short replies, other languages) rather than close to any test set.
@@ -571,16 +572,30 @@ class OnnxEncoder:
             return _session(model, threads)
 
     def _runs(self, texts: Sequence[str], output: str) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
-        """(rows of ``texts``, attention mask, output) per batch. Batches are sorted by token count so each pads
-        to similar lengths (less wasted compute); callers put the rows back in order."""
+        """(rows of ``texts``, attention mask, output) per run; callers put the rows back in order.
+
+        Texts are sorted by token count and cut into runs of at most ``batch_size`` texts whose padding adds at
+        most PAD_WASTE to the real tokens: padding is computed like any token, and a batch of mixed lengths
+        (one 70-token text among 20-token ones) otherwise spends most of its time on it. Measured on 32 task
+        texts of 18-74 tokens: 104 -> 173 texts/s (bench/README.md)."""
         if not texts:
             return
         encodings = encode_tokens(self.tokenizer, texts)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            ids, mask = pad([encodings[i] for i in chunk])
-            yield chunk, mask, self.session.run([output], {"input_ids": ids, "attention_mask": mask})[0]
+        chunk: list[int] = []
+        real = 0
+        for i in order:
+            n = len(encodings[i].ids)  # the longest so far: the run pads to it
+            if chunk and (len(chunk) >= self.batch_size or n * (len(chunk) + 1) > (real + n) * (1 + PAD_WASTE)):
+                yield self._run(chunk, encodings, output)
+                chunk, real = [], 0
+            chunk.append(i)
+            real += n
+        yield self._run(chunk, encodings, output)
+
+    def _run(self, chunk: list[int], encodings: Sequence[Any], output: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+        ids, mask = pad([encodings[i] for i in chunk])
+        return chunk, mask, self.session.run([output], {"input_ids": ids, "attention_mask": mask})[0]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +16,7 @@ class CategorySpec:
     examples: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Taxonomy:
     categories: tuple[CategorySpec, ...]
 
@@ -27,7 +28,7 @@ class Taxonomy:
             if not c.examples:
                 raise ValueError(f"category {c.slug!r} has no examples")
 
-    @property
+    @cached_property  # read on every decision; hashing every example each time cost more than deciding
     def version(self) -> str:
         """Content hash: changes whenever a category or an example changes."""
         payload = json.dumps([[c.slug, sorted(c.examples)] for c in sorted(self.categories, key=lambda c: c.slug)])

@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -56,11 +57,16 @@ class RoutingModel:
         base = None if base_vector is None else np.asarray(base_vector).reshape(1, -1)
         return self.decide_many([text], base)[0]
 
-    def decide_many(self, texts: list[str], base_vectors: np.ndarray | None = None) -> list[Decision]:
-        """:meth:`decide` for several texts, with one encoder pass for all of them."""
+    def decide_many(self, texts: list[str], base_vectors: np.ndarray | None = None,
+                    encode: Callable[[Any, list[str]], np.ndarray] | None = None) -> list[Decision]:
+        """:meth:`decide` for several texts, with one encoder pass for all of them. ``encode(encoder, texts)``
+        runs this model's encoder (a caller may pass one that remembers recent texts)."""
         if not texts:
             return []
-        vectors = base_vectors if base_vectors is not None and not self.tuned else self.encoder.encode(texts)
+        if base_vectors is not None and not self.tuned:
+            vectors = base_vectors
+        else:
+            vectors = encode(self.encoder, texts) if encode else self.encoder.encode(texts)
         return [self.router.decide(v) for v in vectors]
 
     # -- persistence (tuned models only: a frozen one refits in seconds) ----------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 # Offers received in this window count towards a provider's share (routing.matcher: fairness).
 FAIRNESS_WINDOW = timedelta(days=7)
+# Vectors of this many recently encoded task texts stay in memory (Engine.encode), a few batches' worth.
+RECENT_TEXTS = 1024
 
 
 def task_text(title: str, description: str) -> str:
@@ -69,6 +72,7 @@ class RoutingEngine:
         # (taxonomy version, its tuned model's file): hashing every example once per version, not per call
         self._tuned_file_of: tuple[str, Path] | None = None
         self._vectors: dict[uuid.UUID, tuple[datetime, np.ndarray]] = {}
+        self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self.matcher = Matcher()
 
     @property
@@ -182,6 +186,28 @@ class RoutingEngine:
 
     def encode_task(self, title: str, description: str) -> np.ndarray:
         return self.encoder.encode([task_text(title, description)])[0]
+
+    def encode(self, encoder: Encoder, texts: list[str]) -> np.ndarray:
+        """``encoder.encode(texts)``, remembering the last RECENT_TEXTS vectors: a worker encodes the tasks of a
+        batch before it opens the write transaction (models.batching), and the transaction finds them here."""
+        out = np.empty((len(texts), encoder.dim), dtype=np.float32)
+        missing: list[int] = []
+        with self._lock:
+            for i, text in enumerate(texts):
+                hit = self._recent.get((encoder.model_id, text))
+                if hit is None:
+                    missing.append(i)
+                else:
+                    out[i] = hit
+        if missing:
+            fresh = encoder.encode([texts[i] for i in missing])
+            with self._lock:
+                for i, vector in zip(missing, fresh, strict=True):
+                    out[i] = vector
+                    self._recent[(encoder.model_id, texts[i])] = vector
+                while len(self._recent) > RECENT_TEXTS:
+                    self._recent.popitem(last=False)
+        return out
 
     def provider_records(self, session: Session, loads: dict[uuid.UUID, int]) -> list[ProviderRecord]:
         recent = dict(session.execute(

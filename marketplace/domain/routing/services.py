@@ -82,21 +82,13 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
     capacity was taken by a concurrent transaction (PostgreSQL only); retrying routes afresh.
     """
     outcomes = dict.fromkeys(task_ids, "missing")
-    found = session.scalars(
-        select(Task).where(Task.id.in_(set(task_ids))).order_by(Task.id).with_for_update()
-    ).all()
+    found, placed, objecting = _waiting(session, task_ids, lock=True)
     outcomes.update((t.id, "skipped") for t in found)
     tasks = [t for t in found if t.status in (TaskStatus.SUBMITTED, TaskStatus.ROUTING)]
     if not tasks:
         return outcomes
     for missing in [i for i, o in outcomes.items() if o == "missing"]:
         log.warning("route_task.missing", task_id=str(missing))
-    # A task in ROUTING that already has a category was placed by staff; the model only ranks providers.
-    staff_ids = {t.category_id for t in tasks if t.category_id}
-    placed = {c.id: c for c in session.scalars(select(Category).where(Category.id.in_(staff_ids)))} \
-        if staff_ids else {}
-    objecting = set(session.scalars(select(Account.id).where(
-        Account.id.in_({t.customer_id for t in tasks}), Account.ai_processing_objection.is_(True))))
     transition_all(session, [(t, "routing started") for t in tasks if t.status is TaskStatus.SUBMITTED],
                    TaskStatus.ROUTING, actor_id=None, actor_role=SYSTEM)
 
@@ -112,7 +104,7 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
     # availability and price only.
     embed = [p for p in plans if p.outcome is None and p.task.customer_id not in objecting]
     texts = [task_text(p.task.title, p.task.description) for p in embed]
-    for plan, vector in zip(embed, engine.encoder.encode(texts), strict=True):
+    for plan, vector in zip(embed, engine.encode(engine.encoder, texts), strict=True):
         plan.vector = vector
 
     for plan in plans:
@@ -129,6 +121,43 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
     return outcomes
 
 
+def _waiting(session: Session, task_ids: Sequence[uuid.UUID], lock: bool
+             ) -> tuple[Sequence[Task], dict[uuid.UUID, Category], set[uuid.UUID]]:
+    """The tasks (in id order, locked if asked), the categories staff placed them in, the objecting customers."""
+    query = select(Task).where(Task.id.in_(set(task_ids))).order_by(Task.id)
+    found = session.scalars(query.with_for_update() if lock else query).all()
+    waiting = [t for t in found if t.status in (TaskStatus.SUBMITTED, TaskStatus.ROUTING)]
+    # A task in ROUTING that already has a category was placed by staff; the model only ranks providers.
+    staff_ids = {t.category_id for t in waiting if t.category_id}
+    placed = {c.id: c for c in session.scalars(select(Category).where(Category.id.in_(staff_ids)))} \
+        if staff_ids else {}
+    objecting = set(session.scalars(select(Account.id).where(
+        Account.id.in_({t.customer_id for t in waiting}), Account.ai_processing_objection.is_(True)))) \
+        if waiting else set()
+    return found, placed, objecting
+
+
+def prepare_routing(session: Session, settings: Settings, engine: RoutingEngine,
+                    task_ids: Sequence[uuid.UUID]) -> int:
+    """Encode the tasks :func:`route_tasks` will route, ahead of its write transaction (in a read-only
+    session): the vectors wait in the engine, so the transaction, which on SQLite holds the database's write
+    lock, does not also spend the encoder's time. Concurrent callers share encoder passes. Returns the
+    number of texts encoded; skipping this changes nothing but speed."""
+    found, placed, objecting = _waiting(session, task_ids, lock=False)
+    waiting = [t for t in found if t.status in (TaskStatus.SUBMITTED, TaskStatus.ROUTING)
+               and t.customer_id not in objecting]
+    texts = [task_text(t.title, t.description) for t in waiting]
+    if not texts:
+        return 0
+    engine.encode(engine.encoder, texts)
+    unplaced = [task_text(t.title, t.description) for t in waiting if t.category_id not in placed]
+    if unplaced:
+        model, _ = engine.router(session, tuning=settings.router_tuning)
+        if model.tuned:
+            engine.encode(model.encoder, unplaced)
+    return len(texts)
+
+
 def _categorize(session: Session, settings: Settings, engine: RoutingEngine, plans: list[_Plan]) -> None:
     if not plans:
         return
@@ -136,7 +165,7 @@ def _categorize(session: Session, settings: Settings, engine: RoutingEngine, pla
     names = {c.slug: c.name for c in taxonomy.categories}
     texts = [task_text(p.task.title, p.task.description) for p in plans]
     # The tuned encoder (if any) decides the category; the shared one's vector ranks the providers.
-    decisions = model.decide_many(texts, np.stack([p.vector for p in plans]))  # type: ignore[misc]
+    decisions = model.decide_many(texts, np.stack([p.vector for p in plans]), encode=engine.encode)  # type: ignore[misc]
     for plan, decision in zip(plans, decisions, strict=True):
         plan.model_id, plan.taxonomy_version = model.model_id, taxonomy.version
         evidence = {

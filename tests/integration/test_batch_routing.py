@@ -1,0 +1,137 @@
+"""Routing concurrent jobs as one batch: the same decisions and offers as routing one task after another,
+never an overbooked provider, and one bad task never fails the others."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from marketplace.db.models import Offer, RoutingDecision, Task, TaskStatus, TaskTransition
+from marketplace.domain.routing import services as routing_services
+from marketplace.domain.routing.engine import get_engine
+from marketplace.domain.routing.services import route_task, route_tasks
+from marketplace.domain.tasks.schemas import TaskIn
+from marketplace.domain.tasks.services import create_task
+from marketplace.errors import Conflict
+from tests.conftest import BOOKKEEPING_TASK, Api, bookkeepers
+
+pytestmark = pytest.mark.model
+
+REQUESTS = [
+    BOOKKEEPING_TASK,
+    ("Quarterly books", "Reconcile our bank feeds in Xero and prepare the VAT return figures."),
+    ("Payroll and ledgers", "Categorize two years of expenses in QuickBooks for my bakery."),
+    ("Fix a dripping tap", "The kitchen mixer tap drips all night and needs a new cartridge."),
+    ("Books for a cafe", "Monthly bookkeeping: reconcile card payments and supplier invoices."),
+    ("Year-end accounts", "Tidy our QuickBooks file and reconcile the loan account before year end."),
+]
+
+
+def submitted_tasks(db: Any, customer_id: str, requests: list[tuple[str, str]]) -> list[uuid.UUID]:
+    """Tasks committed as the API would, but whose routing jobs are never sent: the test routes them."""
+    with db.session() as session:
+        return [create_task(session, uuid.UUID(customer_id), TaskIn(title=t, description=d)).id
+                for t, d in requests]
+
+
+def routing_state(session: Session, task_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    state = {}
+    for task_id in task_ids:
+        task = session.get(Task, task_id)
+        decision = session.scalar(select(RoutingDecision).where(RoutingDecision.task_id == task_id))
+        offers = session.scalars(select(Offer).where(Offer.task_id == task_id).order_by(Offer.rank)).all()
+        state[task_id] = {
+            "status": task.status, "category_id": task.category_id,
+            "outcome": decision.outcome, "categories": [c["slug"] for c in decision.categories],
+            "candidates": [c["provider_id"] for c in decision.candidates],
+            "offers": [(o.provider_id, o.rank) for o in offers],
+            "transitions": [(t.from_status, t.to_status) for t in session.scalars(
+                select(TaskTransition).where(TaskTransition.task_id == task_id).order_by(TaskTransition.id))],
+        }
+    return state
+
+
+def test_a_batch_routes_like_one_task_after_another(api: Api, db: Any, settings: Any) -> None:
+    bookkeepers(api, 4, capacity=2)  # 8 free slots for 5 bookkeeping tasks wanting 3 offers each
+    api.provider(["plumbing"], "Plumber for taps and leaks", "I fix dripping taps, leaks and cartridges.")
+    customer, _ = api.user("customer")
+    ids = sorted(submitted_tasks(db, customer["id"], REQUESTS))
+    engine = get_engine()
+
+    session = db.sessionmaker()
+    try:  # one after another, in the order a batch takes them, then rolled back
+        one_by_one = [route_task(session, settings, engine, task_id) for task_id in ids]
+        expected = routing_state(session, ids)
+    finally:
+        session.rollback()
+        session.close()
+
+    stranger = uuid.uuid4()
+    with db.session() as session:  # any order, a job delivered twice, a task that does not exist
+        outcomes = route_tasks(session, settings, engine, [*reversed(ids), ids[0], stranger])
+    assert outcomes == {**dict(zip(ids, one_by_one, strict=True)), stranger: "missing"}
+    with db.session(readonly=True) as session:
+        assert routing_state(session, ids) == expected
+
+    # the capacity ran out part-way: the last bookkeeping tasks got fewer offers or went to staff
+    assert "routed" in one_by_one and "needs_review" in one_by_one
+    loads: dict[uuid.UUID, int] = {}
+    for state in expected.values():
+        for provider_id, _ in state["offers"]:
+            loads[provider_id] = loads.get(provider_id, 0) + 1
+    assert max(loads.values()) <= 2
+    with db.session() as session:  # routing them again changes nothing
+        assert set(route_tasks(session, settings, engine, ids).values()) == {"skipped"}
+
+
+def test_a_stale_provider_snapshot_never_overbooks(api: Api, db: Any, settings: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (provider, _), = bookkeepers(api, 1, capacity=1)
+    customer, _ = api.user("customer")
+    first, second = submitted_tasks(db, customer["id"], REQUESTS[:2])
+    engine = get_engine()
+    with db.session() as session:
+        assert route_task(session, settings, engine, first) == "routed"  # the provider's only slot
+
+    # A concurrent routing read the provider as free just before the first task took the slot.
+    monkeypatch.setattr(routing_services, "provider_loads", lambda session: {})
+    with pytest.raises(Conflict), db.session() as session:
+        route_task(session, settings, engine, second)
+    with db.session(readonly=True) as session:
+        assert session.get(Task, second).status is TaskStatus.SUBMITTED  # rolled back: retried later
+        assert not session.scalars(select(Offer).where(Offer.task_id == second)).all()
+
+    monkeypatch.undo()
+    with db.session() as session:  # the retry sees the provider full
+        assert route_task(session, settings, engine, second) == "needs_review"
+    with db.session(readonly=True) as session:
+        assert len(session.scalars(select(Offer).where(Offer.provider_id == uuid.UUID(provider["id"]))).all()) == 1
+
+
+def test_one_failing_task_fails_only_its_own_job(api: Api, db: Any, settings: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import actors, runtime
+
+    bookkeepers(api, 3)
+    customer, _ = api.user("customer")
+    good, bad, also_good = submitted_tasks(db, customer["id"], REQUESTS[:3])
+    real = actors.route_service
+
+    def poisoned(session: Session, settings: Any, engine: Any, task_ids: list[uuid.UUID]) -> dict:
+        if bad in task_ids:
+            raise RuntimeError("this task cannot be routed")
+        return real(session, settings, engine, task_ids)
+
+    monkeypatch.setattr(actors, "route_service", poisoned)
+    monkeypatch.setattr(runtime, "_settings", settings)
+    results = actors.route_batch([good, bad, also_good])
+    assert results[0] == results[2] == "routed"
+    assert isinstance(results[1], RuntimeError)
+    with db.session(readonly=True) as session:
+        assert session.get(Task, bad).status is TaskStatus.SUBMITTED
+        assert session.get(Task, good).status is TaskStatus.ROUTED
+    api.drain()  # the routed tasks' draft jobs went to this app's worker

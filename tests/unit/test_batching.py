@@ -1,0 +1,88 @@
+"""MicroBatcher: concurrent callers share batches, each gets its own result or its own error."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from models.batching import MicroBatcher
+
+
+class Recorder:
+    """A batch function that blocks until released, so the test decides who is waiting when."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.active = 0
+        self.overlapped = False
+
+    def __call__(self, items: list[int]) -> list[int | Exception]:
+        self.active += 1
+        self.overlapped |= self.active > 1
+        self.batches.append(list(items))
+        self.started.set()
+        self.release.wait(5)
+        self.active -= 1
+        return [ValueError(f"bad {i}") if i < 0 else i * 10 for i in items]
+
+
+def wait_until(predicate, timeout: float = 5.0) -> None:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        done.wait(0.01)
+    raise AssertionError("condition not reached")
+
+
+def test_callers_arriving_during_a_batch_go_together_in_the_next_one_up_to_max_size() -> None:
+    run = Recorder()
+    batcher = MicroBatcher(run, max_size=3)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        first = pool.submit(batcher.submit, 1)
+        run.started.wait(5)  # a lone caller does not wait for company
+        rest = [pool.submit(batcher.submit, i) for i in range(2, 8)]
+        wait_until(lambda: len(batcher._waiting) == 6)
+        run.release.set()
+        assert first.result(5) == 10
+        assert [f.result(5) for f in rest] == [i * 10 for i in range(2, 8)]
+    assert run.batches[0] == [1]
+    assert [len(b) for b in run.batches[1:]] == [3, 3]
+    assert sorted(i for b in run.batches for i in b) == list(range(1, 8))
+    assert not run.overlapped
+
+
+def test_an_item_error_reaches_only_its_caller_and_a_batch_error_reaches_all() -> None:
+    run = Recorder()
+    run.release.set()
+    batcher = MicroBatcher(run)
+    with pytest.raises(ValueError, match="bad -1"):
+        batcher.submit(-1)
+    assert batcher.submit(4) == 40
+
+    def broken(items: list[int]) -> list[int]:
+        raise RuntimeError("database down")
+
+    failing = MicroBatcher(broken)
+    with pytest.raises(RuntimeError, match="database down"):
+        failing.submit(1)
+    short = MicroBatcher(lambda items: [])
+    with pytest.raises(RuntimeError, match="returned 0 results"):
+        short.submit(1)
+
+
+def test_linger_lets_callers_that_arrive_just_after_the_first_join_its_batch() -> None:
+    run = Recorder()
+    run.release.set()
+    batcher = MicroBatcher(run, max_size=4, linger=2.0)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(batcher.submit, i) for i in range(4)]
+        assert sorted(f.result(5) for f in futures) == [0, 10, 20, 30]
+    # four arrivals fill the batch, so the leader stops lingering long before 2 s
+    assert len(run.batches) == 1 and sorted(run.batches[0]) == [0, 1, 2, 3]
+    with pytest.raises(ValueError):
+        MicroBatcher(run, max_size=0)
