@@ -33,7 +33,7 @@ run: seed
 
 # Redis mode: RELAY_BROKER=redis make worker (and `make scheduler`) beside `RELAY_BROKER=redis make run`.
 worker: install
-	$(BIN)/dramatiq workers.run --processes 1 --threads 64
+	$(BIN)/dramatiq workers.run --processes 1 --threads 96
 
 scheduler: install
 	$(BIN)/python -m workers.scheduler

@@ -50,7 +50,7 @@ def _drop_postgres(admin_url: str, name: str) -> None:
 
 def main() -> None:
     n_tasks = int(os.environ.get("BENCH_TASKS", "1200"))
-    threads = int(os.environ.get("BENCH_WORKER_THREADS", "64"))
+    threads = int(os.environ.get("BENCH_WORKER_THREADS", "96"))
     redis_url = os.environ.get("RELAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     pg_admin = os.environ.get("RELAY_BENCH_POSTGRES_URL")
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))

@@ -59,12 +59,14 @@ def prepare_batch(task_ids: list[uuid.UUID]) -> list[None]:
     return [None] * len(task_ids)
 
 
-# Worker threads running route_task hand their task to whichever of them is routing a batch; the batch is as
-# large as the jobs that arrived meanwhile (at most ROUTE_BATCH), plus those arriving within ROUTE_LINGER s.
+# Worker threads running route_task hand their task to whichever of them is running a batch; a batch is as
+# large as the jobs that arrived meanwhile (at most the stage's size), plus those arriving within ROUTE_LINGER
+# s. Encoding gains from larger batches (texts sorted by length pad less) than writing does (bench/README.md).
+PREPARE_BATCH = 64
 ROUTE_BATCH = 32
 ROUTE_LINGER = 0.003
 # Two stages, each one batch at a time: while one batch is written, the next one is being encoded.
-_prepared: MicroBatcher[uuid.UUID, None] = MicroBatcher(prepare_batch, max_size=ROUTE_BATCH, linger=ROUTE_LINGER)
+_prepared: MicroBatcher[uuid.UUID, None] = MicroBatcher(prepare_batch, max_size=PREPARE_BATCH, linger=ROUTE_LINGER)
 _routes: MicroBatcher[uuid.UUID, str] = MicroBatcher(route_batch, max_size=ROUTE_BATCH, linger=ROUTE_LINGER)
 
 
