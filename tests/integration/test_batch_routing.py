@@ -135,3 +135,22 @@ def test_one_failing_task_fails_only_its_own_job(api: Api, db: Any, settings: An
         assert session.get(Task, bad).status is TaskStatus.SUBMITTED
         assert session.get(Task, good).status is TaskStatus.ROUTED
     api.drain()  # the routed tasks' draft jobs went to this app's worker
+
+
+def test_tasks_encoded_ahead_are_routed_without_encoding_in_the_write_transaction(
+    api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bookkeepers(api, 3)
+    customer, _ = api.user("customer")
+    ids = submitted_tasks(db, customer["id"], REQUESTS[:4])
+    engine = get_engine()
+    with db.session(readonly=True) as session:
+        assert routing_services.prepare_routing(session, settings, engine, ids) == 4
+
+    def no_encoding(texts: list[str]) -> None:
+        raise AssertionError("encoded inside the write transaction")
+
+    monkeypatch.setattr(engine.encoder, "encode", no_encoding)
+    with db.session() as session:
+        outcomes = route_tasks(session, settings, engine, ids)
+    assert set(outcomes.values()) <= {"routed", "needs_review"} and "routed" in outcomes.values()

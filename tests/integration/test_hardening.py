@@ -45,16 +45,25 @@ def test_staff_placement_for_an_objecting_customer_never_embeds_the_task(api: Ap
     api.drain()
     assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "needs_review"
 
-    def no_embedding(*_args, **_kwargs):
-        raise AssertionError("the task text of an objecting customer was sent to the model")
+    encoded: list[str] = []
+    real_encode = engine_module.RoutingEngine.encode
 
-    monkeypatch.setattr(engine_module.RoutingEngine, "encode_task", no_embedding)
+    def recording(self, encoder, texts):  # every task text the routing engine encodes passes here
+        encoded.extend(texts)
+        return real_encode(self, encoder, texts)
+
+    monkeypatch.setattr(engine_module.RoutingEngine, "encode", recording)
     staff_h = api.staff(db)
     c.post(f"/api/v1/staff/tasks/{task_id}/route", json={"category": "bookkeeping-accounting"}, headers=staff_h)
     api.drain()
     task = c.get(f"/api/v1/tasks/{task_id}", headers=staff_h).json()
     assert task["status"] == "routed"
     assert task["routing"]["evidence"]["source"] == "staff"
+    assert not [t for t in encoded if TASK[1][:40] in t], "an objecting customer's task text was encoded"
+    other_id = api.post_task(api.user("customer")[1], *TASK)  # the check sees what a normal task gets
+    api.drain()
+    assert c.get(f"/api/v1/tasks/{other_id}", headers=staff_h).status_code == 200
+    assert [t for t in encoded if TASK[1][:40] in t]
 
 
 def test_parallel_password_guesses_are_bounded_by_the_limit(api: Api, settings) -> None:

@@ -184,9 +184,6 @@ class RoutingEngine:
                  seconds=round(model.fit_seconds, 1), path=str(plan.path))
         return "fitted"
 
-    def encode_task(self, title: str, description: str) -> np.ndarray:
-        return self.encoder.encode([task_text(title, description)])[0]
-
     def encode(self, encoder: Encoder, texts: list[str]) -> np.ndarray:
         """``encoder.encode(texts)``, remembering the last RECENT_TEXTS vectors: a worker encodes the tasks of a
         batch before it opens the write transaction (models.batching), and the transaction finds them here."""
@@ -209,14 +206,8 @@ class RoutingEngine:
                     self._recent.popitem(last=False)
         return out
 
-    def provider_records(self, session: Session, loads: dict[uuid.UUID, int]) -> list[ProviderRecord]:
-        recent = dict(session.execute(
-            select(Offer.provider_id, func.count()).where(Offer.created_at > now() - FAIRNESS_WINDOW)
-            .group_by(Offer.provider_id)
-        ).all())
-        ratings = {pid: (int(total), int(n)) for pid, total, n in session.execute(
-            select(Rating.provider_id, func.sum(Rating.stars), func.count()).group_by(Rating.provider_id)
-        )}
+    def refresh_profiles(self, session: Session) -> list[ProviderProfile]:
+        """The profiles open for work, with the vectors of new or edited ones computed (and cached)."""
         profiles = session.scalars(
             select(ProviderProfile).where(ProviderProfile.accepting_work.is_(True), ProviderProfile.capacity > 0)
         ).all()
@@ -226,6 +217,17 @@ class RoutingEngine:
             with self._lock:
                 for p, v in zip(stale, vectors, strict=True):
                     self._vectors[p.account_id] = (p.updated_at, v)
+        return list(profiles)
+
+    def provider_records(self, session: Session, loads: dict[uuid.UUID, int]) -> list[ProviderRecord]:
+        recent = dict(session.execute(
+            select(Offer.provider_id, func.count()).where(Offer.created_at > now() - FAIRNESS_WINDOW)
+            .group_by(Offer.provider_id)
+        ).all())
+        ratings = {pid: (int(total), int(n)) for pid, total, n in session.execute(
+            select(Rating.provider_id, func.sum(Rating.stars), func.count()).group_by(Rating.provider_id)
+        )}
+        profiles = self.refresh_profiles(session)
         return [
             ProviderRecord(
                 provider_id=str(p.account_id), vector=self._vectors[p.account_id][1],

@@ -82,9 +82,8 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
     capacity was taken by a concurrent transaction (PostgreSQL only); retrying routes afresh.
     """
     outcomes = dict.fromkeys(task_ids, "missing")
-    found, placed, objecting = _waiting(session, task_ids, lock=True)
-    outcomes.update((t.id, "skipped") for t in found)
-    tasks = [t for t in found if t.status in (TaskStatus.SUBMITTED, TaskStatus.ROUTING)]
+    found, tasks, placed, objecting = _waiting(session, task_ids, lock=True)
+    outcomes.update((task_id, "skipped") for task_id in found)
     if not tasks:
         return outcomes
     for missing in [i for i, o in outcomes.items() if o == "missing"]:
@@ -122,8 +121,9 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
 
 
 def _waiting(session: Session, task_ids: Sequence[uuid.UUID], lock: bool
-             ) -> tuple[Sequence[Task], dict[uuid.UUID, Category], set[uuid.UUID]]:
-    """The tasks (in id order, locked if asked), the categories staff placed them in, the objecting customers."""
+             ) -> tuple[set[uuid.UUID], list[Task], dict[uuid.UUID, Category], set[uuid.UUID]]:
+    """Of ``task_ids``: those that exist, those waiting for routing (in id order, locked if asked), the
+    categories staff placed them in and their customers who object to AI processing."""
     query = select(Task).where(Task.id.in_(set(task_ids))).order_by(Task.id)
     found = session.scalars(query.with_for_update() if lock else query).all()
     waiting = [t for t in found if t.status in (TaskStatus.SUBMITTED, TaskStatus.ROUTING)]
@@ -134,22 +134,22 @@ def _waiting(session: Session, task_ids: Sequence[uuid.UUID], lock: bool
     objecting = set(session.scalars(select(Account.id).where(
         Account.id.in_({t.customer_id for t in waiting}), Account.ai_processing_objection.is_(True)))) \
         if waiting else set()
-    return found, placed, objecting
+    return {t.id for t in found}, waiting, placed, objecting
 
 
 def prepare_routing(session: Session, settings: Settings, engine: RoutingEngine,
                     task_ids: Sequence[uuid.UUID]) -> int:
-    """Encode the tasks :func:`route_tasks` will route, ahead of its write transaction (in a read-only
-    session): the vectors wait in the engine, so the transaction, which on SQLite holds the database's write
+    """Encode the tasks :func:`route_tasks` will route (and edited provider profiles), ahead of its write
+    transaction (in a read-only session): the vectors wait in the engine, so the transaction, which on SQLite holds the database's write
     lock, does not also spend the encoder's time. Concurrent callers share encoder passes. Returns the
     number of texts encoded; skipping this changes nothing but speed."""
-    found, placed, objecting = _waiting(session, task_ids, lock=False)
-    waiting = [t for t in found if t.status in (TaskStatus.SUBMITTED, TaskStatus.ROUTING)
-               and t.customer_id not in objecting]
+    _, waiting, placed, objecting = _waiting(session, task_ids, lock=False)
+    waiting = [t for t in waiting if t.customer_id not in objecting]
     texts = [task_text(t.title, t.description) for t in waiting]
     if not texts:
         return 0
     engine.encode(engine.encoder, texts)
+    engine.refresh_profiles(session)  # edited provider profiles too
     unplaced = [task_text(t.title, t.description) for t in waiting if t.category_id not in placed]
     if unplaced:
         model, _ = engine.router(session, tuning=settings.router_tuning)
