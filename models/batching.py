@@ -43,7 +43,6 @@ class MicroBatcher(Generic[T, R]):
         self._finished = threading.Condition(lock)  # everyone else waits on this
         self._waiting: list[_Slot[T, R]] = []
         self._running = False
-        self.batches = 0  # batches run so far (for tests and logs)
 
     def submit(self, item: T) -> R:
         slot: _Slot[T, R] = _Slot(item)
@@ -67,7 +66,6 @@ class MicroBatcher(Generic[T, R]):
         finally:
             with self._finished:
                 self._running = False
-                self.batches += 1
                 self._finished.notify_all()
         return self._outcome(slot)
 

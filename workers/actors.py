@@ -66,7 +66,8 @@ PREPARE_BATCH = 64
 ROUTE_BATCH = 32
 ROUTE_LINGER = 0.003
 # Two stages, each one batch at a time: while one batch is written, the next one is being encoded.
-_prepared: MicroBatcher[uuid.UUID, None] = MicroBatcher(prepare_batch, max_size=PREPARE_BATCH, linger=ROUTE_LINGER)
+_prepared: MicroBatcher[uuid.UUID, None] = MicroBatcher(prepare_batch, max_size=PREPARE_BATCH,
+                                                       linger=ROUTE_LINGER)
 _routes: MicroBatcher[uuid.UUID, str] = MicroBatcher(route_batch, max_size=ROUTE_BATCH, linger=ROUTE_LINGER)
 
 

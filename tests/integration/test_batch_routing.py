@@ -109,7 +109,8 @@ def test_a_stale_provider_snapshot_never_overbooks(api: Api, db: Any, settings: 
     with db.session() as session:  # the retry sees the provider full
         assert route_task(session, settings, engine, second) == "needs_review"
     with db.session(readonly=True) as session:
-        assert len(session.scalars(select(Offer).where(Offer.provider_id == uuid.UUID(provider["id"]))).all()) == 1
+        offers = session.scalars(select(Offer).where(Offer.provider_id == uuid.UUID(provider["id"]))).all()
+        assert len(offers) == 1
 
 
 def test_one_failing_task_fails_only_its_own_job(api: Api, db: Any, settings: Any,

@@ -96,8 +96,8 @@ def make_offers(session: Session, settings: Settings, task: Task, candidates: li
 def add_offer(session: Session, settings: Settings, task_id: uuid.UUID, provider_id: uuid.UUID, rank: int,
               score: float) -> Offer:
     """An open offer and the job that drafts the provider's proposal for it."""
-    offer = Offer(id=uuid.uuid4(), task_id=task_id, provider_id=provider_id, status=OfferStatus.OPEN, rank=rank,
-                  score=score, expires_at=now() + timedelta(hours=settings.offer_window_hours))
+    offer = Offer(id=uuid.uuid4(), task_id=task_id, provider_id=provider_id, status=OfferStatus.OPEN,
+                  rank=rank, score=score, expires_at=now() + timedelta(hours=settings.offer_window_hours))
     session.add(offer)
     jobs.enqueue(session, "draft_for_offer", offer.id)
     return offer

@@ -73,6 +73,7 @@ class RoutingEngine:
         self._tuned_file_of: tuple[str, Path] | None = None
         self._vectors: dict[uuid.UUID, tuple[datetime, np.ndarray]] = {}
         self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._recent_lock = threading.Lock()  # not self._lock: that one is held while a router is fitted
         self.matcher = Matcher()
 
     @property
@@ -185,11 +186,11 @@ class RoutingEngine:
         return "fitted"
 
     def encode(self, encoder: Encoder, texts: list[str]) -> np.ndarray:
-        """``encoder.encode(texts)``, remembering the last RECENT_TEXTS vectors: a worker encodes the tasks of a
-        batch before it opens the write transaction (models.batching), and the transaction finds them here."""
+        """``encoder.encode(texts)``, remembering the last RECENT_TEXTS vectors: a worker encodes the tasks
+        of a batch before it opens the write transaction (workers.actors); the transaction finds them here."""
         out = np.empty((len(texts), encoder.dim), dtype=np.float32)
         missing: list[int] = []
-        with self._lock:
+        with self._recent_lock:
             for i, text in enumerate(texts):
                 hit = self._recent.get((encoder.model_id, text))
                 if hit is None:
@@ -198,7 +199,7 @@ class RoutingEngine:
                     out[i] = hit
         if missing:
             fresh = encoder.encode([texts[i] for i in missing])
-            with self._lock:
+            with self._recent_lock:
                 for i, vector in zip(missing, fresh, strict=True):
                     out[i] = vector
                     self._recent[(encoder.model_id, texts[i])] = vector

@@ -52,10 +52,10 @@ class _Plan:
     offers: list[tuple[uuid.UUID, float]] = field(default_factory=list)  # (provider, score), best first
     first_rank: int = 1  # after the offers of an earlier routing of the same task
 
-    def review(self, reason: str, **decision: Any) -> None:
+    def review(self, reason: str, explanation: dict[str, Any] | None = None) -> None:
         self.outcome, self.reason = RoutingOutcome.NEEDS_REVIEW, reason
-        for key, value in decision.items():
-            setattr(self, key, value)
+        if explanation is not None:
+            self.explanation = explanation
 
 
 def _abstain_summary(closest: str, confidence: float, decision: Any) -> str:
@@ -94,11 +94,11 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
     plans = [_Plan(t) for t in tasks]
     for plan in plans:
         if plan.task.customer_id in objecting and plan.task.category_id not in placed:
-            plan.review(
-                "the customer objected to AI processing; staff will place the task",
-                explanation={"summary": "You asked us not to process your data with AI, so a member of staff "
-                                        "will choose the category and providers by hand.", "source": "objection"},
-            )
+            plan.review("the customer objected to AI processing; staff will place the task", {
+                "summary": "You asked us not to process your data with AI, so a member of staff will "
+                           "choose the category and providers by hand.",
+                "source": "objection",
+            })
     # With the customer's objection the task text is never embedded: providers are ranked on category,
     # availability and price only.
     embed = [p for p in plans if p.outcome is None and p.task.customer_id not in objecting]
@@ -107,7 +107,8 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
         plan.vector = vector
 
     for plan in plans:
-        if plan.outcome is None and (category := placed.get(plan.task.category_id)) is not None:  # type: ignore[arg-type]
+        category = placed.get(plan.task.category_id) if plan.task.category_id else None
+        if plan.outcome is None and category is not None:
             plan.categories = [{"slug": category.slug, "score": None}]
             plan.model_id = "none" if plan.vector is None else engine.model_id
             plan.taxonomy_version = "staff"
@@ -116,7 +117,8 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
     _categorize(session, settings, engine, [p for p in plans if p.outcome is None and not p.categories])
     _choose_providers(session, settings, engine, [p for p in plans if p.outcome is None])
     _write(session, settings, plans)
-    outcomes.update((p.task.id, "routed" if p.outcome is RoutingOutcome.ROUTED else "needs_review") for p in plans)
+    outcomes.update((p.task.id, "routed" if p.outcome is RoutingOutcome.ROUTED else "needs_review")
+                    for p in plans)
     return outcomes
 
 
@@ -139,10 +141,10 @@ def _waiting(session: Session, task_ids: Sequence[uuid.UUID], lock: bool
 
 def prepare_routing(session: Session, settings: Settings, engine: RoutingEngine,
                     task_ids: Sequence[uuid.UUID]) -> int:
-    """Encode the tasks :func:`route_tasks` will route (and edited provider profiles), ahead of its write
-    transaction (in a read-only session): the vectors wait in the engine, so the transaction, which on SQLite holds the database's write
-    lock, does not also spend the encoder's time. Concurrent callers share encoder passes. Returns the
-    number of texts encoded; skipping this changes nothing but speed."""
+    """Encode the tasks :func:`route_tasks` will route (and new or edited provider profiles) ahead of its
+    write transaction, in a read-only session: the vectors wait in the engine, so the transaction, which on
+    SQLite holds the database's write lock, does not also spend the encoder's time. Returns the number of
+    task texts encoded; skipping this changes nothing but speed."""
     _, waiting, placed, objecting = _waiting(session, task_ids, lock=False)
     waiting = [t for t in waiting if t.customer_id not in objecting]
     texts = [task_text(t.title, t.description) for t in waiting]
@@ -165,7 +167,8 @@ def _categorize(session: Session, settings: Settings, engine: RoutingEngine, pla
     names = {c.slug: c.name for c in taxonomy.categories}
     texts = [task_text(p.task.title, p.task.description) for p in plans]
     # The tuned encoder (if any) decides the category; the shared one's vector ranks the providers.
-    decisions = model.decide_many(texts, np.stack([p.vector for p in plans]), encode=engine.encode)  # type: ignore[misc]
+    base = np.stack([p.vector for p in plans])  # type: ignore[misc]
+    decisions = model.decide_many(texts, base, encode=engine.encode)
     for plan, decision in zip(plans, decisions, strict=True):
         plan.model_id, plan.taxonomy_version = model.model_id, taxonomy.version
         evidence = {
@@ -179,20 +182,24 @@ def _categorize(session: Session, settings: Settings, engine: RoutingEngine, pla
         }
         if decision.abstain:
             best_slug, best_score = decision.ranking[0]
-            plan.review("no category is close enough to this request", explanation={
-                "summary": _abstain_summary(names[best_slug], best_score, decision), "source": "model", **evidence})
+            plan.review("no category is close enough to this request", {
+                "summary": _abstain_summary(names[best_slug], best_score, decision), "source": "model",
+                **evidence,
+            })
             continue
         plan.categories = [{"slug": s, "score": sc} for s, sc in decision.categories]
         also = [names[c["slug"]] for c in plan.categories[1:]]
         nearest = evidence["nearest_examples"][0]["text"] if evidence["nearest_examples"] else ""
-        summary = f"This looks like {names[plan.categories[0]['slug']]} (confidence {plan.categories[0]['score']:.0%})"
+        primary = plan.categories[0]
+        summary = f"This looks like {names[primary['slug']]} (confidence {primary['score']:.0%})"
         summary += f", and also {', '.join(also)}." if also else "."
         if nearest:
             summary += f" It reads most like the example \u201c{nearest.rstrip('.')}\u201d."
         plan.explanation = {"summary": summary, "source": "model", **evidence}
 
 
-def _choose_providers(session: Session, settings: Settings, engine: RoutingEngine, plans: list[_Plan]) -> None:
+def _choose_providers(session: Session, settings: Settings, engine: RoutingEngine,
+                      plans: list[_Plan]) -> None:
     """Rank providers for each task and pick its offers, on one snapshot of the providers that is updated in
     memory as offers are picked; then lock the picked providers and check the snapshot still holds."""
     if not plans:
@@ -227,13 +234,14 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
             index.record_offer(candidate["provider_id"])
         plan.explanation["offered"] = len(plan.offers)
         if not plan.offers:
-            plan.explanation["summary"] += " No provider in this category is available right now, so staff will " \
-                                           "follow up."
+            plan.explanation["summary"] += (" No provider in this category is available right now, so staff "
+                                            "will follow up.")
             plan.review("no available provider for the category")
             continue
         made = len(plan.offers)
-        plan.explanation["summary"] += f" Offered to {made} provider{'s' if made != 1 else ''} chosen for fit, " \
-            "category, availability, price, customer ratings and a fair share of work."
+        plan.explanation["summary"] += (
+            f" Offered to {made} provider{'s' if made != 1 else ''} chosen for fit, category, availability, "
+            "price, customer ratings and a fair share of work.")
         plan.outcome = RoutingOutcome.ROUTED
     taken = overbooked(session, Counter(pid for p in plans for pid, _ in p.offers))
     if taken:
@@ -245,8 +253,9 @@ def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
         for rank, (provider_id, score) in enumerate(plan.offers, start=plan.first_rank):
             add_offer(session, settings, plan.task.id, provider_id, rank, score)
     session.add_all([
-        RoutingDecision(task_id=p.task.id, outcome=p.outcome, categories=p.categories, explanation=p.explanation,
-                        candidates=p.candidates, model_id=p.model_id, taxonomy_version=p.taxonomy_version)
+        RoutingDecision(task_id=p.task.id, outcome=p.outcome, categories=p.categories,
+                        explanation=p.explanation, candidates=p.candidates, model_id=p.model_id,
+                        taxonomy_version=p.taxonomy_version)
         for p in plans
     ])
     transition_all(session, [(p.task, f"routed to {p.categories[0]['slug']}") for p in plans
