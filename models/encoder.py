@@ -42,7 +42,8 @@ def packaged_model_dir() -> Path:
 
 
 def default_threads() -> int:
-    """Intra-op threads: the cores this process may use (2 on our machines), at most 8."""
+    """Encoder lanes (runs at the same time, one thread each): the cores this process may use (2 on our
+    machines), at most 8."""
     explicit = os.environ.get("RELAY_ENCODER_THREADS")
     if explicit:
         return max(1, int(explicit))

@@ -33,7 +33,9 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ OPSET = 23
 IR_VERSION = 11
 SMOOTH_ALPHA = 0.5
 PAD_WASTE = 0.15  # a run of texts pads to its longest; padded tokens may add this share to the real ones
+MIN_LANE_TEXTS = 4  # a call is dealt out to several lanes only when each gets at least this many texts
 
 # Channel maxima for SmoothQuant are measured on these. They only set per-channel scales; keep them varied
 # (requests, chit-chat, very short replies, other languages) rather than close to any test set.
@@ -438,7 +441,7 @@ def calibrate(
     builder = _Builder(weights, config, quantize=False, probe=True)
     model = builder.build()
     sites = builder.smooth_sites(builder.layers)
-    session = _session(model.SerializeToString(), threads=1)
+    session = _session(model.SerializeToString())
     tokenizer = load_tokenizer(model_dir)
     maxima: dict[str, np.ndarray] = {}
     for text in CALIBRATION_TEXTS:  # one at a time: no padding rows in the statistics
@@ -495,17 +498,16 @@ def load_or_build(
 
 
 # -- running -------------------------------------------------------------------------------------------------
-def _session(model: bytes | str, threads: int) -> Any:
+def _session(model: bytes | str) -> Any:
+    """A session whose runs each use only the calling thread: OnnxEncoder runs several at once instead."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    # No busy-waiting between ops: the encoder shares two cores with the API and the workers, and spinning
-    # threads halved throughput when another process was busy (bench/README.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
@@ -542,7 +544,13 @@ def pad(encodings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class OnnxEncoder:
-    """Runs the cached graph. Not locked here: models.encoder.Encoder serializes and batches the callers."""
+    """Runs the cached graph. Not locked here: models.encoder.Encoder serializes and batches the callers.
+
+    Each run of the graph is single-threaded; a call's texts are dealt out to ``threads`` lanes that run at
+    the same time, one per core. ONNX Runtime's own intra-op threads meet at a barrier after every operator,
+    so one thread held up (the core taken by the API or a worker's Python for a moment) stalls the other; lanes
+    never wait for each other. Single texts are faster too: no thread is woken for a 16-token run
+    (bench/README.md)."""
 
     def __init__(
         self, model_dir: Path, backend: str, threads: int, batch_size: int = 64, graph: bytes | None = None
@@ -550,49 +558,74 @@ class OnnxEncoder:
         """``graph``: run this graph (built by build_model) instead of the cached default one."""
         self.backend = backend
         self.batch_size = batch_size
+        self.lanes = max(1, threads)
         self.artefact: Path | None = None
         if graph is not None:
-            self.session = _session(graph, threads)
+            self.session = _session(graph)
         else:
-            self.session = self._cached_session(model_dir, backend, threads)
+            self.session = self._cached_session(model_dir, backend)
         self.tokenizer = load_tokenizer(model_dir)
         self.output = self.session.get_outputs()[0].name
         self.dim = int(self.session.get_outputs()[0].shape[-1])
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
-    def _cached_session(self, model_dir: Path, backend: str, threads: int) -> Any:
+    def _cached_session(self, model_dir: Path, backend: str) -> Any:
         model, self.artefact = load_or_build(model_dir, backend)
         try:
-            return _session(model, threads)
+            return _session(model)
         except Exception:  # an unreadable cached file (truncated by a full disk, say): rebuild it once
             if self.artefact is None:
                 raise
             log.warning("cached encoder graph %s could not be loaded; rebuilding", self.artefact)
             self.artefact.unlink(missing_ok=True)
             model, self.artefact = load_or_build(model_dir, backend)
-            return _session(model, threads)
+            return _session(model)
 
-    def _runs(self, texts: Sequence[str], output: str) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    def _lane_pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.lanes - 1, thread_name_prefix="encoder-lane")
+            return self._pool
+
+    def _runs(self, texts: Sequence[str], output: str) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
         """(rows of ``texts``, attention mask, output) per run; callers put the rows back in order.
 
-        Texts are sorted by token count and cut into runs of at most ``batch_size`` texts whose padding adds
-        at most PAD_WASTE to the real tokens: padding is computed like any token, and a batch of mixed lengths
-        (one 70-token text among 20-token ones) otherwise spends most of its time on it. Measured on 32 task
-        texts of 18-74 tokens: 104 -> 173 texts/s (bench/README.md)."""
+        Texts are sorted by token count and dealt out to the lanes in turn, so each lane gets texts of every
+        length and the lanes finish together. A lane cuts its texts into runs of at most ``batch_size`` whose
+        padding adds at most PAD_WASTE to the real tokens: padding is computed like any token, and a run of
+        mixed lengths (one 70-token text among 20-token ones) otherwise spends most of its time on it.
+        Measured on 32 task texts of 18-74 tokens: 104 -> 173 texts/s (bench/README.md)."""
         if not texts:
-            return
+            return []
         encodings = encode_tokens(self.tokenizer, texts)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        lanes = min(self.lanes, max(1, len(texts) // MIN_LANE_TEXTS))
+
+        def lane(rows: list[int]) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+            return [self._run(chunk, encodings, output) for chunk in self._chunks(rows, encodings)]
+
+        if lanes == 1:
+            return lane(order)
+        others = [self._lane_pool().submit(lane, order[k::lanes]) for k in range(1, lanes)]
+        runs = lane(order[0::lanes])  # the calling thread is a lane too
+        for other in others:
+            runs.extend(other.result())
+        return runs
+
+    def _chunks(self, rows: list[int], encodings: Sequence[Any]) -> Iterator[list[int]]:
+        """Cut ``rows`` (sorted by token count) into runs; see _runs."""
         chunk: list[int] = []
         real = 0
-        for i in order:
+        for i in rows:
             n = len(encodings[i].ids)  # the longest so far: the run pads to it
             too_wasteful = n * (len(chunk) + 1) > (real + n) * (1 + PAD_WASTE)
             if chunk and (len(chunk) >= self.batch_size or too_wasteful):
-                yield self._run(chunk, encodings, output)
+                yield chunk
                 chunk, real = [], 0
             chunk.append(i)
             real += n
-        yield self._run(chunk, encodings, output)
+        yield chunk
 
     def _run(self, chunk: list[int], encodings: Sequence[Any],
              output: str) -> tuple[list[int], np.ndarray, np.ndarray]:

@@ -142,5 +142,5 @@ def test_journey_across_processes(stack: dict[str, Any]) -> None:
         "posted_at": referrals["customers"][0]["tasks"][0]["posted_at"]}
     assert "QuickBooks" not in str(referrals)
     # the work happened in the worker process, not in the API
-    assert "route_task.done" in (stack["tmp"] / "worker.log").read_text()
-    assert "route_task.done" not in (stack["tmp"] / "api.log").read_text()
+    assert "route_batch.done" in (stack["tmp"] / "worker.log").read_text()
+    assert "route_batch.done" not in (stack["tmp"] / "api.log").read_text()

@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from marketplace import jobs
@@ -79,28 +79,34 @@ def make_offers(session: Session, settings: Settings, task: Task, candidates: li
     }
     loads = provider_loads(session, ordered)
     scores = {uuid.UUID(c["provider_id"]): c.get("score", 0.0) for c in candidates}
-    made = 0
-    next_rank = len(already) + 1
+    picked: list[tuple[uuid.UUID, uuid.UUID, int, float]] = []
     for provider_id in ordered:
-        if made >= wanted:
+        if len(picked) >= wanted:
             break
         profile = profiles.get(provider_id)
         if profile is None or not profile.accepting_work or loads.get(provider_id, 0) >= profile.capacity:
             continue
-        add_offer(session, settings, task.id, provider_id, next_rank, scores[provider_id])
-        made += 1
-        next_rank += 1
-    return made
+        picked.append((task.id, provider_id, len(already) + len(picked) + 1, scores[provider_id]))
+    add_offers(session, settings, picked)
+    return len(picked)
 
 
-def add_offer(session: Session, settings: Settings, task_id: uuid.UUID, provider_id: uuid.UUID, rank: int,
-              score: float) -> Offer:
-    """An open offer and the job that drafts the provider's proposal for it."""
-    offer = Offer(id=uuid.uuid4(), task_id=task_id, provider_id=provider_id, status=OfferStatus.OPEN,
-                  rank=rank, score=score, expires_at=now() + timedelta(hours=settings.offer_window_hours))
-    session.add(offer)
-    jobs.enqueue(session, "draft_for_offer", offer.id)
-    return offer
+def add_offers(session: Session, settings: Settings,
+               picked: list[tuple[uuid.UUID, uuid.UUID, int, float]]) -> list[uuid.UUID]:
+    """Open offers, one per ``(task, provider, rank, score)``, and the jobs that draft the providers'
+    proposals for them: one INSERT per table however many there are (routing writes a batch's at once)."""
+    if not picked:
+        return []
+    at = now()
+    expires = at + timedelta(hours=settings.offer_window_hours)
+    ids = [uuid.uuid4() for _ in picked]
+    session.execute(insert(Offer.__table__), [
+        {"id": offer_id, "task_id": task_id, "provider_id": provider_id, "status": OfferStatus.OPEN,
+         "rank": rank, "score": score, "created_at": at, "expires_at": expires}
+        for offer_id, (task_id, provider_id, rank, score) in zip(ids, picked, strict=True)
+    ])
+    jobs.enqueue_many(session, "draft_for_offer", [(offer_id,) for offer_id in ids])
+    return ids
 
 
 def overbooked(session: Session, planned: dict[uuid.UUID, int]) -> set[uuid.UUID]:

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -207,18 +208,22 @@ class RoutingEngine:
                     self._recent.popitem(last=False)
         return out
 
-    def refresh_profiles(self, session: Session) -> list[ProviderProfile]:
-        """The profiles open for work, with the vectors of new or edited ones computed (and cached)."""
-        profiles = session.scalars(
-            select(ProviderProfile).where(ProviderProfile.accepting_work.is_(True), ProviderProfile.capacity > 0)
+    def refresh_profiles(self, session: Session) -> list[Any]:
+        """The profiles open for work (rows of the columns ranking needs), with the vectors of new or edited
+        ones computed and cached. Read on every routing batch: the texts are loaded only for stale ones."""
+        P = ProviderProfile
+        rows = session.execute(
+            select(P.account_id, P.updated_at, P.categories, P.capacity, P.accepting_work, P.hourly_rate)
+            .where(P.accepting_work.is_(True), P.capacity > 0)
         ).all()
-        stale = [p for p in profiles if self._vectors.get(p.account_id, (None,))[0] != p.updated_at]
+        stale = [r.account_id for r in rows if self._vectors.get(r.account_id, (None,))[0] != r.updated_at]
         if stale:
-            vectors = self.encoder.encode([profile_text(p) or "provider" for p in stale])
+            profiles = session.scalars(select(P).where(P.account_id.in_(stale))).all()
+            vectors = self.encoder.encode([profile_text(p) or "provider" for p in profiles])
             with self._lock:
-                for p, v in zip(stale, vectors, strict=True):
+                for p, v in zip(profiles, vectors, strict=True):
                     self._vectors[p.account_id] = (p.updated_at, v)
-        return list(profiles)
+        return list(rows)
 
     def provider_records(self, session: Session, loads: dict[uuid.UUID, int]) -> list[ProviderRecord]:
         recent = dict(session.execute(

@@ -6,7 +6,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -60,11 +60,12 @@ def transition_all(session: Session, moves: Sequence[tuple[Task, str]], to: Task
         )
         if result.rowcount != len(tasks):
             raise Conflict("The task changed while this request was processed; reload and try again.")
-    session.add_all([
-        TaskTransition(task_id=task.id, from_status=task.status, to_status=to, actor_id=actor_id,
-                       actor_role=actor_role, reason=reason, at=at)
-        for task, reason in moves
-    ])
+    if moves:
+        session.execute(insert(TaskTransition.__table__), [
+            {"task_id": task.id, "from_status": task.status, "to_status": to, "actor_id": actor_id,
+             "actor_role": actor_role, "reason": reason, "at": at}
+            for task, reason in moves
+        ])
     for task, _ in moves:  # what the UPDATE wrote, without reading the rows back
         set_committed_value(task, "status", to)
         set_committed_value(task, "updated_at", at)
