@@ -81,7 +81,7 @@ def main() -> None:
 
         from marketplace import jobs
         from marketplace.clock import now
-        from marketplace.db.models import ProviderProfile, Role, Task, TaskStatus, TaskTransition
+        from marketplace.db.models import Offer, ProviderProfile, Role, Task, TaskStatus, TaskTransition
         from marketplace.db.session import get_database
         from marketplace.domain.accounts.services import create_account
         from marketplace.domain.routing.engine import task_text
@@ -116,7 +116,7 @@ def main() -> None:
                     Task.status.in_([TaskStatus.SUBMITTED, TaskStatus.ROUTING]))) or 0)
 
         deadline = time.monotonic() + 300
-        while waiting() and time.monotonic() < deadline:  # the demo's own tasks: the worker is warm after them
+        while waiting() and time.monotonic() < deadline:  # the demo's tasks: the worker is warm after them
             time.sleep(0.2)
         if waiting():
             raise SystemExit(f"the worker did not route the demo tasks; see {tmp / 'worker.log'}")
@@ -141,19 +141,18 @@ def main() -> None:
                 sent = jobs.relay_pending(session, settings, limit=n_tasks + 100)
             deadline = time.monotonic() + 600
             while (left := waiting()) and time.monotonic() < deadline:
-                time.sleep(0.5)  # polling takes CPU from the worker: seldom, and the end time comes from the DB
+                time.sleep(0.5)  # polling takes CPU from the worker: seldom; the end time comes from the DB
             if left:
                 raise SystemExit(f"{left} tasks still waiting after 600 s; see {tmp / 'worker.log'}")
             with db.session(readonly=True) as session:  # when the last task of the round left ROUTING
                 finished = session.scalar(select(func.max(TaskTransition.at)).where(
                     TaskTransition.from_status == TaskStatus.ROUTING, TaskTransition.at >= started))
             elapsed = (finished - started).total_seconds()
-            results.append({"sent": sent, "seconds": round(elapsed, 2), "routed_per_s": round(n_tasks / elapsed, 1),
+            routed_per_s = n_tasks / elapsed
+            results.append({"sent": sent, "seconds": round(elapsed, 2), "routed_per_s": round(routed_per_s, 1),
                             "encoder_per_s": round(encoder_per_s, 1),
-                            "ratio": round(n_tasks / elapsed / encoder_per_s, 3)})
+                            "ratio": round(routed_per_s / encoder_per_s, 3)})
         with db.session(readonly=True) as session:
-            from marketplace.db.models import Offer
-
             offers = int(session.scalar(select(func.count()).select_from(Offer)) or 0)
         median = sorted(results, key=lambda x: x["ratio"])[len(results) // 2]
         print(json.dumps({

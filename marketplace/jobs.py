@@ -138,8 +138,8 @@ def enqueue_many(session: Session, actor_name: str, calls: Iterable[Sequence[Any
 def _send(broker: dramatiq.Broker, rows: Sequence[Job | OutboxMessage]) -> None:
     """Send jobs to the broker (in one round trip where it can). Raises if any may not have been sent."""
     messages = [
-        dramatiq.Message(queue_name=row.queue_name, actor_name=row.actor_name, args=tuple(row.args), kwargs={},
-                         options={}, message_id=str(row.id))
+        dramatiq.Message(queue_name=row.queue_name, actor_name=row.actor_name, args=tuple(row.args),
+                         kwargs={}, options={}, message_id=str(row.id))
         for row in rows
     ]
     if hasattr(broker, "enqueue_many"):
@@ -151,7 +151,8 @@ def _send(broker: dramatiq.Broker, rows: Sequence[Job | OutboxMessage]) -> None:
 
 def dispatch(session: Session, rows: Sequence[Job | OutboxMessage], settings: Settings) -> int:
     """Send committed outbox rows and mark them dispatched. If sending fails, the rows stay pending for the
-    relay (some may have been sent already and will be sent again: jobs may arrive twice, never zero times)."""
+    relay (some may have been sent already and will be sent again: a job may arrive twice, never zero
+    times)."""
     if not can_deliver(settings) or not rows:
         return 0
     ids = [row.id for row in rows]

@@ -548,8 +548,8 @@ class OnnxEncoder:
 
     Each run of the graph is single-threaded; a call's texts are dealt out to ``threads`` lanes that run at
     the same time, one per core. ONNX Runtime's own intra-op threads meet at a barrier after every operator,
-    so one thread held up (the core taken by the API or a worker's Python for a moment) stalls the other; lanes
-    never wait for each other. Single texts are faster too: no thread is woken for a 16-token run
+    so one thread held up (its core taken by the API or a worker's Python for a moment) stalls the other;
+    lanes never wait for each other. Single texts are faster too: no thread is woken for a 16-token run
     (bench/README.md)."""
 
     def __init__(

@@ -235,6 +235,48 @@ def test_concurrent_callers_get_the_same_vectors_as_sequential_calls(int8: Encod
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+class _RecordingSession:
+    """Wraps an ONNX Runtime session: which threads run it, and how many runs are in flight at once."""
+
+    def __init__(self, session: object) -> None:
+        self._session = session
+        self._lock = threading.Lock()
+        self.active = 0
+        self.most_at_once = 0
+        self.threads: set[int] = set()
+
+    def run(self, *args: object, **kwargs: object) -> object:
+        with self._lock:
+            self.active += 1
+            self.most_at_once = max(self.most_at_once, self.active)
+            self.threads.add(threading.get_ident())
+        try:
+            time.sleep(0.005)  # long enough for the other lane to start its run meanwhile
+            return self._session.run(*args, **kwargs)  # type: ignore[attr-defined]
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._session, name)
+
+
+def test_a_call_is_spread_over_one_single_threaded_lane_per_core(cache: Path) -> None:
+    impl = onnx_backend.OnnxEncoder(packaged_model_dir(), "onnx-int8", threads=2)
+    plain = impl.encode(VARIED)
+    impl.session = recording = _RecordingSession(impl.session)
+
+    np.testing.assert_allclose(impl.encode(VARIED), plain, atol=1e-6)
+    assert recording.most_at_once == 2 and len(recording.threads) == 2
+    assert threading.get_ident() in recording.threads, "the calling thread is one of the lanes"
+
+    recording.threads.clear()
+    recording.most_at_once = 0
+    impl.encode(VARIED[:3])  # too few texts to share: no hand-over to another thread
+    assert recording.threads == {threading.get_ident()} and recording.most_at_once == 1
+    assert impl.session.get_session_options().intra_op_num_threads == 1
+
+
 class _SlowFake:
     """Stands in for a backend: records each forward pass, and is slow enough for callers to queue up."""
 

@@ -250,8 +250,10 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
 
 def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
     """One INSERT per table for the whole batch (ORM objects for hundreds of rows cost more than routing)."""
-    add_offers(session, settings, [(plan.task.id, provider_id, rank, score) for plan in plans
-                                   for rank, (provider_id, score) in enumerate(plan.offers, start=plan.first_rank)])
+    add_offers(session, settings, [
+        (plan.task.id, provider_id, rank, score)
+        for plan in plans for rank, (provider_id, score) in enumerate(plan.offers, start=plan.first_rank)
+    ])
     at = now()
     session.execute(insert(RoutingDecision.__table__), [
         {"id": uuid.uuid4(), "task_id": p.task.id, "outcome": p.outcome, "categories": p.categories,

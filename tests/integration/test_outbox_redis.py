@@ -1,0 +1,84 @@
+"""The outbox's Redis path: a batch of jobs goes to Redis in one round trip, stored exactly as dramatiq's own
+``enqueue`` stores a message, so any dramatiq worker consumes it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+import redis
+
+from marketplace import jobs
+from marketplace.settings import Settings
+
+REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL")
+pytestmark = [pytest.mark.redis, pytest.mark.skipif(not REDIS_URL, reason="RELAY_TEST_REDIS_URL not set")]
+
+
+@pytest.fixture
+def broker() -> Iterator[dramatiq.Broker]:
+    namespace = f"relay-test-{uuid.uuid4().hex[:8]}"
+    broker = jobs._redis_broker(Settings(broker="redis", redis_url=REDIS_URL, redis_namespace=namespace,
+                                         secret_key="x"))
+    yield broker
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{namespace}*"))
+    if keys:
+        client.delete(*keys)
+    broker.close()
+
+
+def _stored(broker: dramatiq.Broker, queue: str) -> list[dramatiq.Message]:
+    client = redis.Redis.from_url(REDIS_URL)
+    ids = [i.decode() for i in client.lrange(f"{broker.namespace}:{queue}", 0, -1)]
+    raw = client.hgetall(f"{broker.namespace}:{queue}.msgs")
+    return [dramatiq.Message.decode(raw[i.encode()]) for i in ids]
+
+
+def _message(args: list[str]) -> dramatiq.Message:
+    return dramatiq.Message(queue_name="drafting", actor_name="draft_for_offer", args=tuple(args), kwargs={},
+                            options={}, message_id=str(uuid.uuid4()))
+
+
+def test_a_batch_of_jobs_is_stored_like_single_enqueues(broker: dramatiq.Broker) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    broker.enqueue(_message(["single"]))
+    single = _stored(broker, "drafting")
+    client.delete(f"{broker.namespace}:drafting", f"{broker.namespace}:drafting.msgs")
+
+    batch = [_message([f"offer-{k}"]) for k in range(5)]
+    broker.enqueue_many(batch)
+    stored = _stored(broker, "drafting")
+    assert [m.message_id for m in stored] == [m.message_id for m in batch], "in order, each exactly once"
+    assert [m.args for m in stored] == [(f"offer-{k}",) for k in range(5)]
+    for m in stored:
+        assert m.actor_name == "draft_for_offer" and m.queue_name == "drafting"
+        assert set(m.options) == set(single[0].options), "the same bookkeeping as dramatiq's own enqueue"
+    assert len({m.options["redis_message_id"] for m in stored}) == 5
+
+
+def test_dispatch_sends_a_units_jobs_together_and_marks_them(broker: dramatiq.Broker, db, settings,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "get_broker", lambda _settings: broker)
+    monkeypatch.setattr(jobs, "can_deliver", lambda _settings: True)
+    round_trips: list[int] = []
+    pipeline = broker.client.pipeline
+
+    def counting_pipeline(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+        pipe.execute = lambda *a, **k: round_trips.append(len(pipe.command_stack)) or execute(*a, **k)
+        return pipe
+
+    monkeypatch.setattr(broker.client, "pipeline", counting_pipeline)
+    with db.session() as session:
+        queued = jobs.enqueue_many(session, "draft_for_offer", [(uuid.uuid4(),) for _ in range(7)])
+    with db.session() as session:
+        assert jobs.dispatch(session, queued, settings) == 7
+    assert round_trips == [7], "one round trip for the whole unit of work"
+    assert sorted(m.message_id for m in _stored(broker, "drafting")) == sorted(str(j.id) for j in queued)
+    with db.session() as session:
+        assert jobs.relay_pending(session, settings) == 0, "every row is marked dispatched"
