@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test install worker scheduler migrate seed services clean bench
+.PHONY: run test install worker scheduler migrate seed services chromium clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ seed: migrate
 	  $(BIN)/relay create-staff --email staff@relay.example --name "Relay staff" --if-missing
 
 run: seed
-	$(BIN)/relay serve
+	RELAY_DEMO=$${RELAY_DEMO:-1} $(BIN)/relay serve
 
 # Redis mode: RELAY_BROKER=redis make worker (and `make scheduler`) beside `RELAY_BROKER=redis make run`.
 worker: install
@@ -41,7 +41,15 @@ scheduler: install
 services:
 	./scripts/services.sh
 
-test: install services
+# The browser tests drive Debian's Chromium (never a downloaded browser). Without it they are skipped, except
+# in CI, where a missing browser fails the run.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "could not install chromium: the browser tests will be skipped"; [ -z "$$CI" ]; }; }
+
+test: install services chromium
 	$(BIN)/python -m pytest
 
 bench: install

@@ -28,6 +28,7 @@ from marketplace.domain.staff.controllers import StaffController
 from marketplace.domain.system.controllers import SystemController
 from marketplace.domain.tasks.controllers import TaskController
 from marketplace.errors import EXCEPTION_HANDLERS, reject_nul_characters
+from marketplace.portal import csrf_config, html_errors, portal_router, static_router, template_config
 from marketplace.settings import Settings, get_settings
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None, lifespans: list[Lifespan] | Non
     return Litestar(
         route_handlers=[
             SystemController, AccountController, CategoryController, ProviderController, TaskController,
-            OfferController, PartnerController, StaffController,
+            OfferController, PartnerController, StaffController, portal_router(), static_router(),
         ],
         dependencies={
             "db_session": Provide(provide_db_session),
@@ -69,7 +70,9 @@ def create_app(settings: Settings | None = None, lifespans: list[Lifespan] | Non
         },
         state=State({"settings": settings, "db": db}),
         middleware=[auth],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=html_errors(EXCEPTION_HANDLERS),
+        template_config=template_config(),
+        csrf_config=csrf_config(settings),
         before_request=reject_nul_characters,
         openapi_config=OpenAPIConfig(
             title="Relay API", version="1.0.0", path="/schema",

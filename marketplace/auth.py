@@ -1,7 +1,7 @@
 """Authentication (bearer tokens) and role guards. Every route is private unless it opts out.
 
-Only the Authorization header is read: a cookie would let another site's form act as the user (CSRF). The
-portal's session cookie comes with its own CSRF protection (issue #4).
+Only the Authorization header is read here: a cookie would let another site's form act as the user (CSRF).
+The portal (marketplace.portal) reads its own session cookie, behind CSRF protection.
 """
 
 from __future__ import annotations
@@ -44,17 +44,18 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
         if not token:
             raise Unauthenticated("Send 'Authorization: Bearer <token>' from POST /api/v1/sessions.")
         # Off the event loop: a database wait must not stall every other request.
-        row = await anyio.to_thread.run_sync(_lookup, connection.app.state.db, token)
-        if row is None:
+        found = await anyio.to_thread.run_sync(lookup, connection.app.state.db, token)
+        if found is None:
             raise Unauthenticated("The token is unknown, expired or revoked; sign in again.")
-        token_id, account_id, role = row
-        return AuthenticationResult(user=Principal(account_id, Role(role), token_id), auth=token_id)
+        principal, _ = found
+        return AuthenticationResult(user=principal, auth=principal.token_id)
 
 
-def _lookup(db: Any, token: str) -> Any:
+def lookup(db: Any, token: str) -> tuple[Principal, str] | None:
+    """The principal a live token stands for, and the account's display name (the portal greets by name)."""
     with db.session(readonly=True) as session:
-        return session.execute(
-            select(AuthToken.id, Account.id, Account.role)
+        row = session.execute(
+            select(AuthToken.id, Account.id, Account.role, Account.display_name)
             .join(Account, Account.id == AuthToken.account_id)
             .where(
                 AuthToken.token_hash == hash_token(token),
@@ -63,6 +64,10 @@ def _lookup(db: Any, token: str) -> Any:
                 Account.is_active.is_(True),
             )
         ).first()
+    if row is None:
+        return None
+    token_id, account_id, role, display_name = row
+    return Principal(account_id, Role(role), token_id), display_name
 
 
 def require_role(*roles: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:

@@ -50,6 +50,11 @@ class Settings:
     # Fine-tune the encoder's top layers per taxonomy version (the refit_router job); off: frozen head only.
     router_tuning: bool = field(default_factory=lambda: _env("ROUTER_TUNING", "1") in {"1", "true"})
     debug: bool = field(default_factory=lambda: _env("DEBUG", "0") in {"1", "true"})
+    # The portal's cookies carry Secure: browsers keep them on https and on http://127.0.0.1 / localhost.
+    # Only a deployment reached over plain http on another host name would need RELAY_COOKIE_SECURE=0.
+    cookie_secure: bool = field(default_factory=lambda: _env("COOKIE_SECURE", "1") in {"1", "true"})
+    # `make run` sets it: the sign-in page lists the demo accounts (fictional people, a shared demo password).
+    demo: bool = field(default_factory=lambda: _env("DEMO", "0") in {"1", "true"})
 
     def __post_init__(self) -> None:
         if self.broker not in {"stub", "redis"}:

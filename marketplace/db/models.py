@@ -297,6 +297,11 @@ class Offer(Base):
     # task back to staff, whose placement then becomes a labelled example for the router.
     decline_code: Mapped[str | None] = data(C.OPERATIONAL, None, String(20), nullable=True)
     suggested_category: Mapped[str | None] = data(C.OPERATIONAL, None, String(80), nullable=True)
+    # What the provider sent the customer on accepting: the AI draft as they approved or edited it, or their
+    # own words. Drafts are never sent by themselves; these two flags say where the text came from.
+    proposal: Mapped[str | None] = data(C.USER_CONTENT, "offer_lifetime", Text, nullable=True)
+    proposal_from_draft: Mapped[bool | None] = data(C.ACTIVITY, "offer_lifetime", Boolean, nullable=True)
+    proposal_edited: Mapped[bool | None] = data(C.ACTIVITY, "offer_lifetime", Boolean, nullable=True)
 
     task: Mapped[Task] = relationship()
 

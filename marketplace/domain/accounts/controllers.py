@@ -25,23 +25,9 @@ class AccountController(Controller):
 
     @post("/sessions", exclude_from_auth=True, sync_to_thread=True, summary="Sign in")
     def login(self, data: LoginIn, state: State, settings: Settings) -> SessionOut:
-        # Each attempt is recorded and committed as failed *before* the password is checked, then counted:
-        # parallel guesses see each other's rows, so no more than the limit are ever evaluated. A successful
-        # attempt removes its own row. A blocked email is not recorded again, so blocking does not extend.
+        token, row = services.sign_in(state.db, settings, data.email, data.password)
         with state.db.session(readonly=True) as session:
-            services.check_rate_limit(session, settings, data.email)
-        with state.db.session() as session:
-            attempt = services.record_attempt(session, settings, data.email)
-        with state.db.session(readonly=True) as session:
-            services.check_rate_limit(session, settings, data.email, allowed=settings.login_max_failures + 1)
-            account = services.authenticate(session, settings, data.email, data.password)
-        if account is None:
-            raise services.invalid_credentials()
-        with state.db.session() as session:
-            services.forget_attempt(session, attempt)
-            account = services.get_account(session, account.id)
-            token, row = services.issue_token(session, settings, account)
-            return services.session_out(session, token, row, account)
+            return services.session_out(session, token, row, services.get_account(session, row.account_id))
 
     @delete("/sessions/current", sync_to_thread=True, summary="Sign out (revokes the token)")
     def logout(self, request: Request[Principal, Any, Any], db_session: Session) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -144,6 +145,28 @@ def authenticate(session: Session, settings: Settings, email: str, password: str
     if not ok or account is None or not account.is_active:
         return None
     return account
+
+
+def sign_in(db: Any, settings: Settings, email: str, password: str) -> tuple[str, AuthToken]:
+    """Check the password and issue a token, under the per-email limit on failed attempts.
+
+    Each attempt is recorded and committed as failed *before* the password is checked, then counted:
+    parallel guesses see each other's rows, so no more than the limit are ever evaluated. A successful
+    attempt removes its own row. A blocked email is not recorded again, so blocking does not extend.
+    Raises TooManyAttempts, or Unauthenticated for a wrong email or password. Runs its own transactions.
+    """
+    with db.session(readonly=True) as session:
+        check_rate_limit(session, settings, email)
+    with db.session() as session:
+        attempt = record_attempt(session, settings, email)
+    with db.session(readonly=True) as session:
+        check_rate_limit(session, settings, email, allowed=settings.login_max_failures + 1)
+        account = authenticate(session, settings, email, password)
+    if account is None:
+        raise invalid_credentials()
+    with db.session() as session:
+        forget_attempt(session, attempt)
+        return issue_token(session, settings, get_account(session, account.id))
 
 
 def issue_token(session: Session, settings: Settings, account: Account) -> tuple[str, AuthToken]:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from marketplace.auth import Principal, require_role
 from marketplace.db.models import OfferStatus, Role
 from marketplace.domain.offers import services
-from marketplace.domain.offers.schemas import DeclineIn, DraftOut, OfferOut, OfferPage
+from marketplace.domain.offers.schemas import AcceptIn, DeclineIn, DraftOut, OfferOut, OfferPage
 from marketplace.settings import Settings
 
 
@@ -32,8 +32,11 @@ class OfferController(Controller):
         return services.offer_out(db_session, services.get_offer(db_session, request.user, offer_id))
 
     @post("/{offer_id:uuid}/accept", sync_to_thread=True, status_code=200, summary="Accept (first accept wins)")
-    def accept(self, request: Request[Principal, Any, Any], offer_id: uuid.UUID, db_session: Session) -> OfferOut:
-        return services.offer_out(db_session, services.accept(db_session, request.user, offer_id))
+    def accept(self, request: Request[Principal, Any, Any], offer_id: uuid.UUID, db_session: Session,
+               data: AcceptIn | None = None) -> OfferOut:
+        offer = services.accept(db_session, request.user, offer_id, data.proposal if data else None,
+                                data.from_draft if data else False)
+        return services.offer_out(db_session, offer)
 
     @post("/{offer_id:uuid}/decline", sync_to_thread=True, status_code=200, summary="Decline with a reason")
     def decline(self, request: Request[Principal, Any, Any], offer_id: uuid.UUID, data: DeclineIn,

@@ -28,6 +28,9 @@ class OfferOut(msgspec.Struct):
     budget_currency: str | None
     deadline: datetime | None
     draft_ready: bool
+    proposal: str | None = None  # what the provider sent with their acceptance
+    proposal_from_draft: bool | None = None
+    proposal_edited: bool | None = None
 
 
 class OfferPage(msgspec.Struct):
@@ -35,6 +38,12 @@ class OfferPage(msgspec.Struct):
     total: int
     limit: int
     offset: int
+
+
+class AcceptIn(msgspec.Struct, forbid_unknown_fields=True):
+    # The proposal the customer reads; from_draft: the provider started from this offer's AI draft.
+    proposal: Annotated[str, msgspec.Meta(max_length=5000)] | None = None
+    from_draft: bool = False
 
 
 DeclineCode = Literal["wrong_category", "too_busy", "budget_too_low", "deadline_too_short", "other"]

@@ -159,7 +159,20 @@ def _own_offer(session: Session, principal: Principal, offer_id: uuid.UUID) -> O
     return offer
 
 
-def accept(session: Session, principal: Principal, offer_id: uuid.UUID) -> Offer:
+MAX_PROPOSAL = 5000
+
+
+def accept(session: Session, principal: Principal, offer_id: uuid.UUID, proposal: str | None = None,
+           from_draft: bool = False) -> Offer:
+    """Accept an open offer (first accept wins), optionally with the proposal the customer will read.
+
+    ``from_draft``: the provider started from the AI draft of this offer; whether they changed it is recorded
+    by comparing with the draft, so the customer-facing record says what a person wrote and what they approved.
+    """
+    proposal = (proposal or "").strip() or None
+    if proposal is not None and len(proposal) > MAX_PROPOSAL:
+        raise InvalidInput(f"The proposal is longer than {MAX_PROPOSAL} characters.",
+                           errors=[{"field": "proposal", "message": f"at most {MAX_PROPOSAL} characters"}])
     offer = _own_offer(session, principal, offer_id)
     # Lock order: task first, then offers. Concurrent accepts queue on the task row instead of deadlocking.
     task = session.scalar(select(Task).where(Task.id == offer.task_id).with_for_update())
@@ -180,6 +193,12 @@ def accept(session: Session, principal: Principal, offer_id: uuid.UUID) -> Offer
                              .with_for_update())
     if profile is None or active_work(session, principal.account_id) >= profile.capacity:
         raise Conflict("You are at your capacity: finish a task or raise your capacity before accepting.")
+    if proposal is not None:
+        draft = session.scalar(select(Draft.text).where(Draft.offer_id == offer.id)) if from_draft else None
+        session.execute(update(Offer).where(Offer.id == offer.id).values(
+            proposal=proposal, proposal_from_draft=draft is not None,
+            proposal_edited=None if draft is None else " ".join(draft.split()) != " ".join(proposal.split()),
+        ).execution_options(synchronize_session=False))
     transition(session, task, TaskStatus.ASSIGNED, actor_id=principal.account_id,
                actor_role=Role.PROVIDER.value, reason="offer accepted")
     session.execute(update(Task).where(Task.id == task.id).values(assigned_provider_id=principal.account_id)
@@ -290,7 +309,8 @@ def offer_out(session: Session, offer: Offer, slugs: dict[uuid.UUID, str] | None
         # once an offer is closed (declined, expired, withdrawn) its provider no longer sees the brief
         task_description=task.description if offer.status in VISIBLE_BRIEF else "", category=slugs.get(task.category_id),
         budget_amount=task.budget_amount, budget_currency=task.budget_currency, deadline=task.deadline,
-        draft_ready=has_draft,
+        draft_ready=has_draft, proposal=offer.proposal, proposal_from_draft=offer.proposal_from_draft,
+        proposal_edited=offer.proposal_edited,
     )
 
 

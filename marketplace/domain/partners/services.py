@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from marketplace.db.models import Category, PartnerProfile, Referral, Task
+from marketplace.clock import now
+from marketplace.db.models import Category, PartnerProfile, Referral, Task, TaskStatus, TaskTransition
 from marketplace.domain.partners.schemas import ReferralsOut, ReferredCustomer, ReferredTask
 from marketplace.errors import NotFound
 from marketplace.security import keyed_hash
@@ -39,3 +43,66 @@ def referrals(session: Session, secret: str, partner_id: uuid.UUID, limit: int, 
         for r in rows
     ]
     return ReferralsOut(profile.referral_code, customers, total, limit, offset)
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelStage:
+    key: str
+    label: str
+    customers: int  # referred customers who reached this stage
+    tasks: int  # their tasks that reached it
+
+
+STATUS_GROUPS = (  # how a partner's chart groups task statuses
+    ("waiting", "Waiting to be placed", (TaskStatus.SUBMITTED, TaskStatus.ROUTING, TaskStatus.NEEDS_REVIEW)),
+    ("routed", "Offered to providers", (TaskStatus.ROUTED,)),
+    ("in_progress", "In progress", (TaskStatus.ASSIGNED, TaskStatus.IN_PROGRESS, TaskStatus.DELIVERED)),
+    ("completed", "Completed", (TaskStatus.COMPLETED,)),
+    ("cancelled", "Cancelled", (TaskStatus.CANCELLED,)),
+)
+
+
+def funnel(session: Session, partner_id: uuid.UUID) -> list[FunnelStage]:
+    """Referred → posted → routed → completed, counted in customers and in tasks. Counts only: no task text,
+    no contact data."""
+    referred = select(Referral.customer_id).where(Referral.partner_id == partner_id)
+    tasks = select(Task.id, Task.customer_id, Task.status).where(Task.customer_id.in_(referred))
+    rows = session.execute(tasks).all()
+    routed = set(session.scalars(
+        select(TaskTransition.task_id).where(TaskTransition.task_id.in_([r.id for r in rows]),
+                                             TaskTransition.to_status == TaskStatus.ROUTED)
+    )) if rows else set()
+    n_referred = session.scalar(select(func.count()).select_from(referred.subquery())) or 0
+
+    def stage(key: str, label: str, keep: Any) -> FunnelStage:
+        kept = [r for r in rows if keep(r)]
+        return FunnelStage(key, label, len({r.customer_id for r in kept}), len(kept))
+
+    return [
+        FunnelStage("referred", "Signed up with your link", n_referred, 0),
+        stage("posted", "Posted a task", lambda r: True),
+        stage("routed", "Matched with providers", lambda r: r.id in routed),
+        stage("completed", "Completed a task", lambda r: r.status is TaskStatus.COMPLETED),
+    ]
+
+
+def tasks_by_week(session: Session, partner_id: uuid.UUID, weeks: int = 12,
+                  today: date | None = None) -> list[tuple[date, dict[str, int]]]:
+    """Tasks of referred customers by the week they were posted (Monday first) and their current status
+    group, for the last ``weeks`` weeks including this one."""
+    today = today or now().date()
+    first = today - timedelta(days=today.weekday(), weeks=weeks - 1)
+    counts: dict[date, dict[str, int]] = {first + timedelta(weeks=k): {g: 0 for g, _, _ in STATUS_GROUPS}
+                                          for k in range(weeks)}
+    group_of = {status: key for key, _, statuses in STATUS_GROUPS for status in statuses}
+    start = datetime.combine(first, time.min, tzinfo=UTC)
+    for created_at, status in session.execute(
+        select(Task.created_at, Task.status).where(
+            Task.customer_id.in_(select(Referral.customer_id).where(Referral.partner_id == partner_id)),
+            Task.created_at >= start)
+    ):
+        day = created_at.astimezone(UTC).date()
+        week = day - timedelta(days=day.weekday())
+        if week in counts:
+            counts[week][group_of[status]] += 1
+    return sorted(counts.items())

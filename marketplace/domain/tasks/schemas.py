@@ -55,6 +55,12 @@ class ProviderRef(msgspec.Struct):
     display_name: str
 
 
+class ProposalOut(msgspec.Struct):
+    text: str
+    from_draft: bool  # the provider started from our AI draft (and approved it, edited or not)
+    edited: bool | None
+
+
 class TaskOut(msgspec.Struct):
     id: str
     title: str
@@ -68,6 +74,7 @@ class TaskOut(msgspec.Struct):
     offered_to: int
     transitions: list[TransitionOut]
     rating: int | None = None  # stars the customer gave the provider, once the task is completed and rated
+    proposal: ProposalOut | None = None  # what the assigned provider sent on accepting
 
 
 class TaskSummary(msgspec.Struct):

@@ -31,6 +31,7 @@ from marketplace.domain.tasks.schemas import (
     CategoryScore,
     Money,
     Page,
+    ProposalOut,
     ProviderRef,
     RoutingOut,
     TaskIn,
@@ -148,7 +149,19 @@ def task_out(session: Session, task: Task, principal: Principal) -> TaskOut:
         transitions=[TransitionOut(t.from_status.value if t.from_status else None, t.to_status.value,
                                    t.actor_role, t.reason, t.at) for t in task.transitions],
         rating=session.scalar(select(Rating.stars).where(Rating.task_id == task.id)),
+        proposal=_proposal(session, task),
     )
+
+
+def _proposal(session: Session, task: Task) -> ProposalOut | None:
+    if task.assigned_provider_id is None:
+        return None
+    row = session.execute(
+        select(Offer.proposal, Offer.proposal_from_draft, Offer.proposal_edited)
+        .where(Offer.task_id == task.id, Offer.provider_id == task.assigned_provider_id,
+               Offer.status == OfferStatus.ACCEPTED, Offer.proposal.is_not(None))
+    ).first()
+    return ProposalOut(row.proposal, bool(row.proposal_from_draft), row.proposal_edited) if row else None
 
 
 def list_tasks(session: Session, principal: Principal, status: TaskStatus | None, limit: int,

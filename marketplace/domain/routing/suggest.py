@@ -1,0 +1,32 @@
+"""Category suggestions while a customer types: the live router's view of a draft task, stored nowhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from marketplace.domain.routing.engine import get_engine, task_text
+from marketplace.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    categories: list[tuple[str, str, float]]  # (slug, name, probability): what routing would choose
+    alternatives: list[tuple[str, str, float]]  # the next best, for a request the router would not place
+    abstain: bool  # routing would hand this text to staff
+
+
+def suggest_categories(session: Session, settings: Settings, title: str, description: str) -> Suggestion:
+    """What routing would decide for this title and description right now (same model, same thresholds).
+
+    The text is scrubbed like a task's and encoded without being remembered anywhere: a preview of a task
+    that may never be posted leaves no trace. The first call in a process loads the model."""
+    engine = get_engine()
+    model, taxonomy = engine.router(session, tuning=settings.router_tuning)
+    names = {c.slug: c.name for c in taxonomy.categories}
+    decision = model.decide_many([task_text(title, description)])[0]
+    chosen = [(slug, names.get(slug, slug), score) for slug, score in decision.categories]
+    ranking = [(slug, names.get(slug, slug), score) for slug, score in decision.ranking
+               if slug not in {c[0] for c in chosen}]
+    return Suggestion(chosen, ranking[:3], decision.abstain)
