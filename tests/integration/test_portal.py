@@ -54,7 +54,11 @@ def _portal(settings: Any) -> Iterator[Portal]:
     from marketplace.asgi import build
 
     with TestClient(build(settings), base_url=BASE) as client:
-        yield Portal(client)
+        portal = Portal(client)
+        yield portal
+        # Jobs still queued on the process-wide stub broker would be taken by this app's worker as it stops,
+        # and never finished: the next test's drain would wait for them forever.
+        portal.api.drain()
 
 
 @pytest.fixture
@@ -209,6 +213,7 @@ def test_my_tasks_paginate(portal: Portal) -> None:
     _, headers = portal.new_user("customer")
     for i in range(23):
         portal.api.post_task(headers, f"Task number {i:02d}", "Something that needs doing, described.")
+    portal.api.drain()
     first = portal.get("/tasks").text
     assert first.count('class="list-item"') == 20 and "Page 1 of 2" in first and 'rel="next"' in first
     second = portal.get("/tasks?page=2").text
@@ -338,3 +343,22 @@ def test_the_weekly_chart_stacks_each_status_in_proportion() -> None:
     assert heights["completed"][0] == pytest.approx(3 * heights["waiting"][0])
     assert heights["completed"][1] == pytest.approx(heights["cancelled"][0])
     assert "Waiting <b>" not in svg and "T &amp; t" in svg and 'role="img"' in svg
+
+
+def test_every_portal_page_and_form_asks_a_stranger_to_sign_in(portal: Portal) -> None:
+    public = {("GET", "/"), ("GET", "/signup"), ("POST", "/signup"), ("GET", "/signin"), ("POST", "/signin"),
+              ("POST", "/signout")}
+    portal.get("/signin")  # a valid CSRF token, so forms fail on who is asking, not on the token
+    some_id = str(uuid.uuid4())
+    checked = 0
+    for route in portal.client.app.routes:
+        if route.path.startswith(("/api/", "/schema", "/health", "/static")):
+            continue
+        path = re.sub(r"\{\w+:uuid\}", some_id, route.path)
+        for method in sorted(route.methods - {"OPTIONS", "HEAD"}):
+            if (method, route.path) in public:
+                continue
+            r = portal.get(path, follow_redirects=False) if method == "GET" else portal.post(path, {})
+            assert r.status_code == 303 and r.headers["location"].startswith("/signin?next="), (method, path)
+            checked += 1
+    assert checked >= 20
