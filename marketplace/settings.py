@@ -50,6 +50,9 @@ class Settings:
     # Fine-tune the encoder's top layers per taxonomy version (the refit_router job); off: frozen head only.
     router_tuning: bool = field(default_factory=lambda: _env("ROUTER_TUNING", "1") in {"1", "true"})
     debug: bool = field(default_factory=lambda: _env("DEBUG", "0") in {"1", "true"})
+    # Drafts: "auto" rewrites the composer's opening with the local SmolLM2 model when it is installed,
+    # "generative" requires it, "composer" never runs it (fast and deterministic; the tests' default).
+    draft_engine: str = field(default_factory=lambda: _env("DRAFT_ENGINE", "auto"))
     # The portal's cookies carry Secure: browsers keep them on https and on http://127.0.0.1 / localhost.
     # Only a deployment reached over plain http on another host name would need RELAY_COOKIE_SECURE=0.
     cookie_secure: bool = field(default_factory=lambda: _env("COOKIE_SECURE", "1") in {"1", "true"})
@@ -61,6 +64,8 @@ class Settings:
             raise ValueError(f"RELAY_BROKER must be 'stub' or 'redis', not {self.broker!r}")
         if self.offers_per_task < 1:
             raise ValueError("RELAY_OFFERS_PER_TASK must be at least 1")
+        if self.draft_engine not in {"auto", "generative", "composer"}:
+            raise ValueError(f"RELAY_DRAFT_ENGINE must be auto, generative or composer, not {self.draft_engine!r}")
         if self.offer_window_hours <= 0:
             raise ValueError("RELAY_OFFER_WINDOW_HOURS must be positive")
 

@@ -78,6 +78,7 @@ def _wipe(url: str) -> None:
 def settings(database_url: str) -> Iterator[Settings]:
     yield Settings(database_url=database_url, broker="stub", secret_key="test-secret", scheduler_interval_s=3600,
                    router_tuning=False,  # frozen router (seconds); tests that tune say so
+                   draft_engine="composer",  # tests that run the generative model say so
                    worker_threads=2)
     _wipe(database_url)
 

@@ -20,13 +20,28 @@ from workers import runtime
 from workers.broker import broker  # noqa: F401  (declares the broker before the actors)
 
 log = structlog.get_logger(__name__)
-_drafter = Drafter()
+_drafters: dict[str, Drafter] = {}
+
+
+def drafter() -> Drafter:
+    engine = runtime.settings().draft_engine
+    if engine not in _drafters:
+        _drafters[engine] = Drafter(engine)  # type: ignore[arg-type]
+    return _drafters[engine]
 RETRY = {"max_retries": 5, "min_backoff": 500, "max_backoff": 30_000, "time_limit": 120_000}
 
 
 def _route(task_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
-    with unit_of_work(runtime.database(), runtime.settings()) as session:
-        outcomes = route_service(session, runtime.settings(), get_engine(), task_ids)
+    settings, engine = runtime.settings(), get_engine()
+    # The model first, outside the write transaction: fitting one for a new taxonomy takes seconds, and on
+    # SQLite the transaction would hold the database's write lock all that time.
+    try:
+        with runtime.database().session(readonly=True) as session:
+            router = engine.router(session, tuning=settings.router_tuning)
+    except RuntimeError:  # no taxonomy loaded: only tasks staff placed by hand can be routed
+        router = None
+    with unit_of_work(runtime.database(), settings) as session:
+        outcomes = route_service(session, settings, engine, task_ids, router=router)
     # One line per batch: at a few hundred tasks a second, a line per task costs the worker noticeably.
     log.info("route_batch.done", tasks=len(task_ids), **Counter(outcomes.values()))
     return outcomes
@@ -86,7 +101,7 @@ def route_task(task_id: str) -> None:
 @dramatiq.actor(actor_name="draft_for_offer", queue_name=JOBS["draft_for_offer"], **RETRY)
 def draft_for_offer(offer_id: str) -> None:
     with unit_of_work(runtime.database(), runtime.settings()) as session:
-        outcome = draft_service(session, _drafter, uuid.UUID(offer_id))
+        outcome = draft_service(session, drafter(), uuid.UUID(offer_id))
     log.info("draft_for_offer.done", offer_id=offer_id, outcome=outcome)
 
 

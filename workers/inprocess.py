@@ -19,23 +19,33 @@ class InProcessWorker:
         from workers.broker import broker
         from workers.scheduler import Scheduler
 
-        from marketplace.jobs import attach_stub_consumer
+        from marketplace.jobs import JOBS, QUEUES, attach_stub_consumer
 
         attach_stub_consumer()
         self.broker = broker
-        self.worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=100)
+        # Drafting has a worker of its own: a generative draft takes seconds of CPU, and routing (what a
+        # customer waits for) must not queue behind a batch of them.
+        drafting = {JOBS["draft_for_offer"]}
+        self.workers = [
+            dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=100,
+                            queues={q for q in QUEUES if q not in drafting}),
+            dramatiq.Worker(broker, worker_threads=1, worker_timeout=100, queues=drafting),
+        ]
         self.scheduler = Scheduler(settings.scheduler_interval_s)
 
     def start(self) -> None:
-        self.worker.start()
+        for worker in self.workers:
+            worker.start()
         self.scheduler.start()
 
     def stop(self) -> None:
         self.scheduler.stop()
-        self.worker.stop()
+        for worker in self.workers:
+            worker.stop()
         # dramatiq registers each Worker as broker middleware and never unregisters it; an app that is
         # started again in the same process (tests) would otherwise stack dead workers on the broker.
-        self.broker.middleware[:] = [m for m in self.broker.middleware if getattr(m, "worker", None) is not self.worker]
+        self.broker.middleware[:] = [m for m in self.broker.middleware
+                                     if getattr(m, "worker", None) not in self.workers]
 
     def drain(self) -> None:
         """Wait until every queued job, and every job those jobs enqueued, has run."""
@@ -44,7 +54,8 @@ class InProcessWorker:
         while any(self.broker.queues[q].unfinished_tasks for q in QUEUES):
             for queue in QUEUES:
                 self.broker.join(queue, fail_fast=True)
-        self.worker.join()
+        for worker in self.workers:
+            worker.join()
 
 
 def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]

@@ -213,13 +213,16 @@ class Task(Base):
     deadline: Mapped[datetime | None] = data(C.USER_CONTENT, "task_lifetime", UTCDateTime, nullable=True)
     status: Mapped[TaskStatus] = data(C.OPERATIONAL, None, _enum(TaskStatus), default=TaskStatus.SUBMITTED)
     category_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("categories.id"), nullable=True)
+    # The category a customer who objects to AI processing chose when posting: staff place the task, and
+    # see this choice first. Not a routing decision (no model reads the task).
+    requested_category_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("categories.id"), nullable=True)
     assigned_provider_id: Mapped[uuid.UUID | None] = data(
         C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="RESTRICT"), nullable=True, index=True
     )
     created_at: Mapped[datetime] = data(C.ACTIVITY, "task_lifetime", UTCDateTime, default=now)
     updated_at: Mapped[datetime] = data(C.ACTIVITY, "task_lifetime", UTCDateTime, default=now, onupdate=now)
 
-    category: Mapped[Category | None] = relationship()
+    category: Mapped[Category | None] = relationship(foreign_keys=[category_id])
     transitions: Mapped[list[TaskTransition]] = relationship(order_by="TaskTransition.id")
 
 
@@ -314,6 +317,12 @@ class Draft(Base):
     text: Mapped[str] = data(C.AI_OUTPUT, "offer_lifetime", Text)
     engine: Mapped[str] = data(C.OPERATIONAL, None, String(40))
     model_id: Mapped[str] = data(C.OPERATIONAL, None, String(120))
+    # sha256 of the generative model's weights file, when that model ran (None: composer only)
+    weights_hash: Mapped[str | None] = data(C.OPERATIONAL, None, String(64), nullable=True)
+    # the grounding guard's verdict on the generated text: accepted, sentences kept, dropped ones and why
+    guard: Mapped[dict[str, Any] | None] = data(C.AI_OUTPUT, "offer_lifetime", JSON, nullable=True)
+    # part of the draft -> where it came from (shown to the provider)
+    sources: Mapped[dict[str, str] | None] = data(C.OPERATIONAL, None, JSON, nullable=True)
     created_at: Mapped[datetime] = data(C.ACTIVITY, "offer_lifetime", UTCDateTime, default=now)
 
 

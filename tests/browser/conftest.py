@@ -51,7 +51,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {**os.environ, "RELAY_VAR_DIR": str(var), "RELAY_DATABASE_URL": f"sqlite:///{var / 'relay.db'}",
            "RELAY_SECRET_KEY": "browser-tests", "RELAY_BROKER": "stub", "RELAY_ROUTER_TUNING": "0",
            "RELAY_MODEL_CACHE": str(ROOT / "var" / "model-cache"), "RELAY_WORKER_THREADS": "4",
-           "RELAY_STAFF_PASSWORD": STAFF_PASSWORD, "HF_HUB_OFFLINE": "1", "RELAY_DEMO": "1"}
+           "RELAY_STAFF_PASSWORD": STAFF_PASSWORD, "HF_HUB_OFFLINE": "1", "RELAY_DEMO": "1",
+           "RELAY_DRAFT_ENGINE": "composer"}  # the generative engine has its own tests
     for args in (["migrate"], ["seed", "--demo"],
                  ["create-staff", "--email", STAFF_EMAIL, "--name", "Sam Staff", "--if-missing"]):
         subprocess.run([BIN / "relay", *args], env=env, check=True, capture_output=True, cwd=ROOT)
@@ -72,6 +73,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     else:
         proc.kill()
         raise RuntimeError("the server did not start in 120 s")
+    _wait_until_demo_tasks_are_routed(base)
     yield base
     proc.terminate()
     try:
@@ -81,9 +83,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log.close()
 
 
+def _wait_until_demo_tasks_are_routed(base: str, timeout: float = 180) -> None:
+    """The model is loaded and a router fitted once the demo's own tasks are routed: journeys then measure
+    the portal, not the first model load (minutes on a busy machine with an empty model cache)."""
+    from marketplace.demo.loader import _json
+
+    email = _json("people.json")["customers"][0]["email"]
+    token = httpx.post(f"{base}/api/v1/sessions", json={"email": email, "password": DEMO_PASSWORD}).json()["token"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items = httpx.get(f"{base}/api/v1/tasks", headers={"Authorization": f"Bearer {token}"}).json()["items"]
+        if items and all(t["status"] not in ("submitted", "routing") for t in items):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the demo tasks were not routed within {timeout} s")
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)  # a busy two-core CI machine, not a slow page: failures still fail
 
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -106,7 +126,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh browser context (no cookies) per test; on failure its screenshot and HTML are saved."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(30_000)
     page = context.new_page()
     yield page
     report = getattr(request.node, "report_call", None)

@@ -122,10 +122,10 @@ def test_one_failing_task_fails_only_its_own_job(api: Api, db: Any, settings: An
     good, bad, also_good = submitted_tasks(db, customer["id"], REQUESTS[:3])
     real = actors.route_service
 
-    def poisoned(session: Session, settings: Any, engine: Any, task_ids: list[uuid.UUID]) -> dict:
+    def poisoned(session: Session, settings: Any, engine: Any, task_ids: list[uuid.UUID], **kwargs: Any) -> dict:
         if bad in task_ids:
             raise RuntimeError("this task cannot be routed")
-        return real(session, settings, engine, task_ids)
+        return real(session, settings, engine, task_ids, **kwargs)
 
     monkeypatch.setattr(actors, "route_service", poisoned)
     monkeypatch.setattr(runtime, "_settings", settings)
@@ -155,3 +155,28 @@ def test_tasks_encoded_ahead_are_routed_without_encoding_in_the_write_transactio
     with db.session() as session:
         outcomes = route_tasks(session, settings, engine, ids)
     assert set(outcomes.values()) <= {"routed", "needs_review"} and "routed" in outcomes.values()
+
+
+def test_the_worker_gets_the_routing_model_before_its_write_transaction(
+    api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fitting a model for a new taxonomy version takes seconds; on SQLite the write transaction holds the
+    database's write lock, so every sign-up and posted task would wait that long."""
+    from marketplace.domain.routing.engine import RoutingEngine
+    from workers import actors, runtime
+
+    bookkeepers(api, 2)
+    customer, _ = api.user("customer")
+    ids = submitted_tasks(db, customer["id"], REQUESTS[:2])
+    asked_in: list[bool] = []
+    router = RoutingEngine.router
+
+    def watched(self: RoutingEngine, session: Any, tuning: bool = True) -> Any:
+        asked_in.append(bool(session.get_bind().get_execution_options().get("relay_readonly")))
+        return router(self, session, tuning)
+
+    monkeypatch.setattr(RoutingEngine, "router", watched)
+    monkeypatch.setattr(runtime, "_settings", settings)
+    assert actors.route_batch(ids) == ["routed", "routed"]
+    assert asked_in and all(asked_in), "the model was fetched inside the write transaction"
+    api.drain()

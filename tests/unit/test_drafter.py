@@ -79,3 +79,79 @@ def test_without_numbers_in_the_inputs_only_plan_steps_are_numbered(
     ).text
     assert STEP_NUMBER.findall(draft) == [str(i) for i in range(1, len(playbook) + 1)]
     assert not re.search(r"\d", STEP_NUMBER.sub("", draft))
+
+
+# -- the generative engine, with a stand-in model (the real one: tests/integration/test_drafting.py) --------
+class _Model:
+    """Stands in for models.generative.GenerativeModel: returns a fixed text, records the prompt."""
+
+    model_id, weights_hash = "stand-in-model", "ab" * 32
+
+    def __init__(self, text: str) -> None:
+        self.text, self.prompts = text, []
+
+    def generate(self, system: str, user: str, max_new_tokens: int | None = None) -> object:
+        from models.generative import Generation
+
+        self.prompts.append((system, user))
+        return Generation(self.text, tokens=len(self.text.split()), seconds=0.01)
+
+
+GROUNDED = ("Hello, and thank you for posting your bakery logo. I'm Ana Silva, a brand designer for small shops. "
+            "I understand you open in spring.")
+
+
+def test_the_generative_engine_rewrites_the_opening_and_keeps_the_rest_word_for_word() -> None:
+    model = _Model(GROUNDED)
+    result = Drafter("generative", generative=model).draft(task(), PROVIDER)
+    composed = Drafter().compose(task(), PROVIDER)
+    assert result.engine == "generative" and result.model_id == "stand-in-model"
+    assert result.weights_hash == "ab" * 32 and result.guard["accepted"] and result.guard["kept"] == 3
+    assert result.text.startswith(GROUNDED)
+    for step in PLAYBOOK:
+        assert step in result.text
+    assert composed.text.split("How I would approach it")[1] in result.text, "plan onwards unchanged"
+    assert "We open in spring." in model.prompts[0][1], "the model sees only the composed opening"
+    assert "Add nothing" in model.prompts[0][0]
+    assert "opening" in result.sources and result.sources["plan"] == "the Logo Design playbook"
+
+
+def test_invented_sentences_are_dropped_and_too_many_keep_the_composers_text() -> None:
+    some = Drafter("generative", generative=_Model(
+        GROUNDED + " I can deliver by Friday for 300 euros.")).draft(task(), PROVIDER)
+    assert some.engine == "generative" and "Friday" not in some.text and "300" not in some.text
+    assert some.guard["dropped"][0]["reason"].startswith("number '300'")
+
+    invented = _Model("Hi! I'm Bob from Leeds. I can start Monday. It costs 200. I guarantee it.")
+    result = Drafter("generative", generative=invented).draft(task(), PROVIDER)
+    assert result.engine == "composer" and result.text == Drafter().compose(task(), PROVIDER).text
+    assert result.guard["accepted"] is False and len(result.guard["dropped"]) == 4
+    assert "rejected" in result.model_id and result.weights_hash == "ab" * 32
+
+
+def test_auto_falls_back_to_the_composer_when_the_model_is_not_installed(monkeypatch) -> None:
+    from models import generative
+
+    def missing() -> None:
+        raise generative.ModelUnavailable("not installed")
+
+    monkeypatch.setattr(generative, "load_generative", missing)
+    assert Drafter("auto").draft(task(), PROVIDER).engine == "composer"
+    import pytest
+
+    with pytest.raises(generative.ModelUnavailable):
+        Drafter("generative").draft(task(), PROVIDER)
+
+
+def test_the_estimate_comes_from_similar_completed_work_and_the_providers_rate() -> None:
+    from models.drafter import SimilarWork
+
+    similar = SimilarWork(3, budgets=(Decimal("200"), Decimal("300"), Decimal("900")), currency="EUR",
+                          days=(1.0, 2.0, 4.0))
+    p = ProviderInput("Ana Silva", hourly_rate=Decimal("60.00"))
+    result = Drafter().compose(task(similar=similar), p)
+    assert ("For reference, 3 similar Logo Design tasks completed on Relay had a typical budget of EUR 300 and "
+            "about 2 days from acceptance to delivery. At my rate of 60.00 per hour, that budget covers about "
+            "5.0 hours.") in result.text
+    assert result.sources["estimate"] == "3 similar Logo Design tasks completed on Relay, and your rate"
+    assert "For reference" not in Drafter().compose(task(similar=SimilarWork(0)), p).text

@@ -1,15 +1,59 @@
-"""Draft proposals for offers, written by a worker with the local drafter and shown only to the offer's provider."""
+"""Draft proposals for offers, written by a worker with the local drafter and shown only to the offer's provider.
+A draft is never sent: the provider edits or approves it as the proposal they accept with."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from marketplace.db.models import Account, Category, Draft, Offer, ProviderProfile, Task
+from marketplace.db.models import (
+    Account,
+    Category,
+    Draft,
+    Offer,
+    ProviderProfile,
+    Task,
+    TaskStatus,
+    TaskTransition,
+)
 from models import Drafter, DraftInput, ProviderInput
+from models.drafter import SimilarWork
+
+SIMILAR_TASKS = 50  # the most recent completed tasks of a category that an estimate looks at
+
+
+def similar_work(session: Session, category_id: uuid.UUID | None, currency: str | None,
+                 exclude: uuid.UUID) -> SimilarWork | None:
+    """Completed tasks of the category: their budgets (in the task's currency, if it has one) and how long
+    they took from acceptance to delivery. Only amounts and durations: no other customer's text."""
+    if category_id is None:
+        return None
+    rows = session.execute(
+        select(Task.id, Task.budget_amount, Task.budget_currency)
+        .where(Task.category_id == category_id, Task.status == TaskStatus.COMPLETED, Task.id != exclude)
+        .order_by(Task.updated_at.desc()).limit(SIMILAR_TASKS)
+    ).all()
+    if not rows:
+        return None
+    currencies = {c for _, a, c in rows if a is not None}
+    use = currency if currency else (next(iter(currencies)) if len(currencies) == 1 else None)
+    budgets = tuple(a for _, a, c in rows if a is not None and c == use)
+    times: dict[uuid.UUID, dict[TaskStatus, datetime]] = {}
+    for task_id, to_status, at in session.execute(
+        select(TaskTransition.task_id, TaskTransition.to_status, TaskTransition.at)
+        .where(TaskTransition.task_id.in_([r.id for r in rows]),
+               TaskTransition.to_status.in_([TaskStatus.ASSIGNED, TaskStatus.DELIVERED]))
+        .order_by(TaskTransition.id)
+    ):
+        times.setdefault(task_id, {}).setdefault(to_status, at)  # first acceptance, first delivery
+    days = tuple((t[TaskStatus.DELIVERED] - t[TaskStatus.ASSIGNED]).total_seconds() / 86400
+                 for t in times.values() if TaskStatus.ASSIGNED in t and TaskStatus.DELIVERED in t
+                 and t[TaskStatus.DELIVERED] >= t[TaskStatus.ASSIGNED])
+    return SimilarWork(len(rows), budgets, use if budgets else None, days)
 
 
 def draft_for_offer(session: Session, drafter: Drafter, offer_id: uuid.UUID) -> str:
@@ -26,22 +70,25 @@ def draft_for_offer(session: Session, drafter: Drafter, offer_id: uuid.UUID) -> 
     provider = session.get(Account, offer.provider_id)
     profile = session.get(ProviderProfile, offer.provider_id)
     category = session.get(Category, task.category_id) if task.category_id else None
-    result = drafter.compose(
+    result = drafter.draft(
         DraftInput(
             title=task.title, description=task.description,
             category_name=category.name if category else None,
             playbook=tuple(category.playbook) if category else (),
             questions=tuple(category.questions) if category else (),
             budget_amount=task.budget_amount, budget_currency=task.budget_currency, deadline=task.deadline,
+            similar=similar_work(session, task.category_id, task.budget_currency, task.id),
         ),
         ProviderInput(
             display_name=provider.display_name, headline=profile.headline if profile else "",
             skills=tuple(profile.skills) if profile else (), hourly_rate=profile.hourly_rate if profile else None,
+            description=profile.description if profile else "",
         ),
     )
     try:
         with session.begin_nested():
-            session.add(Draft(offer_id=offer.id, text=result.text, engine=result.engine, model_id=result.model_id))
+            session.add(Draft(offer_id=offer.id, text=result.text, engine=result.engine, model_id=result.model_id,
+                              weights_hash=result.weights_hash, guard=result.guard, sources=result.sources))
     except IntegrityError:  # a concurrent run wrote it first
         return "exists"
     return "drafted"

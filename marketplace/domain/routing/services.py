@@ -31,6 +31,8 @@ from marketplace.domain.tasks.lifecycle import SYSTEM, transition, transition_al
 from marketplace.errors import Conflict
 from marketplace.settings import Settings
 from routing.matcher import ProviderIndex
+from routing.taxonomy import Taxonomy
+from routing.tuned import RoutingModel
 
 log = structlog.get_logger(__name__)
 MAX_STORED_CANDIDATES = 50
@@ -71,8 +73,8 @@ def route_task(session: Session, settings: Settings, engine: RoutingEngine, task
     return route_tasks(session, settings, engine, [task_id])[task_id]
 
 
-def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
-                task_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+def route_tasks(session: Session, settings: Settings, engine: RoutingEngine, task_ids: Sequence[uuid.UUID],
+                router: tuple[RoutingModel, Taxonomy] | None = None) -> dict[uuid.UUID, str]:
     """Route several tasks in one transaction, with one read of the taxonomy and the providers, one encoder
     pass and one write per table. The result is what routing them one after another would give: each task is
     ranked after the offers made to the tasks before it (in id order) count against capacity and fair share.
@@ -80,6 +82,10 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
     Returns an outcome per id: ``routed``, ``needs_review``, ``skipped`` (no longer waiting for routing: a
     job delivered twice, a cancelled task) or ``missing``. Raises :class:`Conflict` when a chosen provider's
     capacity was taken by a concurrent transaction (PostgreSQL only); retrying routes afresh.
+
+    ``router``: the routing model (and its taxonomy) to decide with, fetched before this transaction began.
+    Workers pass it: fitting a model for a new taxonomy version takes seconds, and this transaction holds
+    SQLite's write lock, which every sign-up and posted task would otherwise wait for meanwhile.
     """
     outcomes = dict.fromkeys(task_ids, "missing")
     found, tasks, placed, objecting = _waiting(session, task_ids, lock=True)
@@ -114,7 +120,7 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine,
             plan.taxonomy_version = "staff"
             plan.explanation = {"summary": f"Placed in {category.name} by our staff.", "source": "staff",
                                 "threshold": None, "ranking": [], "nearest_examples": []}
-    _categorize(session, settings, engine, [p for p in plans if p.outcome is None and not p.categories])
+    _categorize(session, settings, engine, [p for p in plans if p.outcome is None and not p.categories], router)
     _choose_providers(session, settings, engine, [p for p in plans if p.outcome is None])
     _write(session, settings, plans)
     outcomes.update((p.task.id, "routed" if p.outcome is RoutingOutcome.ROUTED else "needs_review")
@@ -160,10 +166,11 @@ def prepare_routing(session: Session, settings: Settings, engine: RoutingEngine,
     return len(texts)
 
 
-def _categorize(session: Session, settings: Settings, engine: RoutingEngine, plans: list[_Plan]) -> None:
+def _categorize(session: Session, settings: Settings, engine: RoutingEngine, plans: list[_Plan],
+                router: tuple[RoutingModel, Taxonomy] | None) -> None:
     if not plans:
         return
-    model, taxonomy = engine.router(session, tuning=settings.router_tuning)
+    model, taxonomy = router or engine.router(session, tuning=settings.router_tuning)
     names = {c.slug: c.name for c in taxonomy.categories}
     texts = [task_text(p.task.title, p.task.description) for p in plans]
     # The tuned encoder (if any) decides the category; the shared one's vector ranks the providers.
