@@ -57,6 +57,7 @@ chromium:
 
 test: install services chromium
 	$(BIN)/python -m pytest
+	./scripts/offline-journey.sh
 
 bench: install
 	$(BIN)/python -m bench.encoder

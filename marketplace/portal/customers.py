@@ -48,13 +48,17 @@ class CustomerPages(Controller):
                       db_session: Session) -> Response[Any]:
         me = require(request, viewer, Role.CUSTOMER)
         return render(request, "customer/new_task.html", viewer, form=Form({"currency": "EUR"}),
-                      currencies=CURRENCIES, objects=_objects(db_session, me))
+                      currencies=CURRENCIES, objects=_objects(db_session, me),
+                      categories=[(c.slug, c.name) for c in list_categories(db_session)])
 
     @post("/new", sync_to_thread=True)
     def post_task(self, request: Request[Any, Any, Any], data: FormData, viewer: Viewer | None,
                   db_session: Session, settings: Settings) -> Response[Any]:
         me = require(request, viewer, Role.CUSTOMER)
         form = Form(data)
+        objects = _objects(db_session, me)
+        if objects and not form.get("category"):
+            form.add("category", "Choose the category that fits best: our staff place your task by hand")
         task_in = _task_in(form)
         if task_in is not None:
             try:
@@ -65,7 +69,7 @@ class CustomerPages(Controller):
                 return redirect(f"/tasks/{task.id}", settings,
                                 "Your task is posted. We are finding the right providers now.")
         return render(request, "customer/new_task.html", viewer, status=422, form=form, currencies=CURRENCIES,
-                      objects=_objects(db_session, me))
+                      objects=objects, categories=[(c.slug, c.name) for c in list_categories(db_session)])
 
     @post("/suggest", sync_to_thread=True)
     def suggest(self, request: Request[Any, Any, Any], data: FormData, viewer: Viewer | None,
@@ -166,4 +170,5 @@ def _task_in(form: Form) -> TaskIn | None:
     if form:
         form.message = "Please correct the fields below."
         return None
-    return TaskIn(title=title, description=description, budget=budget, deadline=deadline)
+    return TaskIn(title=title, description=description, budget=budget, deadline=deadline,
+                  category=form.get("category") or None)

@@ -4,7 +4,6 @@ RELAY_TEST_POSTGRES_URL is set (CI sets both), talking to each other only throug
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys

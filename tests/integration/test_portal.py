@@ -362,3 +362,39 @@ def test_every_portal_page_and_form_asks_a_stranger_to_sign_in(portal: Portal) -
             assert r.status_code == 303 and r.headers["location"].startswith("/signin?next="), (method, path)
             checked += 1
     assert checked >= 20
+
+
+def test_a_customer_who_objects_chooses_the_category_and_staff_place_the_task(portal: Portal, other: Portal,
+                                                                             db: Any) -> None:
+    from sqlalchemy import func, select
+
+    from marketplace.db.models import CategoryExample, Draft, Role
+    from marketplace.domain.accounts.services import create_account
+
+    portal.api.provider(["plumbing"], "Plumber for homes and small shops")
+    _, headers = portal.new_user("customer")
+    portal.get("/privacy")
+    portal.post("/privacy", {"ai_processing_objection": "on"})
+    page = portal.get("/tasks/new").text
+    assert '<label for="category">Category</label>' in page and 'id="suggestions"' not in page
+    r = portal.post("/tasks/new", {"title": "Dripping tap", "description": "The bathroom tap drips all night."})
+    assert r.status_code == 422 and 'href="#category"' in r.text
+    r = portal.post("/tasks/new", {"title": "Dripping tap", "description": "The bathroom tap drips all night.",
+                                   "category": "plumbing"})
+    task_id = r.headers["location"].rsplit("/", 1)[1]
+    portal.api.drain()
+    task = portal.api.client.get(f"/api/v1/tasks/{task_id}", headers=headers).json()
+    assert task["status"] == "needs_review" and task["routing"]["evidence"]["source"] == "objection"
+
+    email = f"staff-{uuid.uuid4().hex[:6]}@relay.example"
+    with db.session() as session:
+        create_account(session, email, PASSWORD, Role.STAFF, "Staff member")
+    other.sign_in(email)
+    assert "Route to Plumbing (customer's choice)" in other.get("/review").text
+    assert other.post(f"/review/{task_id}/route", {"category": "plumbing"}).status_code == 303
+    other.api.drain()
+    assert portal.api.client.get(f"/api/v1/tasks/{task_id}", headers=headers).json()["status"] == "routed"
+    with db.session() as session:  # no AI drafts, and the task did not become a training example
+        assert session.scalar(select(func.count()).select_from(Draft)) == 0
+        assert session.scalar(select(func.count()).select_from(CategoryExample)
+                              .where(CategoryExample.source == "staff")) == 0

@@ -17,6 +17,7 @@ class ReviewItem(msgspec.Struct):
     created_at: datetime
     reason: str
     candidates: list[CategoryScore]
+    requested_category: CategoryScore | None = None  # what the customer chose when posting
 
 
 class ReviewQueue(msgspec.Struct):

@@ -24,15 +24,18 @@ def review_queue(session: Session, limit: int, offset: int) -> ReviewQueue:
     total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
     tasks = session.scalars(base.order_by(Task.created_at, Task.id).limit(limit).offset(offset)).all()
     names = dict(session.execute(select(Category.slug, Category.name)).all())
+    slugs = dict(session.execute(select(Category.id, Category.slug)).all())
     items = []
     for task in tasks:
         decision = latest_decision(session, task.id)
         ranking = decision.explanation.get("ranking", []) if decision else []
         last = session.scalar(select(TaskTransition.reason).where(TaskTransition.task_id == task.id)
                               .order_by(TaskTransition.id.desc()).limit(1))
+        requested = slugs.get(task.requested_category_id) if task.requested_category_id else None
         items.append(ReviewItem(
             str(task.id), task.title, task.description, task.created_at, last or "",
-            [CategoryScore(r["slug"], r["score"], names.get(r["slug"])) for r in ranking],
+            [CategoryScore(r["slug"], r["score"], names.get(r["slug"])) for r in ranking if r["slug"] != requested],
+            CategoryScore(requested, None, names.get(requested)) if requested else None,
         ))
     return ReviewQueue(items, total, limit, offset)
 

@@ -21,6 +21,9 @@ class TaskIn(msgspec.Struct, forbid_unknown_fields=True):
     description: Annotated[str, msgspec.Meta(min_length=10, max_length=10_000)]
     budget: Money | None = None
     deadline: datetime | None = None
+    # A category slug the customer chooses. Customers who object to AI processing choose here, and staff place
+    # the task with this choice in front of them; for everyone else the router decides.
+    category: Annotated[str, msgspec.Meta(min_length=1, max_length=60)] | None = None
 
 
 class CreatedOut(msgspec.Struct):

@@ -63,10 +63,16 @@ def create_task(session: Session, customer_id: uuid.UUID, data: TaskIn) -> Task:
             errors.append({"field": "deadline", "message": "must include a timezone, e.g. 2027-01-31T17:00:00Z"})
         elif not now() < deadline < now() + MAX_DEADLINE:
             errors.append({"field": "deadline", "message": "must be in the future and within 5 years"})
+    requested = None
+    if data.category is not None:
+        requested = session.scalar(select(Category.id).where(Category.slug == data.category,
+                                                             Category.active.is_(True)))
+        if requested is None:
+            errors.append({"field": "category", "message": "unknown category"})
     if errors:
         raise InvalidInput("; ".join(f"{e['field']} {e['message']}" for e in errors), errors=errors)
     task = Task(
-        customer_id=customer_id, title=title, description=description,
+        customer_id=customer_id, title=title, description=description, requested_category_id=requested,
         budget_amount=amount,
         budget_currency=data.budget.currency.upper() if data.budget else None,
         deadline=data.deadline, status=TaskStatus.SUBMITTED,
