@@ -102,12 +102,12 @@ class ProviderPages(Controller):
         tab = OfferStatus(status) if status in {s.value for s in OfferStatus} else OfferStatus.OPEN
         pager = Pager(page, 10)
         result = offers.list_offers(db_session, me.principal, tab, pager.size, pager.offset)
-        drafts = dict(db_session.execute(select(Draft.offer_id, Draft.text).where(
-            Draft.offer_id.in_([uuid.UUID(o.id) for o in result.items]))).all()) if tab is OfferStatus.OPEN else {}
+        drafts = {str(d.offer_id): d for d in db_session.scalars(select(Draft).where(
+            Draft.offer_id.in_([uuid.UUID(o.id) for o in result.items])))} if tab is OfferStatus.OPEN else {}
         profile = providers.get_profile(db_session, me.account_id)
         categories = list_categories(db_session)
         return render(request, "provider/offers.html", viewer, offers=result.items, tab=tab.value, tabs=OFFER_TABS,
-                      drafts={str(k): v for k, v in drafts.items()}, pager=pager.counted(result.total),
+                      drafts=drafts, pager=pager.counted(result.total),
                       decline_codes=[(c, DECLINE_LABELS[c]) for c in DECLINE_CODES], categories=categories,
                       names={c.slug: c.name for c in categories}, profile=profile)
 
