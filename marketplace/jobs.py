@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 JOBS: dict[str, str] = {
     "route_task": "routing",
     "draft_for_offer": "drafting",
+    "draft_clarifying_question": "drafting",  # for staff to send when routing could not place a task
     "refit_router": "training",  # minutes of CPU: its own queue so it never delays routing
 }
 QUEUES = sorted(set(JOBS.values()))

@@ -146,6 +146,21 @@ class Drafter:
         text = "\n\n".join([verdict.text, *(p.text for p in body)])
         return DraftResult(text, "generative", model.model_id, sources, **run)
 
+    def clarifying_question(self, task: DraftInput, closest: list[str]) -> DraftResult:
+        """The question staff may send a customer whose task routing could not place: what kind of work it
+        is, with the categories routing found closest as examples. Composer only: a question to a customer
+        must not guess."""
+        text = (f"Hello, thank you for posting \u201c{task.title.strip()}\u201d. We want to offer it to the right "
+                "people, and from the description alone we are not sure what kind of work it is.")
+        sources = {"greeting": "the task title"}
+        if closest:
+            named = ", ".join(closest[:-1]) + f" or {closest[-1]}" if len(closest) > 1 else closest[0]
+            text += f" Is it closest to {named}, or something else?"
+            sources["examples"] = "the categories routing found closest"
+        text += (" Could you tell us a little more about what you need done, and where?"
+                 "\n\nThe Relay team")
+        return DraftResult(text, "composer", COMPOSER_ID, sources)
+
     def compose(self, task: DraftInput, provider: ProviderInput) -> DraftResult:
         parts = self._parts(task, provider)
         return DraftResult("\n\n".join(p.text for p in parts), "composer", COMPOSER_ID,

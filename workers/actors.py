@@ -9,6 +9,7 @@ import dramatiq
 import structlog
 
 from marketplace.db.session import unit_of_work
+from marketplace.domain.offers.drafting import draft_clarifying_question as question_service
 from marketplace.domain.offers.drafting import draft_for_offer as draft_service
 from marketplace.domain.routing.engine import get_engine
 from marketplace.domain.routing.services import prepare_routing
@@ -103,6 +104,13 @@ def draft_for_offer(offer_id: str) -> None:
     with unit_of_work(runtime.database(), runtime.settings()) as session:
         outcome = draft_service(session, drafter(), uuid.UUID(offer_id))
     log.info("draft_for_offer.done", offer_id=offer_id, outcome=outcome)
+
+
+@dramatiq.actor(actor_name="draft_clarifying_question", queue_name=JOBS["draft_clarifying_question"], **RETRY)
+def draft_clarifying_question(task_id: str) -> None:
+    with unit_of_work(runtime.database(), runtime.settings()) as session:
+        outcome = question_service(session, drafter(), uuid.UUID(task_id))
+    log.info("draft_clarifying_question.done", task_id=task_id, outcome=outcome)
 
 
 @dramatiq.actor(actor_name="refit_router", queue_name=JOBS["refit_router"], max_retries=1, time_limit=3_600_000)

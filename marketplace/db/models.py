@@ -310,10 +310,18 @@ class Offer(Base):
 
 
 class Draft(Base):
+    """A suggestion a person edits or approves before anything is sent: a provider's proposal for an offer,
+    or the question staff may send a customer whose task routing could not place."""
+
     __tablename__ = "drafts"
 
     id: Mapped[uuid.UUID] = _pk()
-    offer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("offers.id", ondelete="CASCADE"), unique=True)
+    offer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("offers.id", ondelete="CASCADE"), unique=True,
+                                                       nullable=True)
+    # set for a clarifying question (offer_id is then None)
+    task_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), unique=True,
+                                                      nullable=True)
+    kind: Mapped[str] = data(C.OPERATIONAL, None, String(30), default="proposal")  # proposal | clarifying_question
     text: Mapped[str] = data(C.AI_OUTPUT, "offer_lifetime", Text)
     engine: Mapped[str] = data(C.OPERATIONAL, None, String(40))
     model_id: Mapped[str] = data(C.OPERATIONAL, None, String(120))
@@ -324,6 +332,24 @@ class Draft(Base):
     # part of the draft -> where it came from (shown to the provider)
     sources: Mapped[dict[str, str] | None] = data(C.OPERATIONAL, None, JSON, nullable=True)
     created_at: Mapped[datetime] = data(C.ACTIVITY, "offer_lifetime", UTCDateTime, default=now)
+
+
+class Message(Base):
+    """A message on a task, between the customer and Relay's staff (threads with providers come later)."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[uuid.UUID] = _pk()
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    author_id: Mapped[uuid.UUID | None] = data(
+        C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True
+    )
+    author_role: Mapped[str] = data(C.OPERATIONAL, None, String(20))
+    body: Mapped[str] = data(C.USER_CONTENT, "task_lifetime", Text)
+    # whether the text started as one of our drafts, and whether the sender changed it
+    from_draft: Mapped[bool] = data(C.ACTIVITY, "task_lifetime", Boolean, default=False)
+    edited: Mapped[bool | None] = data(C.ACTIVITY, "task_lifetime", Boolean, nullable=True)
+    created_at: Mapped[datetime] = data(C.ACTIVITY, "task_lifetime", UTCDateTime, default=now)
 
 
 class OutboxMessage(Base):

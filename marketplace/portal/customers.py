@@ -21,7 +21,7 @@ from marketplace.domain.routing.suggest import suggest_categories
 from marketplace.domain.tasks import services as tasks
 from marketplace.domain.tasks.schemas import Money, TaskIn
 from marketplace.errors import DomainError
-from marketplace.portal.web import Form, Pager, Viewer, is_htmx, redirect, render, require
+from marketplace.portal.web import Form, Pager, Viewer, is_htmx, redirect, render, require, safe_next
 from marketplace.settings import Settings
 
 FormData = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -119,6 +119,19 @@ class CustomerPages(Controller):
         me = require(request, viewer, Role.CUSTOMER)
         tasks.request_changes(db_session, me.principal, task_id, Form(data).get("reason")[:2000])
         return redirect(f"/tasks/{task_id}", settings, "Sent back to the provider with your notes.")
+
+    @post("/{task_id:uuid}/messages", sync_to_thread=True)
+    def message(self, request: Request[Any, Any, Any], task_id: uuid.UUID, data: FormData, viewer: Viewer | None,
+                db_session: Session, settings: Settings) -> Response[Any]:
+        """A customer's reply to Relay's staff, or staff writing to the customer (from the review queue, often
+        starting from the drafted clarifying question)."""
+        me = require(request, viewer, Role.CUSTOMER, Role.STAFF)
+        form = Form(data)
+        tasks.send_message(db_session, me.principal, task_id, form.get("body"), form.get("from_draft") == "1")
+        if me.role is Role.STAFF:
+            return redirect(safe_next(form.get("next"), f"/tasks/{task_id}"), settings,
+                            "Sent to the customer. Their reply appears here and on the task page.")
+        return redirect(f"/tasks/{task_id}#messages", settings, "Sent. Our staff will place your task.")
 
     @post("/{task_id:uuid}/rate", sync_to_thread=True)
     def rate(self, request: Request[Any, Any, Any], task_id: uuid.UUID, data: FormData, viewer: Viewer | None,

@@ -119,3 +119,17 @@ def test_staff_override_is_recorded_with_reason(api: Api, world: dict) -> None:
     bad = c.post(f"/api/v1/staff/tasks/{world['task_id']}/transition", headers=world["staff_h"],
                  json={"to": "teleported", "reason": "why not"})
     assert bad.status_code == 422
+
+
+def test_messages_on_a_task_are_for_its_customer_and_staff_only(api: Api, world: dict) -> None:
+    c, t = api.client, world["task_id"]
+    body = {"body": "Is it still open?"}
+    assert c.post(f"/api/v1/tasks/{t}/messages", json=body, headers=world["b_h"]).status_code == 404
+    for who in ("p1_h", "partner_h"):
+        assert c.post(f"/api/v1/tasks/{t}/messages", json=body, headers=world[who]).status_code == 403
+    r = c.post(f"/api/v1/tasks/{t}/messages", json=body, headers=world["a_h"])
+    assert r.status_code == 201 and r.json()["messages"][-1]["author_role"] == "customer"
+    r = c.post(f"/api/v1/tasks/{t}/messages", json={"body": "Yes, it is."}, headers=world["staff_h"])
+    assert [m["body"] for m in r.json()["messages"]] == ["Is it still open?", "Yes, it is."]
+    provider_view = c.get(f"/api/v1/tasks/{t}", headers=world["p1_h"]).json()
+    assert provider_view["messages"] == [], "providers do not see the customer's messages with staff"

@@ -399,3 +399,45 @@ def test_a_customer_who_objects_chooses_the_category_and_staff_place_the_task(po
         assert session.scalar(select(func.count()).select_from(Draft)) == 0
         assert session.scalar(select(func.count()).select_from(CategoryExample)
                               .where(CategoryExample.source == "staff")) == 0
+
+
+@pytest.mark.model
+def test_when_routing_cannot_place_a_task_staff_send_the_drafted_question_and_the_customer_replies(
+    portal: Portal, other: Portal, db: Any
+) -> None:
+    from sqlalchemy import select
+
+    from marketplace.db.models import Draft, Message, Role
+    from marketplace.domain.accounts.services import create_account
+
+    _, customer = other.new_user("customer")
+    task_id = other.api.post_task(customer, "zxq vlorp", "trandle quibb mernox fasht plovi wuzzle krett")
+    other.api.drain()
+    with db.session(readonly=True) as session:
+        draft = session.scalars(select(Draft).where(Draft.task_id == uuid.UUID(task_id))).one()
+    assert draft.kind == "clarifying_question" and draft.offer_id is None
+    assert "zxq vlorp" in draft.text and "Is it closest to" in draft.text
+
+    email = f"staff-{uuid.uuid4().hex[:6]}@relay.example"
+    with db.session() as session:
+        create_account(session, email, PASSWORD, Role.STAFF, "Staff member")
+    portal.sign_in(email)
+    queue = portal.get("/review").text
+    assert "Question to the customer" in queue and "Is it closest to" in queue
+    edited = draft.text.replace("Could you tell us", "Could you please tell us")
+    r = portal.post(f"/tasks/{task_id}/messages", {"body": edited, "from_draft": "1", "next": "/review"})
+    assert r.status_code == 303 and r.headers["location"] == "/review"
+
+    assert other.post(f"/tasks/{task_id}/messages", {"body": "It is about my garden fence."}).status_code == 303
+    page = other.get(f"/tasks/{task_id}").text
+    assert "Could you please tell us" in page and "It is about my garden fence." in page
+    assert "It is about my garden fence." in portal.get("/review").text
+    with db.session(readonly=True) as session:
+        sent = session.scalars(select(Message).where(Message.task_id == uuid.UUID(task_id))
+                               .order_by(Message.created_at)).all()
+    assert [(m.author_role, m.from_draft, m.edited) for m in sent] == [("staff", True, True),
+                                                                     ("customer", False, None)]
+    intruder = Portal(portal.client)  # a third customer, same app
+    intruder.client.cookies.clear()
+    intruder.new_user("customer")
+    assert intruder.post(f"/tasks/{task_id}/messages", {"body": "hello"}).status_code == 404

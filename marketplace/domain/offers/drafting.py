@@ -20,6 +20,7 @@ from marketplace.db.models import (
     TaskStatus,
     TaskTransition,
 )
+from marketplace.domain.tasks.services import latest_decision
 from models import Drafter, DraftInput, ProviderInput
 from models.drafter import SimilarWork
 
@@ -90,5 +91,32 @@ def draft_for_offer(session: Session, drafter: Drafter, offer_id: uuid.UUID) -> 
             session.add(Draft(offer_id=offer.id, text=result.text, engine=result.engine, model_id=result.model_id,
                               weights_hash=result.weights_hash, guard=result.guard, sources=result.sources))
     except IntegrityError:  # a concurrent run wrote it first
+        return "exists"
+    return "drafted"
+
+
+def draft_clarifying_question(session: Session, drafter: Drafter, task_id: uuid.UUID) -> str:
+    """Draft the question staff may send when routing could not place a task. Once per task; nothing for a
+    customer who objects to AI processing (staff write to them by hand) or a task no longer in review."""
+    task = session.get(Task, task_id)
+    if task is None:
+        return "missing"
+    if task.status is not TaskStatus.NEEDS_REVIEW:
+        return "skipped"
+    if session.scalar(select(Draft.id).where(Draft.task_id == task_id)) is not None:
+        return "exists"
+    customer = session.get(Account, task.customer_id)
+    if customer is not None and customer.ai_processing_objection:
+        return "objection"
+    decision = latest_decision(session, task_id)
+    names = dict(session.execute(select(Category.slug, Category.name)).all())
+    closest = [names[r["slug"]] for r in (decision.explanation.get("ranking", []) if decision else [])[:3]
+               if r["slug"] in names]
+    result = drafter.clarifying_question(DraftInput(title=task.title, description=task.description), closest)
+    try:
+        with session.begin_nested():
+            session.add(Draft(task_id=task.id, kind="clarifying_question", text=result.text, engine=result.engine,
+                              model_id=result.model_id, sources=result.sources))
+    except IntegrityError:
         return "exists"
     return "drafted"

@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from marketplace import jobs
 from marketplace.clock import now
 from marketplace.db.models import (
     Account,
@@ -273,6 +274,11 @@ def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
                    TaskStatus.ROUTED, actor_id=None, actor_role=SYSTEM)
     transition_all(session, [(p.task, p.reason) for p in plans if p.outcome is RoutingOutcome.NEEDS_REVIEW],
                    TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM)
+    # The model could not place these: a question for staff to send the customer (tasks of customers who
+    # object never reach the model, so they get none).
+    jobs.enqueue_many(session, "draft_clarifying_question",
+                      [(p.task.id,) for p in plans if p.outcome is RoutingOutcome.NEEDS_REVIEW
+                       and p.explanation.get("source") == "model" and not p.categories])
 
 
 def sweep_stalled(session: Session, older_than: timedelta, limit: int = 200) -> int:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-from marketplace.domain.tasks.schemas import CategoryScore
+from marketplace.domain.tasks.schemas import CategoryScore, MessageOut
 
 
 class ReviewItem(msgspec.Struct):
@@ -18,6 +18,8 @@ class ReviewItem(msgspec.Struct):
     reason: str
     candidates: list[CategoryScore]
     requested_category: CategoryScore | None = None  # what the customer chose when posting
+    question: str | None = None  # a drafted clarifying question for staff to send (edit first if needed)
+    messages: list[MessageOut] = []  # what staff and the customer wrote about this task so far
 
 
 class ReviewQueue(msgspec.Struct):

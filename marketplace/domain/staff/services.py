@@ -9,13 +9,23 @@ from sqlalchemy.orm import Session
 
 from marketplace import jobs
 from marketplace.auth import Principal
-from marketplace.db.models import Account, Category, CategoryExample, Role, Task, TaskStatus, TaskTransition
+from marketplace.db.models import (
+    Account,
+    Category,
+    CategoryExample,
+    Draft,
+    Message,
+    Role,
+    Task,
+    TaskStatus,
+    TaskTransition,
+)
 from marketplace.domain.categories.services import get_by_slug
 from marketplace.domain.routing.engine import task_text as routing_text
 from marketplace.domain.staff.schemas import ReviewItem, ReviewQueue
 from marketplace.domain.tasks.lifecycle import transition
 from marketplace.domain.tasks.services import latest_decision, withdraw_open_offers
-from marketplace.domain.tasks.schemas import CategoryScore
+from marketplace.domain.tasks.schemas import CategoryScore, MessageOut
 from marketplace.errors import InvalidInput, NotFound
 
 
@@ -25,6 +35,11 @@ def review_queue(session: Session, limit: int, offset: int) -> ReviewQueue:
     tasks = session.scalars(base.order_by(Task.created_at, Task.id).limit(limit).offset(offset)).all()
     names = dict(session.execute(select(Category.slug, Category.name)).all())
     slugs = dict(session.execute(select(Category.id, Category.slug)).all())
+    ids = [t.id for t in tasks]
+    questions = dict(session.execute(select(Draft.task_id, Draft.text).where(Draft.task_id.in_(ids))).all())
+    messages: dict[uuid.UUID, list[MessageOut]] = {}
+    for m in session.scalars(select(Message).where(Message.task_id.in_(ids)).order_by(Message.created_at)):
+        messages.setdefault(m.task_id, []).append(MessageOut(m.author_role, m.body, m.created_at, m.from_draft))
     items = []
     for task in tasks:
         decision = latest_decision(session, task.id)
@@ -36,6 +51,7 @@ def review_queue(session: Session, limit: int, offset: int) -> ReviewQueue:
             str(task.id), task.title, task.description, task.created_at, last or "",
             [CategoryScore(r["slug"], r["score"], names.get(r["slug"])) for r in ranking if r["slug"] != requested],
             CategoryScore(requested, None, names.get(requested)) if requested else None,
+            questions.get(task.id), messages.get(task.id, []),
         ))
     return ReviewQueue(items, total, limit, offset)
 

@@ -12,7 +12,16 @@ from sqlalchemy.orm import Session
 from marketplace.auth import Principal, require_role
 from marketplace.db.models import Role, TaskStatus
 from marketplace.domain.tasks import services
-from marketplace.domain.tasks.schemas import CreatedOut, Page, RatingIn, RatingOut, ReasonIn, TaskIn, TaskOut
+from marketplace.domain.tasks.schemas import (
+    CreatedOut,
+    MessageIn,
+    Page,
+    RatingIn,
+    RatingOut,
+    ReasonIn,
+    TaskIn,
+    TaskOut,
+)
 
 Limit = Annotated[int, Parameter(ge=1, le=100)]
 Offset = Annotated[int, Parameter(ge=0)]
@@ -67,6 +76,15 @@ class TaskController(Controller):
                         db_session: Session) -> TaskOut:
         task = services.request_changes(db_session, request.user, task_id, data.reason)
         return services.task_out(db_session, task, request.user)
+
+    @post("/{task_id:uuid}/messages", sync_to_thread=True, status_code=201,
+          guards=[require_role(Role.CUSTOMER, Role.STAFF)],
+          summary="Write to the other side of a task (customer ⇄ Relay staff)")
+    def message(self, request: Request[Principal, Any, Any], task_id: uuid.UUID, data: MessageIn,
+                db_session: Session) -> TaskOut:
+        services.send_message(db_session, request.user, task_id, data.body, data.from_draft)
+        return services.task_out(db_session, services.get_visible_task(db_session, request.user, task_id),
+                                 request.user)
 
     @post("/{task_id:uuid}/rating", sync_to_thread=True, status_code=201,
           guards=[require_role(Role.CUSTOMER)], summary="Rate the provider who completed this task (once)")

@@ -64,6 +64,18 @@ class ProposalOut(msgspec.Struct):
     edited: bool | None
 
 
+class MessageOut(msgspec.Struct):
+    author_role: str  # customer | staff
+    body: str
+    created_at: datetime
+    from_draft: bool = False  # staff started from Relay's drafted question
+
+
+class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
+    body: Annotated[str, msgspec.Meta(min_length=1, max_length=5000)]
+    from_draft: bool = False  # staff: the text started as the drafted clarifying question
+
+
 class TaskOut(msgspec.Struct):
     id: str
     title: str
@@ -78,6 +90,7 @@ class TaskOut(msgspec.Struct):
     transitions: list[TransitionOut]
     rating: int | None = None  # stars the customer gave the provider, once the task is completed and rated
     proposal: ProposalOut | None = None  # what the assigned provider sent on accepting
+    messages: list[MessageOut] = []  # between the customer and Relay's staff (not shown to providers)
 
 
 class TaskSummary(msgspec.Struct):

@@ -17,6 +17,8 @@ from marketplace.clock import now
 from marketplace.db.models import (
     Account,
     Category,
+    Draft,
+    Message,
     Offer,
     OfferStatus,
     Rating,
@@ -30,6 +32,7 @@ from marketplace.domain.tasks.lifecycle import transition
 from marketplace.domain.tasks.schemas import (
     CategoryScore,
     Money,
+    MessageOut,
     Page,
     ProposalOut,
     ProviderRef,
@@ -156,7 +159,35 @@ def task_out(session: Session, task: Task, principal: Principal) -> TaskOut:
                                    t.actor_role, t.reason, t.at) for t in task.transitions],
         rating=session.scalar(select(Rating.stars).where(Rating.task_id == task.id)),
         proposal=_proposal(session, task),
+        messages=[] if principal.role is Role.PROVIDER else [
+            MessageOut(m.author_role, m.body, m.created_at, m.from_draft)
+            for m in session.scalars(select(Message).where(Message.task_id == task.id)
+                                     .order_by(Message.created_at, Message.id))
+        ],
     )
+
+
+def send_message(session: Session, principal: Principal, task_id: uuid.UUID, body: str,
+                 from_draft: bool = False) -> Message:
+    """A message on a task from its customer or from staff. Staff usually start from the drafted clarifying
+    question; whether they did, and whether they changed it, is recorded with the message."""
+    task = get_visible_task(session, principal, task_id)
+    if principal.role is Role.CUSTOMER and task.customer_id != principal.account_id or \
+            principal.role not in (Role.CUSTOMER, Role.STAFF):
+        raise NotFound("Task not found.")
+    body = body.strip()
+    if not body:
+        raise InvalidInput("Write a message.", errors=[{"field": "body", "message": "required"}])
+    if len(body) > 5000:
+        raise InvalidInput("The message is too long.", errors=[{"field": "body", "message": "at most 5000"}])
+    draft = session.scalar(select(Draft.text).where(Draft.task_id == task.id)) \
+        if from_draft and principal.role is Role.STAFF else None
+    message = Message(task_id=task.id, author_id=principal.account_id, author_role=principal.role.value,
+                      body=body, from_draft=draft is not None,
+                      edited=None if draft is None else " ".join(draft.split()) != " ".join(body.split()))
+    session.add(message)
+    session.flush()
+    return message
 
 
 def _proposal(session: Session, task: Task) -> ProposalOut | None:
