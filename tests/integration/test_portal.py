@@ -44,6 +44,16 @@ class Portal:
         assert r.status_code == 303, r.text
         return r
 
+    def staff(self, db: Any) -> None:
+        """Sign in as a new staff member (staff accounts are made from the CLI, never by signing up)."""
+        from marketplace.db.models import Role
+        from marketplace.domain.accounts.services import create_account
+
+        email = f"staff-{uuid.uuid4().hex[:6]}@relay.example"
+        with db.session() as session:
+            create_account(session, email, PASSWORD, Role.STAFF, "Staff member")
+        self.sign_in(email)
+
     def new_user(self, role: str, **kwargs: Any) -> tuple[dict[str, Any], dict[str, str]]:
         account, headers = self.api.user(role, **kwargs)
         self.sign_in(account["email"])
@@ -277,13 +287,7 @@ def test_staff_place_a_task_in_one_click_and_others_cannot(portal: Portal, other
     assert other.post(f"/review/{task_id}/route", {"category": "plumbing"}).status_code == 403
     assert other.post(f"/tasks/{task_id}/transition", {"to": "cancelled", "reason": "mine"}).status_code == 403
 
-    email = f"staff-{uuid.uuid4().hex[:6]}@relay.example"
-    from marketplace.db.models import Role
-    from marketplace.domain.accounts.services import create_account
-
-    with db.session() as session:
-        create_account(session, email, PASSWORD, Role.STAFF, "Staff member")
-    portal.sign_in(email)
+    portal.staff(db)
     queue = portal.get("/review").text
     assert "zxq vlorp" in queue and "Route to" in queue
     r = portal.post(f"/review/{task_id}/route", {"category": "plumbing"})
@@ -369,8 +373,7 @@ def test_a_customer_who_objects_chooses_the_category_and_staff_place_the_task(po
                                                                              db: Any) -> None:
     from sqlalchemy import func, select
 
-    from marketplace.db.models import CategoryExample, Draft, Role
-    from marketplace.domain.accounts.services import create_account
+    from marketplace.db.models import CategoryExample, Draft
 
     portal.api.provider(["plumbing"], "Plumber for homes and small shops")
     _, headers = portal.new_user("customer")
@@ -387,10 +390,7 @@ def test_a_customer_who_objects_chooses_the_category_and_staff_place_the_task(po
     task = portal.api.client.get(f"/api/v1/tasks/{task_id}", headers=headers).json()
     assert task["status"] == "needs_review" and task["routing"]["evidence"]["source"] == "objection"
 
-    email = f"staff-{uuid.uuid4().hex[:6]}@relay.example"
-    with db.session() as session:
-        create_account(session, email, PASSWORD, Role.STAFF, "Staff member")
-    other.sign_in(email)
+    other.staff(db)
     assert "Route to Plumbing (customer's choice)" in other.get("/review").text
     assert other.post(f"/review/{task_id}/route", {"category": "plumbing"}).status_code == 303
     other.api.drain()
@@ -407,8 +407,7 @@ def test_when_routing_cannot_place_a_task_staff_send_the_drafted_question_and_th
 ) -> None:
     from sqlalchemy import select
 
-    from marketplace.db.models import Draft, Message, Role
-    from marketplace.domain.accounts.services import create_account
+    from marketplace.db.models import Draft, Message
 
     _, customer = other.new_user("customer")
     task_id = other.api.post_task(customer, "zxq vlorp", "trandle quibb mernox fasht plovi wuzzle krett")
@@ -418,10 +417,7 @@ def test_when_routing_cannot_place_a_task_staff_send_the_drafted_question_and_th
     assert draft.kind == "clarifying_question" and draft.offer_id is None
     assert "zxq vlorp" in draft.text and "Is it closest to" in draft.text
 
-    email = f"staff-{uuid.uuid4().hex[:6]}@relay.example"
-    with db.session() as session:
-        create_account(session, email, PASSWORD, Role.STAFF, "Staff member")
-    portal.sign_in(email)
+    portal.staff(db)
     queue = portal.get("/review").text
     assert "Question to the customer" in queue and "Is it closest to" in queue
     edited = draft.text.replace("Could you tell us", "Could you please tell us")
