@@ -10,7 +10,7 @@ import structlog
 
 from marketplace.db.session import unit_of_work
 from marketplace.domain.offers.drafting import draft_clarifying_question as question_service
-from marketplace.domain.offers.drafting import draft_for_offer as draft_service
+from marketplace.domain.offers.drafting import offer_draft_inputs, save_offer_draft
 from marketplace.domain.routing.engine import get_engine
 from marketplace.domain.routing.services import prepare_routing
 from marketplace.domain.routing.services import route_tasks as route_service
@@ -101,8 +101,15 @@ def route_task(task_id: str) -> None:
 
 @dramatiq.actor(actor_name="draft_for_offer", queue_name=JOBS["draft_for_offer"], **RETRY)
 def draft_for_offer(offer_id: str) -> None:
-    with unit_of_work(runtime.database(), runtime.settings()) as session:
-        outcome = draft_service(session, drafter(), uuid.UUID(offer_id))
+    oid = uuid.UUID(offer_id)
+    with runtime.database().session(readonly=True) as session:
+        inputs = offer_draft_inputs(session, oid)
+    if isinstance(inputs, str):
+        outcome = inputs
+    else:
+        result = drafter().draft(*inputs)  # seconds with the generative model: no transaction is open
+        with unit_of_work(runtime.database(), runtime.settings()) as session:
+            outcome = save_offer_draft(session, oid, result)
     log.info("draft_for_offer.done", offer_id=offer_id, outcome=outcome)
 
 

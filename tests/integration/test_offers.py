@@ -218,3 +218,39 @@ def test_providers_saying_wrong_category_send_the_task_to_staff_whose_placement_
         learned = session.query(CategoryExample).filter_by(task_id=uuid.UUID(task_id)).one()
         assert learned.source == "staff" and learned.category.slug == "tax-preparation"
         assert load_taxonomy(session).version != version  # the router refits on the new example
+
+
+def test_drafts_are_written_with_no_write_transaction_open(api: Api, settings, db,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generative drafter takes seconds; on SQLite a write transaction would lock every other writer out
+    (sign-ins, posted tasks) for that long."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    from models.drafter import Drafter
+
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("about SQLite's database-wide write lock")
+    path = make_url(settings.database_url).database
+    lock_free: list[bool] = []
+    draft = Drafter.draft
+
+    def probing(self: Drafter, *args: object) -> object:
+        probe = sqlite3.connect(path, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            lock_free.append(True)
+        except sqlite3.OperationalError:  # database is locked
+            lock_free.append(False)
+        finally:
+            probe.close()
+        return draft(self, *args)
+
+    monkeypatch.setattr(Drafter, "draft", probing)
+    bookkeepers(api, 2)
+    _, customer = api.user("customer")
+    api.post_task(customer, *TASK)
+    api.drain()
+    assert lock_free == [True, True]

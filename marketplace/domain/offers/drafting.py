@@ -21,7 +21,7 @@ from marketplace.db.models import (
     TaskTransition,
 )
 from marketplace.domain.tasks.services import latest_decision
-from models import Drafter, DraftInput, ProviderInput
+from models import Drafter, DraftInput, DraftResult, ProviderInput
 from models.drafter import SimilarWork
 
 SIMILAR_TASKS = 50  # the most recent completed tasks of a category that an estimate looks at
@@ -57,8 +57,10 @@ def similar_work(session: Session, category_id: uuid.UUID | None, currency: str 
     return SimilarWork(len(rows), budgets, use if budgets else None, days)
 
 
-def draft_for_offer(session: Session, drafter: Drafter, offer_id: uuid.UUID) -> str:
-    """Write the draft for an offer once. Idempotent: an offer that has a draft is left alone."""
+def offer_draft_inputs(session: Session, offer_id: uuid.UUID) -> tuple[DraftInput, ProviderInput] | str:
+    """What a draft for this offer is written from, or why there is none to write (``exists``, ``missing``,
+    ``objection``). Read-only: the worker writes the draft with no transaction open (the generative model takes
+    seconds, and on SQLite a write transaction holds the whole database's write lock)."""
     if session.scalar(select(Draft.id).where(Draft.offer_id == offer_id)) is not None:
         return "exists"
     offer = session.get(Offer, offer_id)
@@ -71,7 +73,7 @@ def draft_for_offer(session: Session, drafter: Drafter, offer_id: uuid.UUID) -> 
     provider = session.get(Account, offer.provider_id)
     profile = session.get(ProviderProfile, offer.provider_id)
     category = session.get(Category, task.category_id) if task.category_id else None
-    result = drafter.draft(
+    return (
         DraftInput(
             title=task.title, description=task.description,
             category_name=category.name if category else None,
@@ -86,9 +88,17 @@ def draft_for_offer(session: Session, drafter: Drafter, offer_id: uuid.UUID) -> 
             description=profile.description if profile else "",
         ),
     )
+
+
+def save_offer_draft(session: Session, offer_id: uuid.UUID, result: DraftResult) -> str:
+    """Store a written draft once. Idempotent: a concurrent or repeated job finds it there (``exists``)."""
+    if session.scalar(select(Draft.id).where(Draft.offer_id == offer_id)) is not None:
+        return "exists"
+    if session.get(Offer, offer_id) is None:  # the offer's task was erased meanwhile
+        return "missing"
     try:
         with session.begin_nested():
-            session.add(Draft(offer_id=offer.id, text=result.text, engine=result.engine, model_id=result.model_id,
+            session.add(Draft(offer_id=offer_id, text=result.text, engine=result.engine, model_id=result.model_id,
                               weights_hash=result.weights_hash, guard=result.guard, sources=result.sources))
     except IntegrityError:  # a concurrent run wrote it first
         return "exists"
