@@ -69,6 +69,11 @@ class DraftResult:
     seconds: float = 0.0
 
 
+def was_edited(draft: str, sent: str) -> bool:
+    """Whether what a person sent differs from the draft it started from (whitespace aside)."""
+    return " ".join(draft.split()) != " ".join(sent.split())
+
+
 def _first_sentence(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     for stop in (". ", "? ", "! "):
@@ -103,10 +108,6 @@ class Drafter:
             raise ValueError(f"unknown draft engine {engine!r}")
         self.engine = engine
         self._generative = generative
-
-    @property
-    def model_id(self) -> str:
-        return COMPOSER_ID
 
     def _model(self) -> Any:
         if self._generative is None:

@@ -9,8 +9,12 @@ import dramatiq
 import structlog
 
 from marketplace.db.session import unit_of_work
-from marketplace.domain.offers.drafting import draft_clarifying_question as question_service
-from marketplace.domain.offers.drafting import offer_draft_inputs, save_offer_draft
+from marketplace.domain.offers.drafting import (
+    clarifying_question_inputs,
+    offer_draft_inputs,
+    save_clarifying_question,
+    save_offer_draft,
+)
 from marketplace.domain.routing.engine import get_engine
 from marketplace.domain.routing.services import prepare_routing
 from marketplace.domain.routing.services import route_tasks as route_service
@@ -115,8 +119,15 @@ def draft_for_offer(offer_id: str) -> None:
 
 @dramatiq.actor(actor_name="draft_clarifying_question", queue_name=JOBS["draft_clarifying_question"], **RETRY)
 def draft_clarifying_question(task_id: str) -> None:
-    with unit_of_work(runtime.database(), runtime.settings()) as session:
-        outcome = question_service(session, drafter(), uuid.UUID(task_id))
+    tid = uuid.UUID(task_id)
+    with runtime.database().session(readonly=True) as session:
+        inputs = clarifying_question_inputs(session, tid)
+    if isinstance(inputs, str):
+        outcome = inputs
+    else:
+        result = drafter().clarifying_question(*inputs)  # no transaction is open, as in draft_for_offer
+        with unit_of_work(runtime.database(), runtime.settings()) as session:
+            outcome = save_clarifying_question(session, tid, result)
     log.info("draft_clarifying_question.done", task_id=task_id, outcome=outcome)
 
 

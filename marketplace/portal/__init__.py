@@ -98,8 +98,6 @@ def html_errors(api_handlers: dict[Any, Any]) -> dict[Any, Any]:
         def handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
             if not is_page(request):
                 return api_handler(request, exc)
-            if isinstance(exc, SignInRequired):
-                return redirect(f"/signin?next={exc.next_path}")
             if isinstance(exc, DomainError):
                 return _error_page(request, exc.status, exc.title, exc.detail)
             if isinstance(exc, PermissionDeniedException):
@@ -119,7 +117,8 @@ def html_errors(api_handlers: dict[Any, Any]) -> dict[Any, Any]:
         return handler
 
     handlers = {kind: wrap(handler) for kind, handler in api_handlers.items()}
-    handlers[SignInRequired] = wrap(lambda request, exc: redirect("/signin"))
+    # raised only by portal pages (marketplace.portal.web.require)
+    handlers[SignInRequired] = lambda request, exc: redirect(f"/signin?next={exc.next_path}")
     return handlers
 
 

@@ -47,9 +47,9 @@ class CustomerPages(Controller):
     def new_task_page(self, request: Request[Any, Any, Any], viewer: Viewer | None,
                       db_session: Session) -> Response[Any]:
         me = require(request, viewer, Role.CUSTOMER)
+        objects = _objects(db_session, me)
         return render(request, "customer/new_task.html", viewer, form=Form({"currency": "EUR"}),
-                      currencies=CURRENCIES, objects=_objects(db_session, me),
-                      categories=[(c.slug, c.name) for c in list_categories(db_session)])
+                      currencies=CURRENCIES, objects=objects, categories=_category_options(db_session, objects))
 
     @post("/new", sync_to_thread=True)
     def post_task(self, request: Request[Any, Any, Any], data: FormData, viewer: Viewer | None,
@@ -69,7 +69,7 @@ class CustomerPages(Controller):
                 return redirect(f"/tasks/{task.id}", settings,
                                 "Your task is posted. We are finding the right providers now.")
         return render(request, "customer/new_task.html", viewer, status=422, form=form, currencies=CURRENCIES,
-                      objects=objects, categories=[(c.slug, c.name) for c in list_categories(db_session)])
+                      objects=objects, categories=_category_options(db_session, objects))
 
     @post("/suggest", sync_to_thread=True)
     def suggest(self, request: Request[Any, Any, Any], data: FormData, viewer: Viewer | None,
@@ -149,6 +149,11 @@ class CustomerPages(Controller):
 def _objects(session: Session, viewer: Viewer) -> bool:
     """The customer objected to AI processing: no suggestions, and staff place their tasks."""
     return bool(session.scalar(select(Account.ai_processing_objection).where(Account.id == viewer.account_id)))
+
+
+def _category_options(session: Session, objects: bool) -> list[tuple[str, str]]:
+    """The categories a customer who objects to AI processing chooses from (others get suggestions)."""
+    return [(c.slug, c.name) for c in list_categories(session)] if objects else []
 
 
 def _task_in(form: Form) -> TaskIn | None:

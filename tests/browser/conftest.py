@@ -25,8 +25,6 @@ RESULTS = ROOT / "test-results"
 STAFF_EMAIL, STAFF_PASSWORD = "staff@relay.example", "staff-browser-test-password"
 DEMO_PASSWORD = "relay-demo-password"
 
-pytestmark = pytest.mark.browser
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if CHROMIUM:

@@ -105,9 +105,10 @@ def save_offer_draft(session: Session, offer_id: uuid.UUID, result: DraftResult)
     return "drafted"
 
 
-def draft_clarifying_question(session: Session, drafter: Drafter, task_id: uuid.UUID) -> str:
-    """Draft the question staff may send when routing could not place a task. Once per task; nothing for a
-    customer who objects to AI processing (staff write to them by hand) or a task no longer in review."""
+def clarifying_question_inputs(session: Session, task_id: uuid.UUID) -> tuple[DraftInput, list[str]] | str:
+    """What the question staff may send is written from when routing could not place a task (the task and the
+    closest categories), or why there is none to write (``missing``, ``skipped`` for a task no longer in review,
+    ``exists``, ``objection``: staff write to such a customer by hand). Read-only, like offer_draft_inputs."""
     task = session.get(Task, task_id)
     if task is None:
         return "missing"
@@ -122,11 +123,24 @@ def draft_clarifying_question(session: Session, drafter: Drafter, task_id: uuid.
     names = dict(session.execute(select(Category.slug, Category.name)).all())
     closest = [names[r["slug"]] for r in (decision.explanation.get("ranking", []) if decision else [])[:3]
                if r["slug"] in names]
-    result = drafter.clarifying_question(DraftInput(title=task.title, description=task.description), closest)
+    return DraftInput(title=task.title, description=task.description), closest
+
+
+def save_clarifying_question(session: Session, task_id: uuid.UUID, result: DraftResult) -> str:
+    """Store a written question once, if the task still waits for staff (it may have been placed, cancelled or
+    erased while the question was being written)."""
+    task = session.get(Task, task_id)
+    if task is None:
+        return "missing"
+    if task.status is not TaskStatus.NEEDS_REVIEW:
+        return "skipped"
+    if session.scalar(select(Draft.id).where(Draft.task_id == task_id)) is not None:
+        return "exists"
     try:
         with session.begin_nested():
             session.add(Draft(task_id=task.id, kind="clarifying_question", text=result.text, engine=result.engine,
-                              model_id=result.model_id, sources=result.sources))
-    except IntegrityError:
+                              model_id=result.model_id, weights_hash=result.weights_hash, guard=result.guard,
+                              sources=result.sources))
+    except IntegrityError:  # a concurrent run wrote it first
         return "exists"
     return "drafted"

@@ -29,6 +29,7 @@ from marketplace.domain.tasks.lifecycle import SYSTEM, transition
 from marketplace.domain.tasks.services import latest_decision, withdraw_open_offers
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.settings import Settings
+from models.drafter import was_edited
 
 # Delivered work counts until the customer accepts it: they may still send it back for changes.
 ACTIVE_WORK = (TaskStatus.ASSIGNED, TaskStatus.IN_PROGRESS, TaskStatus.DELIVERED)
@@ -197,7 +198,7 @@ def accept(session: Session, principal: Principal, offer_id: uuid.UUID, proposal
         draft = session.scalar(select(Draft.text).where(Draft.offer_id == offer.id)) if from_draft else None
         session.execute(update(Offer).where(Offer.id == offer.id).values(
             proposal=proposal, proposal_from_draft=draft is not None,
-            proposal_edited=None if draft is None else " ".join(draft.split()) != " ".join(proposal.split()),
+            proposal_edited=None if draft is None else was_edited(draft, proposal),
         ).execution_options(synchronize_session=False))
     transition(session, task, TaskStatus.ASSIGNED, actor_id=principal.account_id,
                actor_role=Role.PROVIDER.value, reason="offer accepted")

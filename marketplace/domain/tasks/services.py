@@ -43,6 +43,7 @@ from marketplace.domain.tasks.schemas import (
     TransitionOut,
 )
 from marketplace.errors import Conflict, InvalidInput, NotFound
+from models.drafter import was_edited
 
 _CENT = Decimal("0.01")
 MAX_DEADLINE = timedelta(days=5 * 365)
@@ -171,9 +172,8 @@ def send_message(session: Session, principal: Principal, task_id: uuid.UUID, bod
                  from_draft: bool = False) -> Message:
     """A message on a task from its customer or from staff. Staff usually start from the drafted clarifying
     question; whether they did, and whether they changed it, is recorded with the message."""
-    task = get_visible_task(session, principal, task_id)
-    if principal.role is Role.CUSTOMER and task.customer_id != principal.account_id or \
-            principal.role not in (Role.CUSTOMER, Role.STAFF):
+    task = get_visible_task(session, principal, task_id)  # a customer sees only their own tasks
+    if principal.role not in (Role.CUSTOMER, Role.STAFF):
         raise NotFound("Task not found.")
     body = body.strip()
     if not body:
@@ -184,7 +184,7 @@ def send_message(session: Session, principal: Principal, task_id: uuid.UUID, bod
         if from_draft and principal.role is Role.STAFF else None
     message = Message(task_id=task.id, author_id=principal.account_id, author_role=principal.role.value,
                       body=body, from_draft=draft is not None,
-                      edited=None if draft is None else " ".join(draft.split()) != " ".join(body.split()))
+                      edited=None if draft is None else was_edited(draft, body))
     session.add(message)
     session.flush()
     return message
