@@ -18,13 +18,17 @@ R = TypeVar("R")
 
 
 class _Slot(Generic[T, R]):
-    __slots__ = ("item", "result", "error", "done")
+    __slots__ = ("item", "result", "error", "done", "wake")
 
-    def __init__(self, item: T) -> None:
+    def __init__(self, item: T, lock: threading.Lock) -> None:
         self.item = item
         self.result: R | None = None
         self.error: BaseException | None = None
         self.done = False
+        # Each caller waits on its own condition: when a batch ends, only its callers and the next leader are
+        # woken, not every waiting thread (a worker has dozens waiting; waking all of them for every batch
+        # cost a few per cent of its CPU, bench/README.md).
+        self.wake = threading.Condition(lock)
 
 
 class MicroBatcher(Generic[T, R]):
@@ -38,19 +42,18 @@ class MicroBatcher(Generic[T, R]):
         self._run = run
         self.max_size = max_size
         self.linger = linger
-        lock = threading.Lock()
-        self._arrived = threading.Condition(lock)  # the leader lingers on this
-        self._finished = threading.Condition(lock)  # everyone else waits on this
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # the leader lingers on this
         self._waiting: list[_Slot[T, R]] = []
         self._running = False
 
     def submit(self, item: T) -> R:
-        slot: _Slot[T, R] = _Slot(item)
-        with self._arrived:
+        slot: _Slot[T, R] = _Slot(item, self._lock)
+        with self._lock:
             self._waiting.append(slot)
             self._arrived.notify()
             while not slot.done and self._running:
-                self._finished.wait()
+                slot.wake.wait()
             if slot.done:
                 return self._outcome(slot)
             self._running = True
@@ -64,9 +67,12 @@ class MicroBatcher(Generic[T, R]):
         try:
             self._execute(batch)
         finally:
-            with self._finished:
+            with self._lock:
                 self._running = False
-                self._finished.notify_all()
+                for s in batch:
+                    s.wake.notify()
+                if self._waiting:  # the next batch's leader
+                    self._waiting[0].wake.notify()
         return self._outcome(slot)
 
     def _full(self) -> bool:

@@ -77,7 +77,7 @@ def prepare_batch(task_ids: list[uuid.UUID]) -> list[None]:
     Only a matter of speed: a failure here is logged and routing encodes what it needs itself."""
     try:
         with runtime.database().session(readonly=True) as session:
-            prepare_routing(session, runtime.settings(), get_engine(), task_ids)
+            prepare_routing(session, get_engine(), task_ids)
     except Exception as exc:
         log.warning("route_task.prepare_failed", tasks=len(task_ids), error=repr(exc))
     return [None] * len(task_ids)

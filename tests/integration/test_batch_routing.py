@@ -146,7 +146,7 @@ def test_tasks_encoded_ahead_are_routed_without_encoding_in_the_write_transactio
     ids = submitted_tasks(db, customer["id"], REQUESTS[:4])
     engine = get_engine()
     with db.session(readonly=True) as session:
-        assert routing_services.prepare_routing(session, settings, engine, ids) == 4
+        assert routing_services.prepare_routing(session, engine, ids) == 4
 
     def no_encoding(texts: list[str]) -> None:
         raise AssertionError("encoded inside the write transaction")

@@ -82,3 +82,44 @@ def test_dispatch_sends_a_units_jobs_together_and_marks_them(broker: dramatiq.Br
     assert sorted(m.message_id for m in _stored(broker, "drafting")) == sorted(str(j.id) for j in queued)
     with db.session() as session:
         assert jobs.relay_pending(session, settings) == 0, "every row is marked dispatched"
+
+
+def test_acks_of_jobs_finishing_together_share_round_trips_and_clear_the_messages(
+    broker: dramatiq.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    client = redis.Redis.from_url(REDIS_URL)
+    sent = [_message([f"offer-{k}"]) for k in range(40)]
+    broker.enqueue_many(sent)
+    consumer = broker.consume("drafting", prefetch=40, timeout=100)
+    fetched = [m for m in (next(consumer) for _ in range(41)) if m is not None]
+    assert sorted(m.message_id for m in fetched) == sorted(m.message_id for m in sent)
+    unacked = f"{broker.namespace}:__acks__.{broker.broker_id}.drafting"
+    assert client.scard(unacked) == 40
+
+    round_trips: list[int] = []
+    pipeline = broker.client.pipeline
+
+    def counting_pipeline(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+        pipe.execute = lambda *a, **k: round_trips.append(len(pipe.command_stack)) or execute(*a, **k)
+        return pipe
+
+    monkeypatch.setattr(broker.client, "pipeline", counting_pipeline)
+    start = threading.Barrier(len(fetched))
+
+    def finish(message: dramatiq.Message) -> None:  # as a worker thread does once its job is done
+        start.wait()
+        consumer.ack(message)
+
+    threads = [threading.Thread(target=finish, args=(m,)) for m in fetched]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sum(round_trips) == 40 and len(round_trips) < 40, "every ack sent, several to a round trip"
+    assert client.scard(unacked) == 0 and client.hlen(f"{broker.namespace}:drafting.msgs") == 0
+    assert consumer.outstanding_message_count == 0
+    consumer.close()

@@ -86,3 +86,38 @@ def test_linger_lets_callers_that_arrive_just_after_the_first_join_its_batch() -
     assert len(run.batches) == 1 and sorted(run.batches[0]) == [0, 1, 2, 3]
     with pytest.raises(ValueError):
         MicroBatcher(run, max_size=0)
+
+
+def test_many_callers_in_small_batches_all_finish_with_their_own_results() -> None:
+    """Only a batch's callers and the next leader are woken when a batch ends: no caller may be left waiting
+    (a lost wake-up would hang a worker thread for good)."""
+    active = 0
+    overlapped = False
+    lock = threading.Lock()
+
+    def run(items: list[int]) -> list[int]:
+        nonlocal active, overlapped
+        with lock:
+            active += 1
+            overlapped |= active > 1
+        time.sleep(0.0005)
+        with lock:
+            active -= 1
+        return [i * 3 for i in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(run, max_size=4)
+    results: dict[int, int] = {}
+
+    def caller(first: int) -> None:
+        for i in range(first, 2_000, 40):
+            results[i] = batcher.submit(i)
+
+    threads = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(40)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "callers left waiting"
+    assert results == {i: i * 3 for i in range(2_000)}
+    assert not overlapped

@@ -117,17 +117,18 @@ def overbooked(session: Session, planned: dict[uuid.UUID, int]) -> set[uuid.UUID
     if not planned:
         return set()
     ids = sorted(planned)
-    profiles = {
-        p.account_id: p for p in session.scalars(
-            select(ProviderProfile).where(ProviderProfile.account_id.in_(ids))
-            .order_by(ProviderProfile.account_id).with_for_update()
+    P = ProviderProfile
+    profiles = {  # plain columns: a routing batch checks dozens of providers, ORM objects cost more
+        pid: (accepting, capacity) for pid, accepting, capacity in session.execute(
+            select(P.account_id, P.accepting_work, P.capacity).where(P.account_id.in_(ids))
+            .order_by(P.account_id).with_for_update()
         )
     }
     loads = provider_loads(session, ids)
     return {
         pid for pid in ids
-        if (profile := profiles.get(pid)) is None or not profile.accepting_work
-        or loads.get(pid, 0) + planned[pid] > profile.capacity
+        if (profile := profiles.get(pid)) is None or not profile[0]
+        or loads.get(pid, 0) + planned[pid] > profile[1]
     }
 
 

@@ -6,6 +6,7 @@ It holds the in-memory provider index described in DESIGN.md: profile vectors ar
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections import OrderedDict
@@ -37,7 +38,10 @@ FAIRNESS_WINDOW = timedelta(days=7)
 RECENT_TEXTS = 1024
 
 
+@functools.lru_cache(maxsize=RECENT_TEXTS)
 def task_text(title: str, description: str) -> str:
+    """What the models see of a task (contact details removed). Cached: a routing batch asks for each of its
+    tasks' texts several times, and the regular expressions cost more than the rest of the lookup."""
     return scrub_pii(f"{title}. {description}")
 
 
@@ -129,6 +133,12 @@ class RoutingEngine:
             log.warning("routing.tuned_model_unreadable", path=str(path), exc_info=True)
             path.unlink(missing_ok=True)
             return None
+
+    def latest_model(self) -> RoutingModel | None:
+        """The model the last decision used, without reading the taxonomy (which may have changed since):
+        for work done ahead of a decision that only saves time when it guesses right."""
+        with self._lock:
+            return self._model
 
     def router(self, session: Session, tuning: bool = True) -> tuple[RoutingModel, Taxonomy]:
         """The routing model for the current taxonomy version (and that taxonomy)."""

@@ -146,7 +146,7 @@ def _waiting(session: Session, task_ids: Sequence[uuid.UUID], lock: bool
     return {t.id for t in found}, waiting, placed, objecting
 
 
-def prepare_routing(session: Session, settings: Settings, engine: RoutingEngine,
+def prepare_routing(session: Session, engine: RoutingEngine,
                     task_ids: Sequence[uuid.UUID]) -> int:
     """Encode the tasks :func:`route_tasks` will route (and new or edited provider profiles) ahead of its
     write transaction, in a read-only session: the vectors wait in the engine, so the transaction, which on
@@ -159,11 +159,12 @@ def prepare_routing(session: Session, settings: Settings, engine: RoutingEngine,
         return 0
     engine.encode(engine.encoder, texts)
     engine.refresh_profiles(session)  # edited provider profiles too
+    # The tuned encoder's vectors too, if the last decision used a tuned model. Not engine.router: reading the
+    # taxonomy on every batch to check its version cost more than the guess saves when it is wrong.
+    model = engine.latest_model()
     unplaced = [task_text(t.title, t.description) for t in waiting if t.category_id not in placed]
-    if unplaced:
-        model, _ = engine.router(session, tuning=settings.router_tuning)
-        if model.tuned:
-            engine.encode(model.encoder, unplaced)
+    if unplaced and model is not None and model.tuned:
+        engine.encode(model.encoder, unplaced)
     return len(texts)
 
 
