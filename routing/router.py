@@ -241,19 +241,37 @@ class Router:
         return _softmax(SCALE * v @ self._w + self._b)[0]
 
     def decide(self, vector: np.ndarray, n_ranking: int = 5, n_nearest: int = 3) -> Decision:
+        return self.decide_many(np.asarray(vector, dtype=np.float32).reshape(1, -1), n_ranking, n_nearest)[0]
+
+    def decide_many(self, vectors: np.ndarray, n_ranking: int = 5, n_nearest: int = 3) -> list[Decision]:
+        """:meth:`decide` for each row of ``vectors``, with the array work done once for all of them (a
+        routing batch decides dozens of tasks; per-row numpy calls cost more than the arithmetic)."""
         if not self.labels:
             raise RuntimeError("router is not fitted")
-        v = np.asarray(vector, dtype=np.float32).reshape(-1)
-        probs = self.scores(v)
-        sims = self._examples @ v
-        familiarity = float(self._familiarity(sims.reshape(1, -1))[0])
+        if len(vectors) == 0:
+            return []
+        v = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+        probs = _softmax(SCALE * v @ self._w + self._b)
+        sims = v @ self._examples.T
+        familiarity = self._familiarity(sims)
         order, count = self._chosen(probs)
-        ranking = [(self.labels[i], round(float(probs[i]), 4)) for i in order[:n_ranking]]
-        confidence = float(probs[order[:count]].sum())
-        abstain = confidence < self.threshold or familiarity < self.similarity_threshold
-        chosen = [] if abstain else [(self.labels[i], round(float(probs[i]), 4)) for i in order[:count]]
-        nearest_idx = np.argsort(-sims, kind="stable")[:n_nearest]
-        nearest = [(self.labels[self._example_label[i]], self._example_texts[i], round(float(sims[i]), 4))
-                   for i in nearest_idx]
-        return Decision(abstain, chosen, ranking, round(self.threshold, 4), round(familiarity, 4),
-                        round(self.similarity_threshold, 4), nearest)
+        top = np.take_along_axis(probs, order, axis=1)
+        confidence = np.where(np.arange(probs.shape[1]) < count[:, None], top, 0.0).sum(axis=1)
+        nearest_idx = np.argsort(-sims, axis=1, kind="stable")[:, :n_nearest]
+        nearest_sims = np.take_along_axis(sims, nearest_idx, axis=1)
+        threshold, similarity_threshold = round(self.threshold, 4), round(self.similarity_threshold, 4)
+        labels, texts, example_label = self.labels, self._example_texts, self._example_label
+        decisions = []
+        for r in range(len(v)):
+            ranked = [(labels[i], round(p, 4)) for i, p in zip(order[r, :n_ranking].tolist(),
+                                                                top[r, :n_ranking].tolist(), strict=True)]
+            fam = float(familiarity[r])
+            abstain = float(confidence[r]) < self.threshold or fam < self.similarity_threshold
+            chosen = [] if abstain else [(labels[i], round(float(probs[r, i]), 4))
+                                         for i in order[r, : int(count[r])].tolist()]
+            decisions.append(Decision(
+                abstain, chosen, ranked, threshold, round(fam, 4), similarity_threshold,
+                [(labels[example_label[i]], texts[i], round(sim, 4))
+                 for i, sim in zip(nearest_idx[r].tolist(), nearest_sims[r].tolist(), strict=True)],
+            ))
+        return decisions

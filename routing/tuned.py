@@ -67,7 +67,7 @@ class RoutingModel:
             vectors = base_vectors
         else:
             vectors = encode(self.encoder, texts) if encode else self.encoder.encode(texts)
-        return [self.router.decide(v) for v in vectors]
+        return self.router.decide_many(vectors)
 
     # -- persistence (tuned models only: a frozen one refits in seconds) ----------------------------------
     def save(self, path: Path) -> None:

@@ -133,3 +133,24 @@ def test_held_out_categories_never_leak_into_the_calibration_training_part() -> 
     scores = router.holdout_scores(vectors, y, split)
     # held-out categories look unfamiliar; held-out examples of kept categories are routed right
     assert scores.in_ok.all() and scores.oos_sim.max() < scores.in_sim.min()
+
+
+def test_deciding_a_batch_gives_each_row_its_own_decision() -> None:
+    """A routing batch decides its tasks together; each decision is the one the task would get alone
+    (abstentions, secondary categories and nearest examples included)."""
+    router = Router().fit(*CLOSE)
+    rs = np.random.RandomState(3)
+    rows = unit(np.stack([AXES[3], unit(AXES[3] + 0.6 * AXES[4]), unit(AXES[3] + 0.3 * AXES[4]), AXES[7],
+                          AXES[9], *rs.randn(11, DIM)]))
+    batch = router.decide_many(rows)
+    alone = [router.decide(v) for v in rows]
+    assert len(batch) == len(alone) == 16
+    for b, a in zip(batch, alone, strict=True):
+        assert (b.abstain, [s for s, _ in b.categories], [s for s, _ in b.ranking]) == \
+               (a.abstain, [s for s, _ in a.categories], [s for s, _ in a.ranking])
+        assert [t for _, t, _ in b.nearest_examples] == [t for _, t, _ in a.nearest_examples]
+        assert b.similarity == pytest.approx(a.similarity, abs=1e-4)
+        assert [p for _, p in b.ranking] == pytest.approx([p for _, p in a.ranking], abs=1e-4)
+    assert {d.abstain for d in batch} == {True, False}
+    assert any(len(d.categories) > 1 for d in batch)
+    assert router.decide_many(np.zeros((0, DIM), dtype=np.float32)) == []
