@@ -7,6 +7,7 @@ from collections import Counter
 
 import dramatiq
 import structlog
+import threadpoolctl
 
 from marketplace.db.session import unit_of_work
 from marketplace.domain.offers.drafting import (
@@ -25,6 +26,10 @@ from workers import runtime
 from workers.broker import broker  # noqa: F401  (declares the broker before the actors)
 
 log = structlog.get_logger(__name__)
+# The encoder already keeps every core busy with its own single-threaded lanes (models.onnx_backend). A
+# routing batch's matrix products (Router.decide_many) are large enough for OpenBLAS to start its thread
+# pool, whose threads then spin for the cores: measured +40 % CPU per routed task (bench/README.md).
+threadpoolctl.threadpool_limits(1, user_api="blas")
 _drafters: dict[str, Drafter] = {}
 
 

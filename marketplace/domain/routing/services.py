@@ -152,17 +152,24 @@ def prepare_routing(session: Session, engine: RoutingEngine,
     write transaction, in a read-only session: the vectors wait in the engine, so the transaction, which on
     SQLite holds the database's write lock, does not also spend the encoder's time. Returns the number of
     task texts encoded; skipping this changes nothing but speed."""
-    _, waiting, placed, objecting = _waiting(session, task_ids, lock=False)
-    waiting = [t for t in waiting if t.customer_id not in objecting]
-    texts = [task_text(t.title, t.description) for t in waiting]
+    # Plain columns, not ORM objects: this runs for every batch, and the write transaction loads the tasks anyway.
+    rows = session.execute(
+        select(Task.title, Task.description, Task.category_id)
+        .join(Account, Account.id == Task.customer_id)
+        .where(Task.id.in_(set(task_ids)), Task.status.in_((TaskStatus.SUBMITTED, TaskStatus.ROUTING)),
+               Account.ai_processing_objection.is_not(True))
+        .order_by(Task.id)
+    ).all()
+    texts = [task_text(r.title, r.description) for r in rows]
     if not texts:
         return 0
     engine.encode(engine.encoder, texts)
     engine.refresh_profiles(session)  # edited provider profiles too
-    # The tuned encoder's vectors too, if the last decision used a tuned model. Not engine.router: reading the
-    # taxonomy on every batch to check its version cost more than the guess saves when it is wrong.
+    # The tuned encoder's vectors too (for tasks staff have not placed), if the last decision used a tuned
+    # model. Not engine.router: reading the taxonomy on every batch to check its version cost more than the
+    # guess saves when it is wrong.
     model = engine.latest_model()
-    unplaced = [task_text(t.title, t.description) for t in waiting if t.category_id not in placed]
+    unplaced = [text for text, r in zip(texts, rows, strict=True) if r.category_id is None]
     if unplaced and model is not None and model.tuned:
         engine.encode(model.encoder, unplaced)
     return len(texts)
