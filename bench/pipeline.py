@@ -11,7 +11,9 @@ after a few dozen tasks and the rest would only be sent to staff, a cheaper path
 
 Rounds alternate (``BENCH_ROUNDS``, default 3): encoder alone on a round's texts, then the worker on that
 round's tasks, so a busy neighbour on a shared machine slows both sides of a ratio alike; every round's texts
-are new (no vector is reused). The result is the median round.
+are new (no vector is reused). The result is the median round. On Linux each round also reports the machine's
+CPU shares (user, system, idle, steal) while its tasks were waiting: idle cores mean the pipeline stalls, not
+that it is short of CPU.
 
 Needs Redis (``RELAY_BENCH_REDIS_URL``, default redis://127.0.0.1:6379/0). The database is a fresh SQLite
 file, or a fresh database on the PostgreSQL server of ``RELAY_BENCH_POSTGRES_URL`` (an admin URL such as
@@ -53,6 +55,25 @@ def _drop_postgres(admin_url: str, name: str) -> None:
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
+
+
+def _cpu_ticks() -> list[int] | None:
+    """The machine's CPU time by state (Linux /proc/stat: user, nice, system, idle, iowait, irq, softirq,
+    steal), to tell a worker that is short of CPU from one that leaves cores idle."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except OSError:
+        return None
+
+
+def _cpu_shares(before: list[int] | None, after: list[int] | None) -> dict[str, float]:
+    if before is None or after is None or before == after:
+        return {}
+    user, nice, system, idle, iowait, irq, softirq, steal = (b - a for a, b in zip(before, after, strict=True))
+    total = user + nice + system + idle + iowait + irq + softirq + steal
+    return {"cpu_user": round((user + nice) / total, 3), "cpu_system": round((system + irq + softirq) / total, 3),
+            "cpu_idle": round((idle + iowait) / total, 3), "cpu_steal": round(steal / total, 3)}
 
 
 def main() -> None:
@@ -137,10 +158,12 @@ def main() -> None:
                     create_task(session, customer.id, TaskIn(title=title, description=description))
                 session.info.pop("outbox", None)
             started = now()
+            first_cpu = busy_cpu = _cpu_ticks()
             with db.session() as session:
                 sent = jobs.relay_pending(session, settings, limit=n_tasks + 100)
             deadline = time.monotonic() + 600
             while (left := waiting()) and time.monotonic() < deadline:
+                busy_cpu = _cpu_ticks()  # the last reading while tasks were still waiting
                 time.sleep(0.5)  # polling takes CPU from the worker: seldom; the end time comes from the DB
             if left:
                 raise SystemExit(f"{left} tasks still waiting after 600 s; see {tmp / 'worker.log'}")
@@ -151,7 +174,8 @@ def main() -> None:
             routed_per_s = n_tasks / elapsed
             results.append({"sent": sent, "seconds": round(elapsed, 2), "routed_per_s": round(routed_per_s, 1),
                             "encoder_per_s": round(encoder_per_s, 1),
-                            "ratio": round(routed_per_s / encoder_per_s, 3)})
+                            "ratio": round(routed_per_s / encoder_per_s, 3),
+                            **_cpu_shares(first_cpu, busy_cpu)})
         with db.session(readonly=True) as session:
             offers = int(session.scalar(select(func.count()).select_from(Offer)) or 0)
         median = sorted(results, key=lambda x: x["ratio"])[len(results) // 2]
