@@ -68,6 +68,26 @@ def _redis_broker(settings: Settings) -> dramatiq.Broker:
 
     from models.batching import MicroBatcher
 
+    def dispatch_pipelined(broker: RedisBroker, command: str, calls: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run dramatiq's ``dispatch`` script once per ``(queue, extra args)`` in ``calls``, all in one round
+        trip, with the arguments ``RedisBroker`` itself passes (dramatiq is pinned). EVALSHA directly: a
+        redis-py ``Script`` in a pipeline first asks Redis whether the script exists, one more round trip per
+        pipeline. If Redis lost its scripts (a restart), none of the calls ran: load it and send them again."""
+        script = broker.scripts["dispatch"]
+        for attempt in range(2):
+            pipe = broker.client.pipeline(transaction=False)
+            for queue_name, extra in calls:
+                pipe.evalsha(script.sha, 1, broker.namespace, command, current_millis(), queue_name,
+                             broker.broker_id, broker.heartbeat_timeout, broker.dead_message_ttl,
+                             broker._should_do_maintenance(command), broker._max_unpack_size(), *extra)
+            try:
+                pipe.execute()
+                return
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                broker.client.script_load(script.script)
+
     class BatchedAckConsumer(_RedisConsumer):
         """dramatiq's Redis consumer, except that worker threads finishing at the same moment send their acks
         in one round trip. A routing worker finishes a batch's dozens of jobs at once; one round trip each
@@ -79,16 +99,7 @@ def _redis_broker(settings: Settings) -> dramatiq.Broker:
             self._acks: MicroBatcher[str, None] = MicroBatcher(self._ack_many)
 
         def _ack_many(self, redis_ids: list[str]) -> list[None]:
-            broker = self.broker
-            pipe = broker.client.pipeline(transaction=False)
-            script = broker.scripts["dispatch"]
-            for redis_id in redis_ids:
-                script(keys=[broker.namespace], client=pipe, args=[
-                    "ack", current_millis(), self.queue_name, broker.broker_id, broker.heartbeat_timeout,
-                    broker.dead_message_ttl, broker._should_do_maintenance("ack"), broker._max_unpack_size(),
-                    redis_id,
-                ])
-            pipe.execute()
+            dispatch_pipelined(self.broker, "ack", [(self.queue_name, (redis_id,)) for redis_id in redis_ids])
             return [None] * len(redis_ids)
 
         def ack(self, message: dramatiq.Message) -> None:
@@ -113,19 +124,14 @@ def _redis_broker(settings: Settings) -> dramatiq.Broker:
             return BatchedAckConsumer
 
         def enqueue_many(self, messages: Sequence[dramatiq.Message]) -> None:
-            pipe = self.client.pipeline(transaction=False)
-            script = self.scripts["dispatch"]
             copies = []
             for message in messages:
                 message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
                 self.emit_before("enqueue", message, None)
-                script(keys=[self.namespace], client=pipe, args=[
-                    "enqueue", current_millis(), message.queue_name, self.broker_id, self.heartbeat_timeout,
-                    self.dead_message_ttl, self._should_do_maintenance("enqueue"), self._max_unpack_size(),
-                    message.options["redis_message_id"], message.encode(),
-                ])
                 copies.append(message)
-            pipe.execute()
+            dispatch_pipelined(self, "enqueue", [
+                (m.queue_name, (m.options["redis_message_id"], m.encode())) for m in copies
+            ])
             for message in copies:
                 self.emit_after("enqueue", message, None)
 

@@ -123,3 +123,20 @@ def test_acks_of_jobs_finishing_together_share_round_trips_and_clear_the_message
     assert client.scard(unacked) == 0 and client.hlen(f"{broker.namespace}:drafting.msgs") == 0
     assert consumer.outstanding_message_count == 0
     consumer.close()
+
+
+def test_batched_sends_and_acks_still_work_after_redis_lost_its_scripts(broker: dramatiq.Broker) -> None:
+    """After a Redis restart the dispatch script is gone; the pipelines load it again instead of failing."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.script_flush()
+    sent = [_message([f"offer-{k}"]) for k in range(3)]
+    broker.enqueue_many(sent)
+    assert [m.message_id for m in _stored(broker, "drafting")] == [m.message_id for m in sent]
+
+    consumer = broker.consume("drafting", prefetch=3, timeout=100)
+    fetched = [m for m in (next(consumer) for _ in range(4)) if m is not None]
+    client.script_flush()
+    for message in fetched:
+        consumer.ack(message)
+    assert client.hlen(f"{broker.namespace}:drafting.msgs") == 0
+    consumer.close()
