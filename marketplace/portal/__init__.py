@@ -79,8 +79,12 @@ def csrf_config(settings: Settings) -> CSRFConfig:
 
 
 def _error_page(request: Request[Any, Any, Any], status: int, title: str, detail: str) -> Response[Any]:
+    try:  # the signed-in header and menu, as on every other page
+        viewer = provide_viewer(request)
+    except Exception:  # the error may be the database itself: the page still renders, signed out
+        viewer = None
     response = Template("error.html", status_code=status,
-                        context={"viewer": None, "path": request.url.path, "flash": None, "title": title,
+                        context={"viewer": viewer, "path": request.url.path, "flash": None, "title": title,
                                  "detail": detail, "status": status})
     response.headers.update(SECURITY_HEADERS)
     return response

@@ -171,8 +171,13 @@ def test_another_customers_task_is_not_found_and_cannot_be_cancelled(portal: Por
     _, headers = portal.new_user("customer")
     task_id = portal.api.post_task(headers, "Logo for a bakery", "A modern logo for our family bakery, please.")
     portal.api.drain()
-    other.new_user("customer")
-    assert other.get(f"/tasks/{task_id}").status_code == 404
+    stranger, _ = other.new_user("customer")
+    r = other.get(f"/tasks/{task_id}")
+    assert r.status_code == 404 and "Page not found" not in r.text
+    # the error page keeps the signed-in header (name, menu, sign-out), as every other page does
+    assert stranger["display_name"] in r.text and "Sign out" in r.text
+    r = other.get("/no-such-page")
+    assert r.status_code == 404 and "Page not found" in r.text and stranger["display_name"] in r.text
     for action, data in (("cancel", {"reason": "mine now"}), ("complete", {}), ("request-changes", {"reason": "x"}),
                          ("rate", {"stars": "1"})):
         assert other.post(f"/tasks/{task_id}/{action}", data).status_code == 404, action
