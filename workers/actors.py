@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import dramatiq
 import structlog
@@ -22,6 +24,7 @@ from marketplace.domain.routing.services import route_tasks as route_service
 from marketplace.jobs import JOBS
 from models import Drafter
 from models.batching import MicroBatcher
+from models.drafter import DraftResult
 from workers import runtime
 from workers.broker import broker  # noqa: F401  (declares the broker before the actors)
 
@@ -108,31 +111,30 @@ def route_task(task_id: str) -> None:
     log.debug("route_task.done", task_id=task_id, outcome=outcome)
 
 
+def _draft(key: uuid.UUID, inputs_of: Callable[[Any, uuid.UUID], tuple[Any, ...] | str],
+           write: Callable[..., DraftResult], save: Callable[[Any, uuid.UUID, DraftResult], str]) -> str:
+    """Read a draft's inputs in a read-only session, write it with no transaction open (seconds with the
+    generative model; on SQLite a write transaction would lock every other writer out meanwhile), then store it
+    in a short unit of work. Returns the outcome, or why there was nothing to draft."""
+    with runtime.database().session(readonly=True) as session:
+        inputs = inputs_of(session, key)
+    if isinstance(inputs, str):
+        return inputs
+    result = write(*inputs)
+    with unit_of_work(runtime.database(), runtime.settings()) as session:
+        return save(session, key, result)
+
+
 @dramatiq.actor(actor_name="draft_for_offer", queue_name=JOBS["draft_for_offer"], **RETRY)
 def draft_for_offer(offer_id: str) -> None:
-    oid = uuid.UUID(offer_id)
-    with runtime.database().session(readonly=True) as session:
-        inputs = offer_draft_inputs(session, oid)
-    if isinstance(inputs, str):
-        outcome = inputs
-    else:
-        result = drafter().draft(*inputs)  # seconds with the generative model: no transaction is open
-        with unit_of_work(runtime.database(), runtime.settings()) as session:
-            outcome = save_offer_draft(session, oid, result)
+    outcome = _draft(uuid.UUID(offer_id), offer_draft_inputs, drafter().draft, save_offer_draft)
     log.info("draft_for_offer.done", offer_id=offer_id, outcome=outcome)
 
 
 @dramatiq.actor(actor_name="draft_clarifying_question", queue_name=JOBS["draft_clarifying_question"], **RETRY)
 def draft_clarifying_question(task_id: str) -> None:
-    tid = uuid.UUID(task_id)
-    with runtime.database().session(readonly=True) as session:
-        inputs = clarifying_question_inputs(session, tid)
-    if isinstance(inputs, str):
-        outcome = inputs
-    else:
-        result = drafter().clarifying_question(*inputs)  # no transaction is open, as in draft_for_offer
-        with unit_of_work(runtime.database(), runtime.settings()) as session:
-            outcome = save_clarifying_question(session, tid, result)
+    outcome = _draft(uuid.UUID(task_id), clarifying_question_inputs, drafter().clarifying_question,
+                     save_clarifying_question)
     log.info("draft_clarifying_question.done", task_id=task_id, outcome=outcome)
 
 

@@ -43,6 +43,21 @@ def _message(args: list[str]) -> dramatiq.Message:
                             options={}, message_id=str(uuid.uuid4()))
 
 
+def count_round_trips(broker: dramatiq.Broker, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the number of commands in each pipeline the broker's client sends, one entry a round trip."""
+    round_trips: list[int] = []
+    pipeline = broker.client.pipeline
+
+    def counting_pipeline(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+        pipe.execute = lambda *a, **k: round_trips.append(len(pipe.command_stack)) or execute(*a, **k)
+        return pipe
+
+    monkeypatch.setattr(broker.client, "pipeline", counting_pipeline)
+    return round_trips
+
+
 def test_a_batch_of_jobs_is_stored_like_single_enqueues(broker: dramatiq.Broker) -> None:
     client = redis.Redis.from_url(REDIS_URL)
     broker.enqueue(_message(["single"]))
@@ -64,16 +79,7 @@ def test_dispatch_sends_a_units_jobs_together_and_marks_them(broker: dramatiq.Br
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jobs, "get_broker", lambda _settings: broker)
     monkeypatch.setattr(jobs, "can_deliver", lambda _settings: True)
-    round_trips: list[int] = []
-    pipeline = broker.client.pipeline
-
-    def counting_pipeline(*args, **kwargs):
-        pipe = pipeline(*args, **kwargs)
-        execute = pipe.execute
-        pipe.execute = lambda *a, **k: round_trips.append(len(pipe.command_stack)) or execute(*a, **k)
-        return pipe
-
-    monkeypatch.setattr(broker.client, "pipeline", counting_pipeline)
+    round_trips = count_round_trips(broker, monkeypatch)
     with db.session() as session:
         queued = jobs.enqueue_many(session, "draft_for_offer", [(uuid.uuid4(),) for _ in range(7)])
     with db.session() as session:
@@ -98,16 +104,7 @@ def test_acks_of_jobs_finishing_together_share_round_trips_and_clear_the_message
     unacked = f"{broker.namespace}:__acks__.{broker.broker_id}.drafting"
     assert client.scard(unacked) == 40
 
-    round_trips: list[int] = []
-    pipeline = broker.client.pipeline
-
-    def counting_pipeline(*args, **kwargs):
-        pipe = pipeline(*args, **kwargs)
-        execute = pipe.execute
-        pipe.execute = lambda *a, **k: round_trips.append(len(pipe.command_stack)) or execute(*a, **k)
-        return pipe
-
-    monkeypatch.setattr(broker.client, "pipeline", counting_pipeline)
+    round_trips = count_round_trips(broker, monkeypatch)
     start = threading.Barrier(len(fetched))
 
     def finish(message: dramatiq.Message) -> None:  # as a worker thread does once its job is done

@@ -105,10 +105,8 @@ def save_offer_draft(session: Session, offer_id: uuid.UUID, result: DraftResult)
     return "drafted"
 
 
-def clarifying_question_inputs(session: Session, task_id: uuid.UUID) -> tuple[DraftInput, list[str]] | str:
-    """What the question staff may send is written from when routing could not place a task (the task and the
-    closest categories), or why there is none to write (``missing``, ``skipped`` for a task no longer in review,
-    ``exists``, ``objection``: staff write to such a customer by hand). Read-only, like offer_draft_inputs."""
+def _awaiting_question(session: Session, task_id: uuid.UUID) -> Task | str:
+    """The task, if it is still in review and has no drafted question yet; otherwise why not."""
     task = session.get(Task, task_id)
     if task is None:
         return "missing"
@@ -116,6 +114,16 @@ def clarifying_question_inputs(session: Session, task_id: uuid.UUID) -> tuple[Dr
         return "skipped"
     if session.scalar(select(Draft.id).where(Draft.task_id == task_id)) is not None:
         return "exists"
+    return task
+
+
+def clarifying_question_inputs(session: Session, task_id: uuid.UUID) -> tuple[DraftInput, list[str]] | str:
+    """What the question staff may send is written from when routing could not place a task (the task and the
+    closest categories), or why there is none to write (``missing``, ``skipped`` for a task no longer in review,
+    ``exists``, ``objection``: staff write to such a customer by hand). Read-only, like offer_draft_inputs."""
+    task = _awaiting_question(session, task_id)
+    if isinstance(task, str):
+        return task
     customer = session.get(Account, task.customer_id)
     if customer is not None and customer.ai_processing_objection:
         return "objection"
@@ -129,13 +137,9 @@ def clarifying_question_inputs(session: Session, task_id: uuid.UUID) -> tuple[Dr
 def save_clarifying_question(session: Session, task_id: uuid.UUID, result: DraftResult) -> str:
     """Store a written question once, if the task still waits for staff (it may have been placed, cancelled or
     erased while the question was being written)."""
-    task = session.get(Task, task_id)
-    if task is None:
-        return "missing"
-    if task.status is not TaskStatus.NEEDS_REVIEW:
-        return "skipped"
-    if session.scalar(select(Draft.id).where(Draft.task_id == task_id)) is not None:
-        return "exists"
+    task = _awaiting_question(session, task_id)
+    if isinstance(task, str):
+        return task
     try:
         with session.begin_nested():
             session.add(Draft(task_id=task.id, kind="clarifying_question", text=result.text, engine=result.engine,
