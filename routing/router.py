@@ -209,11 +209,15 @@ class Router:
                 count += (top[..., j] >= floor) & (count == j)
         return order, count
 
+    @staticmethod
+    def _reported_mass(top: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """The probability of the ``count`` leading categories, for rows of probabilities sorted best first."""
+        mask = np.arange(top.shape[-1]) < count[..., None]
+        return (top * mask).sum(axis=-1)
+
     def _confidence(self, probs: np.ndarray) -> np.ndarray:
         order, count = self._chosen(probs)
-        top = np.take_along_axis(probs, order, axis=-1)
-        mask = np.arange(probs.shape[-1]) < count[..., None]
-        return (top * mask).sum(axis=-1)
+        return self._reported_mass(np.take_along_axis(probs, order, axis=-1), count)
 
     # -- saving ----------------------------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -237,8 +241,10 @@ class Router:
         """Probability per category (in ``self.labels`` order)."""
         if not self.labels:
             raise RuntimeError("router is not fitted")
-        v = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        return _softmax(SCALE * v @ self._w + self._b)[0]
+        return self._probabilities(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+
+    def _probabilities(self, rows: np.ndarray) -> np.ndarray:
+        return _softmax(SCALE * rows @ self._w + self._b)
 
     def decide(self, vector: np.ndarray, n_ranking: int = 5, n_nearest: int = 3) -> Decision:
         return self.decide_many(np.asarray(vector, dtype=np.float32).reshape(1, -1), n_ranking, n_nearest)[0]
@@ -251,26 +257,28 @@ class Router:
         if len(vectors) == 0:
             return []
         v = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
-        probs = _softmax(SCALE * v @ self._w + self._b)
+        probs = self._probabilities(v)
         sims = v @ self._examples.T
         familiarity = self._familiarity(sims)
         order, count = self._chosen(probs)
         top = np.take_along_axis(probs, order, axis=1)
-        confidence = np.where(np.arange(probs.shape[1]) < count[:, None], top, 0.0).sum(axis=1)
+        confidence = self._reported_mass(top, count)
         nearest_idx = np.argsort(-sims, axis=1, kind="stable")[:, :n_nearest]
         nearest_sims = np.take_along_axis(sims, nearest_idx, axis=1)
         threshold, similarity_threshold = round(self.threshold, 4), round(self.similarity_threshold, 4)
         labels, texts, example_label = self.labels, self._example_texts, self._example_label
+
+        def leading(r: int, k: int) -> list[tuple[str, float]]:  # row r's k best categories and probabilities
+            return [(labels[i], round(p, 4))
+                    for i, p in zip(order[r, :k].tolist(), top[r, :k].tolist(), strict=True)]
+
         decisions = []
         for r in range(len(v)):
-            ranked = [(labels[i], round(p, 4)) for i, p in zip(order[r, :n_ranking].tolist(),
-                                                                top[r, :n_ranking].tolist(), strict=True)]
             fam = float(familiarity[r])
             abstain = float(confidence[r]) < self.threshold or fam < self.similarity_threshold
-            chosen = [] if abstain else [(labels[i], round(float(probs[r, i]), 4))
-                                         for i in order[r, : int(count[r])].tolist()]
             decisions.append(Decision(
-                abstain, chosen, ranked, threshold, round(fam, 4), similarity_threshold,
+                abstain, [] if abstain else leading(r, int(count[r])), leading(r, n_ranking), threshold,
+                round(fam, 4), similarity_threshold,
                 [(labels[example_label[i]], texts[i], round(sim, 4))
                  for i, sim in zip(nearest_idx[r].tolist(), nearest_sims[r].tolist(), strict=True)],
             ))
