@@ -12,8 +12,9 @@ after a few dozen tasks and the rest would only be sent to staff, a cheaper path
 Rounds alternate (``BENCH_ROUNDS``, default 3): encoder alone on a round's texts, then the worker on that
 round's tasks, so a busy neighbour on a shared machine slows both sides of a ratio alike; every round's texts
 are new (no vector is reused). The result is the median round. On Linux each round also reports the machine's
-CPU shares (user, system, idle, steal) while its tasks were waiting: idle cores mean the pipeline stalls, not
-that it is short of CPU.
+CPU shares (user, system, idle, steal) while its tasks were waiting (idle cores mean the pipeline stalls, not
+that it is short of CPU) and the worker process's CPU time per routed task, encoder included (the steadiest
+measure on a shared machine).
 
 Needs Redis (``RELAY_BENCH_REDIS_URL``, default redis://127.0.0.1:6379/0). The database is a fresh SQLite
 file, or a fresh database on the PostgreSQL server of ``RELAY_BENCH_POSTGRES_URL`` (an admin URL such as
@@ -74,6 +75,22 @@ def _cpu_shares(before: list[int] | None, after: list[int] | None) -> dict[str, 
     total = user + nice + system + idle + iowait + irq + softirq + steal
     return {"cpu_user": round((user + nice) / total, 3), "cpu_system": round((system + irq + softirq) / total, 3),
             "cpu_idle": round((idle + iowait) / total, 3), "cpu_steal": round(steal / total, 3)}
+
+
+def _process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of a process and its children (Linux /proc): the dramatiq worker process
+    forks the process that runs the actors."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+        total = 0
+        for p in [pid, *children]:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
 
 
 def main() -> None:
@@ -149,9 +166,10 @@ def main() -> None:
         for r in range(rounds):
             round_bodies = bodies(r * n_tasks)
             texts = [task_text(t, d) for t, d in round_bodies]
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             encoder.encode(texts)
             encoder_per_s = n_tasks / (time.perf_counter() - start)
+            encoder_cpu_ms = 1000 * (time.process_time() - start_cpu) / n_tasks
 
             with db.session() as session:  # committed, not yet sent
                 for title, description in round_bodies:
@@ -159,6 +177,7 @@ def main() -> None:
                 session.info.pop("outbox", None)
             started = now()
             first_cpu = busy_cpu = _cpu_ticks()
+            worker_cpu = _process_cpu(worker.pid)
             with db.session() as session:
                 sent = jobs.relay_pending(session, settings, limit=n_tasks + 100)
             deadline = time.monotonic() + 600
@@ -171,11 +190,15 @@ def main() -> None:
                 finished = session.scalar(select(func.max(TaskTransition.at)).where(
                     TaskTransition.from_status == TaskStatus.ROUTING, TaskTransition.at >= started))
             elapsed = (finished - started).total_seconds()
+            worker_cpu_after = _process_cpu(worker.pid)
+            cpu_per_task = {} if worker_cpu is None or worker_cpu_after is None else {
+                "worker_cpu_ms_per_task": round(1000 * (worker_cpu_after - worker_cpu) / n_tasks, 2),
+                "encoder_cpu_ms_per_text": round(encoder_cpu_ms, 2)}
             routed_per_s = n_tasks / elapsed
             results.append({"sent": sent, "seconds": round(elapsed, 2), "routed_per_s": round(routed_per_s, 1),
                             "encoder_per_s": round(encoder_per_s, 1),
                             "ratio": round(routed_per_s / encoder_per_s, 3),
-                            **_cpu_shares(first_cpu, busy_cpu)})
+                            **cpu_per_task, **_cpu_shares(first_cpu, busy_cpu)})
         with db.session(readonly=True) as session:
             offers = int(session.scalar(select(func.count()).select_from(Offer)) or 0)
         median = sorted(results, key=lambda x: x["ratio"])[len(results) // 2]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,11 +30,17 @@ log = structlog.get_logger(__name__)
 # Actor name -> queue. Workers declare actors with exactly these names and queues.
 JOBS: dict[str, str] = {
     "route_task": "routing",
+    "route_tasks": "routing",  # several route_task jobs sent at once, as one message (GROUPED)
     "draft_for_offer": "drafting",
     "draft_clarifying_question": "drafting",  # for staff to send when routing could not place a task
     "refit_router": "training",  # minutes of CPU: its own queue so it never delays routing
 }
 QUEUES = sorted(set(JOBS.values()))
+# Jobs of these actors that are sent together travel as messages of the batch actor, up to the given number
+# per message, whose one argument is the list of the jobs' arguments. A routing worker batches concurrent jobs
+# anyway; dramatiq's own work per message (fetch, middleware, ack: ~0.3 ms of CPU) was a fifth of what routing
+# a task costs (bench/README.md). Outbox rows stay one per job.
+GROUPED: dict[str, tuple[str, int]] = {"route_task": ("route_tasks", 32)}
 
 _broker_lock = threading.Lock()
 _stub_consumer = False
@@ -182,13 +189,34 @@ def enqueue_many(session: Session, actor_name: str, calls: Iterable[Sequence[Any
     return queued
 
 
+def _messages(rows: Sequence[Job | OutboxMessage]) -> list[dramatiq.Message]:
+    """One message per row, except rows of a GROUPED actor when there are several: those go in groups."""
+    messages, grouped = [], defaultdict(list)
+    for row in rows:
+        if row.actor_name in GROUPED and len(row.args) == 1:
+            grouped[row.actor_name].append(row)
+            continue
+        messages.append(dramatiq.Message(queue_name=row.queue_name, actor_name=row.actor_name,
+                                         args=tuple(row.args), kwargs={}, options={}, message_id=str(row.id)))
+    for actor_name, group_rows in grouped.items():
+        batch_actor, size = GROUPED[actor_name]
+        if len(group_rows) == 1:  # alone: sent as it is
+            row = group_rows[0]
+            messages.append(dramatiq.Message(queue_name=row.queue_name, actor_name=actor_name,
+                                             args=tuple(row.args), kwargs={}, options={},
+                                             message_id=str(row.id)))
+            continue
+        for k in range(0, len(group_rows), size):
+            group = group_rows[k:k + size]
+            messages.append(dramatiq.Message(queue_name=JOBS[batch_actor], actor_name=batch_actor,
+                                             args=([row.args[0] for row in group],), kwargs={}, options={},
+                                             message_id=str(uuid.uuid4())))
+    return messages
+
+
 def _send(broker: dramatiq.Broker, rows: Sequence[Job | OutboxMessage]) -> None:
     """Send jobs to the broker (in one round trip where it can). Raises if any may not have been sent."""
-    messages = [
-        dramatiq.Message(queue_name=row.queue_name, actor_name=row.actor_name, args=tuple(row.args),
-                         kwargs={}, options={}, message_id=str(row.id))
-        for row in rows
-    ]
+    messages = _messages(rows)
     if hasattr(broker, "enqueue_many"):
         broker.enqueue_many(messages)
     else:

@@ -20,15 +20,15 @@ R = TypeVar("R")
 class _Slot(Generic[T, R]):
     __slots__ = ("item", "result", "error", "done", "wake")
 
-    def __init__(self, item: T, lock: threading.Lock) -> None:
+    def __init__(self, item: T, wake: threading.Condition) -> None:
         self.item = item
         self.result: R | None = None
         self.error: BaseException | None = None
         self.done = False
-        # Each caller waits on its own condition: when a batch ends, only its callers and the next leader are
-        # woken, not every waiting thread (a worker has dozens waiting; waking all of them for every batch
-        # cost a few per cent of its CPU, bench/README.md).
-        self.wake = threading.Condition(lock)
+        # Each caller waits on its own condition (shared by its items): when a batch ends, only its callers
+        # and the next leader are woken, not every waiting thread (a worker has dozens waiting; waking all of
+        # them for every batch cost a few per cent of its CPU, bench/README.md).
+        self.wake = wake
 
 
 class MicroBatcher(Generic[T, R]):
@@ -48,32 +48,48 @@ class MicroBatcher(Generic[T, R]):
         self._running = False
 
     def submit(self, item: T) -> R:
-        slot: _Slot[T, R] = _Slot(item, self._lock)
+        (outcome,) = self.submit_many([item])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def submit_many(self, items: Sequence[T]) -> list[R | BaseException]:
+        """Submit several items at once (they go in as few batches as ``max_size`` allows, with other callers'
+        items where there is room) and wait for all of them. Returns one outcome per item, in order: its
+        result, or the exception raised for it."""
+        wake = threading.Condition(self._lock)
+        slots: list[_Slot[T, R]] = [_Slot(item, wake) for item in items]
         with self._lock:
-            self._waiting.append(slot)
+            self._waiting.extend(slots)
             self._arrived.notify()
-            while not slot.done and self._running:
-                slot.wake.wait()
-            if slot.done:
-                return self._outcome(slot)
-            self._running = True
-            if self.linger > 0:
-                deadline = time.monotonic() + self.linger
-                while not self._full() and (left := deadline - time.monotonic()) > 0:
-                    self._arrived.wait(left)
-            self._waiting.remove(slot)  # the leader's own item always goes in its batch
-            size = len(self._waiting) + 1 if self.max_size is None else self.max_size
-            batch, self._waiting = [slot, *self._waiting[: size - 1]], self._waiting[size - 1 :]
-        try:
-            self._execute(batch)
-        finally:
+        while True:
             with self._lock:
-                self._running = False
-                for s in batch:
-                    s.wake.notify()
-                if self._waiting:  # the next batch's leader
-                    self._waiting[0].wake.notify()
-        return self._outcome(slot)
+                while self._running and not all(s.done for s in slots):
+                    wake.wait()
+                if all(s.done for s in slots):
+                    return [s.error if s.error is not None else s.result for s in slots]  # type: ignore[misc]
+                self._running = True
+                if self.linger > 0:
+                    deadline = time.monotonic() + self.linger
+                    while not self._full() and (left := deadline - time.monotonic()) > 0:
+                        self._arrived.wait(left)
+                # The leader's own items always go in its batch, first; then other callers' in arrival order.
+                size = len(self._waiting) if self.max_size is None else self.max_size
+                own = [s for s in slots if not s.done][:size]
+                taken = {id(s) for s in own}
+                others = [s for s in self._waiting if id(s) not in taken]
+                batch = own + others[: size - len(own)]
+                taken.update(id(s) for s in batch)
+                self._waiting = [s for s in self._waiting if id(s) not in taken]
+            try:
+                self._execute(batch)
+            finally:
+                with self._lock:
+                    self._running = False
+                    for condition in {id(s.wake): s.wake for s in batch}.values():
+                        condition.notify()
+                    if self._waiting:  # the next batch's leader
+                        self._waiting[0].wake.notify()
 
     def _full(self) -> bool:
         return self.max_size is not None and len(self._waiting) >= self.max_size

@@ -85,12 +85,20 @@ class ProviderIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def record_offer(self, provider_id: str) -> None:
-        """A provider was just offered a task: one more open offer against capacity and one more recent offer,
-        so the next task ranked on this index sees them as a fresh read of the database would."""
+    def record_offer(self, provider_id: str, offers: int = 1) -> None:
+        """A provider was just offered tasks: more open offers against capacity and more recent offers, so
+        the next task ranked on this index sees them as a fresh read of the database would."""
         row = self.row_of[provider_id]
-        self.load[row] += 1
-        self.recent_offers[row] += 1
+        self.load[row] += offers
+        self.recent_offers[row] += offers
+
+    def working_copy(self) -> ProviderIndex:
+        """A copy whose loads and recent offers can be changed (:meth:`record_offer`) without changing this
+        index; everything else (vectors, categories, rates, ratings) is shared and never changed."""
+        copy = object.__new__(ProviderIndex)
+        copy.__dict__.update(self.__dict__)
+        copy.load, copy.recent_offers = self.load.copy(), self.recent_offers.copy()
+        return copy
 
 
 class Matcher:

@@ -111,6 +111,24 @@ def route_task(task_id: str) -> None:
     log.debug("route_task.done", task_id=task_id, outcome=outcome)
 
 
+class RoutingFailed(Exception):
+    """Some tasks of a route_tasks job could not be routed; the job is retried (tasks routed meanwhile are
+    skipped then: routing is idempotent)."""
+
+
+@dramatiq.actor(actor_name="route_tasks", queue_name=JOBS["route_tasks"], **RETRY)
+def route_tasks(task_ids: list[str]) -> None:
+    """Several route_task jobs sent together (marketplace.jobs.GROUPED): their tasks join the same batches
+    as single jobs' tasks do."""
+    ids = [uuid.UUID(t) for t in task_ids]
+    _prepared.submit_many(ids)
+    failed = [(t, o) for t, o in zip(task_ids, _routes.submit_many(ids), strict=True)
+              if isinstance(o, BaseException)]
+    if failed:
+        raise RoutingFailed(f"{len(failed)} of {len(ids)} tasks not routed, first {failed[0][0]}: "
+                            f"{failed[0][1]!r}") from failed[0][1]
+
+
 def _draft(key: uuid.UUID, inputs_of: Callable[[Any, uuid.UUID], tuple[Any, ...] | str],
            write: Callable[..., DraftResult], save: Callable[[Any, uuid.UUID, DraftResult], str]) -> str:
     """Read a draft's inputs in a read-only session, write it with no transaction open (seconds with the

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.db.models import Offer, RoutingDecision, Task, TaskStatus, TaskTransition
+from marketplace.domain.offers.services import add_offers
 from marketplace.domain.routing import services as routing_services
 from marketplace.domain.routing.engine import get_engine
 from marketplace.domain.routing.services import route_task, route_tasks
@@ -88,8 +89,28 @@ def test_a_batch_routes_like_one_task_after_another(api: Api, db: Any, settings:
         assert set(route_tasks(session, settings, engine, ids).values()) == {"skipped"}
 
 
-def test_a_stale_provider_snapshot_never_overbooks(api: Api, db: Any, settings: Any,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stale_provider_snapshot_never_overbooks(api: Api, db: Any, settings: Any) -> None:
+    (provider, _), = bookkeepers(api, 1, capacity=1)
+    provider_id = uuid.UUID(provider["id"])
+    customer, _ = api.user("customer")
+    elsewhere, first = submitted_tasks(db, customer["id"], REQUESTS[:2])
+    engine = get_engine()
+    with db.session(readonly=True) as session:  # this process reads the provider as free...
+        engine.refresh_providers(session)
+    with db.session() as session:  # ...then another worker takes the provider's only slot
+        add_offers(session, settings, [(elsewhere, provider_id, 1, 0.9)])
+
+    with db.session() as session:  # the capacity check finds the snapshot stale and reads the providers again
+        assert route_task(session, settings, engine, first) == "needs_review"
+    with db.session(readonly=True) as session:
+        assert len(session.scalars(select(Offer).where(Offer.provider_id == provider_id)).all()) == 1
+        decision = session.scalar(select(RoutingDecision).where(RoutingDecision.task_id == first))
+        assert decision.explanation["offered"] == 0
+        assert "No provider in this category is available" in decision.explanation["summary"]
+
+
+def test_providers_that_fill_up_during_routing_roll_it_back(api: Api, db: Any, settings: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     (provider, _), = bookkeepers(api, 1, capacity=1)
     customer, _ = api.user("customer")
     first, second = submitted_tasks(db, customer["id"], REQUESTS[:2])
@@ -97,8 +118,10 @@ def test_a_stale_provider_snapshot_never_overbooks(api: Api, db: Any, settings: 
     with db.session() as session:
         assert route_task(session, settings, engine, first) == "routed"  # the provider's only slot
 
-    # A concurrent routing read the provider as free just before the first task took the slot.
-    monkeypatch.setattr(routing_services, "provider_loads", lambda session: {})
+    # Every read of the providers sees the slot free, as if a concurrent routing kept taking it.
+    real = engine.provider_records
+    monkeypatch.setattr(engine, "provider_records", lambda session, loads: real(session, {}))
+    engine.forget_providers()
     with pytest.raises(Conflict), db.session() as session:
         route_task(session, settings, engine, second)
     with db.session(readonly=True) as session:
@@ -111,6 +134,27 @@ def test_a_stale_provider_snapshot_never_overbooks(api: Api, db: Any, settings: 
     with db.session(readonly=True) as session:
         offers = session.scalars(select(Offer).where(Offer.provider_id == uuid.UUID(provider["id"]))).all()
         assert len(offers) == 1
+
+
+def test_offers_are_counted_in_the_snapshot_only_once_committed(api: Api, db: Any, settings: Any) -> None:
+    (provider, _), = bookkeepers(api, 1, capacity=1)
+    customer, _ = api.user("customer")
+    first, second = submitted_tasks(db, customer["id"], REQUESTS[:2])
+    engine = get_engine()
+    with pytest.raises(RuntimeError), db.session() as session:  # routed, then the transaction fails
+        assert route_task(session, settings, engine, first) == "routed"
+        raise RuntimeError("the commit never happened")
+    with db.session(readonly=True) as session:
+        before = engine.provider_index(session)
+        assert before.load[before.row_of[provider["id"]]] == 0  # the rolled-back offer is not counted
+    with db.session() as session:
+        assert route_task(session, settings, engine, first) == "routed"
+    with db.session(readonly=True) as session:
+        after = engine.provider_index(session)
+    assert after.vectors is before.vectors  # the same snapshot, not read again...
+    assert after.load[after.row_of[provider["id"]]] == 1  # ...with the committed offer counted
+    with db.session() as session:
+        assert route_task(session, settings, engine, second) == "needs_review"
 
 
 def test_one_failing_task_fails_only_its_own_job(api: Api, db: Any, settings: Any,

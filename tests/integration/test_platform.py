@@ -57,6 +57,37 @@ def test_a_posted_task_is_never_lost_when_the_broker_is_down(api: Api, settings,
     assert status in ("routed", "needs_review")
 
 
+def test_routing_jobs_sent_together_travel_as_grouped_messages(api: Api, settings, db, monkeypatch) -> None:
+    rows = [jobs.Job(uuid.uuid4(), "route_task", "routing", [str(uuid.uuid4())]) for _ in range(70)]
+    drafts = [jobs.Job(uuid.uuid4(), "draft_for_offer", "drafting", [str(uuid.uuid4())]) for _ in range(2)]
+    messages = jobs._messages([*rows[:40], *drafts, *rows[40:]])
+    grouped = [m for m in messages if m.actor_name == "route_tasks"]
+    assert [len(m.args[0]) for m in grouped] == [32, 32, 6] and {m.queue_name for m in grouped} == {"routing"}
+    assert [t for m in grouped for t in m.args[0]] == [r.args[0] for r in rows]  # every job once, in order
+    assert [(m.actor_name, m.message_id) for m in messages if m.actor_name != "route_tasks"] == [
+        ("draft_for_offer", str(d.id)) for d in drafts]  # other jobs: one message each, as before
+    (alone,) = jobs._messages(rows[:1])  # a job sent on its own stays an ordinary message
+    assert (alone.actor_name, alone.args, alone.message_id) == ("route_task", (rows[0].args[0],), str(rows[0].id))
+
+    # A backlog (the broker was down) is relayed as grouped jobs, and the worker routes every task in them.
+    api.provider(["logo-brand-design"], "Logo designer", "Logos and brand identities for small businesses.")
+    _, customer_h = api.user("customer")
+    sent: list[str] = []
+    real_send = jobs._send
+    monkeypatch.setattr(jobs, "_send", lambda *_a: (_ for _ in ()).throw(ConnectionError("broker down")))
+    task_ids = [api.post_task(customer_h, f"Logo {i} for a coffee roastery",
+                              "Design a modern logo for our small coffee roastery, with a bean motif.")
+                for i in range(3)]
+    monkeypatch.setattr(jobs, "_send", lambda broker, rows: (sent.extend(m.actor_name for m in jobs._messages(rows)),
+                                                             real_send(broker, rows)))
+    with db.session() as session:
+        assert jobs.relay_pending(session, settings) == 3
+    api.drain()
+    assert sent[0] == "route_tasks" and "route_task" not in sent  # one message for the three (then the drafts)
+    for task_id in task_ids:
+        assert api.client.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "routed"
+
+
 def test_jobs_are_not_sent_when_the_transaction_rolls_back(settings, db) -> None:
     with pytest.raises(RuntimeError), unit_of_work(db, settings) as session:
         jobs.enqueue(session, "route_task", uuid.uuid4())

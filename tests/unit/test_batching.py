@@ -121,3 +121,47 @@ def test_many_callers_in_small_batches_all_finish_with_their_own_results() -> No
     assert not any(t.is_alive() for t in threads), "callers left waiting"
     assert results == {i: i * 3 for i in range(2_000)}
     assert not overlapped
+
+
+def test_a_caller_submitting_several_items_gets_each_outcome_and_shares_batches_with_others() -> None:
+    run = Recorder()
+    batcher: MicroBatcher[int, int] = MicroBatcher(run, max_size=3)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        lone = pool.submit(batcher.submit, 100)
+        run.started.wait(5)
+        many = pool.submit(batcher.submit_many, [1, -2, 3, 4, 5])  # more than one batch holds
+        wait_until(lambda: len(batcher._waiting) == 5)
+        other = pool.submit(batcher.submit, 6)
+        wait_until(lambda: len(batcher._waiting) == 6)
+        run.release.set()
+        assert lone.result(5) == 1000
+        outcomes = many.result(5)
+        assert other.result(5) == 60
+    assert [o if isinstance(o, int) else str(o) for o in outcomes] == [10, "bad -2", 30, 40, 50]
+    # the leader's own items first, then the other caller's item where there is room
+    assert run.batches[1:] == [[1, -2, 3], [4, 5, 6]]
+    assert batcher.submit_many([]) == []
+
+
+def test_callers_of_several_items_in_small_batches_all_finish() -> None:
+    def run(items: list[int]) -> list[int]:
+        time.sleep(0.0002)
+        return [i + 1 for i in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(run, max_size=5)
+    results: dict[int, list[int | BaseException]] = {}
+
+    def caller(n: int) -> None:
+        for k in range(50):
+            items = list(range(n * 1000 + k * 10, n * 1000 + k * 10 + 1 + (n + k) % 9))
+            results[n * 1000 + k * 10] = batcher.submit_many(items)
+
+    threads = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(12)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "callers left waiting"
+    assert len(results) == 600
+    assert all(outcomes == [first + i + 1 for i in range(len(outcomes))] for first, outcomes in results.items())

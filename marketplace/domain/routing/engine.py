@@ -1,15 +1,17 @@
 """The routing engine of one worker process: encoder, a router fitted per taxonomy version, provider vectors.
 
-It holds the in-memory provider index described in DESIGN.md: profile vectors are cached by profile
-``updated_at``, so an edited profile is re-embedded on the next decision and nothing else is.
+It holds the in-memory provider index described in DESIGN.md: one snapshot of the providers open for work
+(vectors, loads, ratings, recent offers) shared by the process's routing batches, and profile vectors cached
+by profile ``updated_at``, so an edited profile is re-embedded on the next decision and nothing else is.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from marketplace.clock import now
@@ -27,6 +29,7 @@ from marketplace.domain.providers.services import profile_text
 from models import Encoder, load_encoder
 from models.tuning import TuningConfig
 from routing import Matcher, ProviderRecord, Taxonomy, scrub_pii
+from routing.matcher import ProviderIndex
 from routing.tuned import MIN_TUNING_CATEGORIES, RoutingModel, fingerprint, fit_routing_model
 
 log = structlog.get_logger(__name__)
@@ -36,6 +39,9 @@ log = structlog.get_logger(__name__)
 FAIRNESS_WINDOW = timedelta(days=7)
 # Vectors of this many recently encoded task texts stay in memory (Engine.encode), a few batches' worth.
 RECENT_TEXTS = 1024
+# The provider snapshot (RoutingEngine.provider_index) is read again after this many seconds: what other
+# processes changed meanwhile (their offers, offers closed, new ratings) counts from then on.
+PROVIDER_SNAPSHOT_AGE = 5.0
 
 
 @functools.lru_cache(maxsize=RECENT_TEXTS)
@@ -43,6 +49,18 @@ def task_text(title: str, description: str) -> str:
     """What the models see of a task (contact details removed). Cached: a routing batch asks for each of its
     tasks' texts several times, and the regular expressions cost more than the rest of the lookup."""
     return scrub_pii(f"{title}. {description}")
+
+
+@dataclass(frozen=True, slots=True)
+class _ProviderSnapshot:
+    index: ProviderIndex
+    mark: tuple[Any, ...]  # (database, number of profiles, newest profile change) when it was read
+    taken: float  # time.monotonic() when its reading began
+    session: int  # id() of the session it was read in: that transaction's own offers are in it
+
+
+# session.info key: the offers a session's routing made, not yet committed, as (time.monotonic(), per provider)
+_UNCOMMITTED = "relay_uncommitted_offers"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +97,8 @@ class RoutingEngine:
         self._vectors: dict[uuid.UUID, tuple[datetime, np.ndarray]] = {}
         self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._recent_lock = threading.Lock()  # not self._lock: that one is held while a router is fitted
+        self._providers: _ProviderSnapshot | None = None
+        self._providers_lock = threading.Lock()
         self.matcher = Matcher()
 
     @property
@@ -218,9 +238,91 @@ class RoutingEngine:
                     self._recent.popitem(last=False)
         return out
 
-    def refresh_profiles(self, session: Session) -> list[Any]:
+    def provider_index(self, session: Session, fresh: bool = False) -> ProviderIndex:
+        """The providers open for work as routing ranks them, as a working copy: the caller records the offers
+        it picks on it (``ProviderIndex.record_offer``) and reports those it makes with :meth:`count_offers`.
+
+        Copied from one snapshot per process, not read per routing batch: at 100,000 providers, or with
+        millions of offers in the fairness window, reading them cost more than routing the batch. Offers made
+        by this process are counted in it as their transactions commit; it is read again when a profile
+        changed (the number of profiles or the newest ``updated_at`` moved), when it is older than
+        PROVIDER_SNAPSHOT_AGE seconds, and with ``fresh``. Until then other processes' offers, closed offers
+        and new ratings are not in it, so offers picked on it must be checked against the database under
+        lock before they are written (``offers.services.overbooked``)."""
+        snapshot = self._provider_snapshot(session, fresh)
+        index = snapshot.index.working_copy()
+        for provider_id, n in self._missing_from(snapshot, session).items():  # this transaction's own
+            index.record_offer(provider_id, n)
+        return index
+
+    def _provider_snapshot(self, session: Session, fresh: bool = False) -> _ProviderSnapshot:
+        P = ProviderProfile
+        count, newest = session.execute(select(func.count(), func.max(P.updated_at))).one()
+        mark = (session.get_bind().engine.url, count, newest)
+        with self._providers_lock:
+            snapshot = self._providers
+            if fresh or snapshot is None or snapshot.mark != mark \
+                    or time.monotonic() - snapshot.taken > PROVIDER_SNAPSHOT_AGE:
+                from marketplace.domain.offers.services import provider_loads
+
+                started = time.monotonic()
+                records = self.provider_records(session, provider_loads(session))
+                snapshot = self._providers = _ProviderSnapshot(
+                    ProviderIndex(records, dim=self.encoder.dim), mark, started, id(session))
+                # If this transaction rolls back, the snapshot may count offers that were never made.
+                event.listen(session, "after_rollback", functools.partial(self._forget, snapshot), once=True)
+            return snapshot
+
+    @staticmethod
+    def _missing_from(snapshot: _ProviderSnapshot, session: Session) -> Counter[str]:
+        """The offers ``session`` made, not yet committed, that ``snapshot`` does not count: all of them,
+        unless the snapshot was read inside this same transaction, after some of them."""
+        missing: Counter[str] = Counter()
+        for made_at, offers in session.info.get(_UNCOMMITTED, ()):
+            if snapshot.session != id(session) or made_at > snapshot.taken:
+                missing.update(offers)
+        return missing
+
+    def refresh_providers(self, session: Session) -> None:
+        """Bring the provider snapshot up to date (encoding new or edited profiles), e.g. ahead of a write
+        transaction that will rank providers."""
+        self._provider_snapshot(session)
+
+    def count_offers(self, session: Session, offers: Counter[str]) -> None:
+        """``offers`` (per provider id) were made in ``session``'s transaction: once it commits, count them in
+        the current snapshot unless it was read after the commit (then they are in it already)."""
+        if not offers:
+            return
+        pending = session.info.get(_UNCOMMITTED)
+        if pending is None:
+            pending = session.info[_UNCOMMITTED] = []
+            event.listen(session, "after_commit", self._committed, once=True)
+            event.listen(session, "after_rollback", lambda s: s.info.pop(_UNCOMMITTED, None), once=True)
+        pending.append((time.monotonic(), offers))
+
+    def _committed(self, session: Session) -> None:
+        committed_at = time.monotonic()
+        with self._providers_lock:
+            snapshot = self._providers
+            if snapshot is not None and snapshot.taken < committed_at:
+                for provider_id, n in self._missing_from(snapshot, session).items():
+                    if provider_id in snapshot.index.row_of:
+                        snapshot.index.record_offer(provider_id, n)
+        session.info.pop(_UNCOMMITTED, None)
+
+    def forget_providers(self) -> None:
+        """Read the providers afresh for the next batch."""
+        if self._providers is not None:
+            self._forget(self._providers)
+
+    def _forget(self, snapshot: _ProviderSnapshot, _session: Session | None = None) -> None:
+        with self._providers_lock:
+            if self._providers is snapshot:
+                self._providers = None
+
+    def _profiles(self, session: Session) -> list[Any]:
         """The profiles open for work (rows of the columns ranking needs), with the vectors of new or edited
-        ones computed and cached. Read on every routing batch: the texts are loaded only for stale ones."""
+        ones computed and cached: the profile texts are loaded only for those."""
         P = ProviderProfile
         rows = session.execute(
             select(P.account_id, P.updated_at, P.categories, P.capacity, P.accepting_work, P.hourly_rate)
@@ -243,7 +345,7 @@ class RoutingEngine:
         ratings = {pid: (int(total), int(n)) for pid, total, n in session.execute(
             select(Rating.provider_id, func.sum(Rating.stars), func.count()).group_by(Rating.provider_id)
         )}
-        profiles = self.refresh_profiles(session)
+        profiles = self._profiles(session)
         return [
             ProviderRecord(
                 provider_id=str(p.account_id), vector=self._vectors[p.account_id][1],

@@ -26,7 +26,7 @@ from marketplace.db.models import (
     Task,
     TaskStatus,
 )
-from marketplace.domain.offers.services import add_offers, overbooked, provider_loads
+from marketplace.domain.offers.services import add_offers, overbooked
 from marketplace.domain.routing.engine import RoutingEngine, task_text
 from marketplace.domain.tasks.lifecycle import SYSTEM, transition, transition_all
 from marketplace.errors import Conflict
@@ -164,7 +164,7 @@ def prepare_routing(session: Session, engine: RoutingEngine,
     if not texts:
         return 0
     engine.encode(engine.encoder, texts)
-    engine.refresh_profiles(session)  # edited provider profiles too
+    engine.refresh_providers(session)  # new or edited provider profiles too
     # The tuned encoder's vectors too (for tasks staff have not placed), if the last decision used a tuned
     # model. Not engine.router: reading the taxonomy on every batch to check its version cost more than the
     # guess saves when it is wrong.
@@ -216,11 +216,12 @@ def _categorize(session: Session, settings: Settings, engine: RoutingEngine, pla
 
 def _choose_providers(session: Session, settings: Settings, engine: RoutingEngine,
                       plans: list[_Plan]) -> None:
-    """Rank providers for each task and pick its offers, on one snapshot of the providers that is updated in
-    memory as offers are picked; then lock the picked providers and check the snapshot still holds."""
+    """Rank providers for each task and pick its offers on the engine's provider snapshot, counting each offer
+    in it as it is picked (so the result is what routing the tasks one after another gives); then lock the
+    picked providers and check in the database that they can still take them. If the snapshot was stale
+    (another process's offers took the last slots), pick again on a fresh read of the providers, once."""
     if not plans:
         return
-    index = ProviderIndex(engine.provider_records(session, provider_loads(session)))
     partners = list(session.execute(select(PartnerProfile.account_id, PartnerProfile.expertise)))
     primaries = {p.categories[0]["slug"] for p in plans}
     category_ids = dict(session.execute(
@@ -230,38 +231,54 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
         select(Offer.task_id, Offer.provider_id).where(Offer.task_id.in_([p.task.id for p in plans]))
     ):
         offered[task_id].add(provider_id)
-    for plan in plans:
-        task, slugs = plan.task, [c["slug"] for c in plan.categories]
-        ranked = engine.matcher.rank_index(index, plan.vector, slugs, budget=task.budget_amount,
-                                           exclude={str(task.customer_id)})
-        plan.candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
-                           for c in ranked[:MAX_STORED_CANDIDATES]]
-        plan.explanation["suggested_partner_ids"] = [str(pid) for pid, expertise in partners
-                                                     if slugs[0] in (expertise or [])]
-        task.category_id = category_ids.get(slugs[0])
-        plan.first_rank = len(offered[task.id]) + 1
-        for candidate in plan.candidates:
-            if len(plan.offers) >= settings.offers_per_task:
-                break
-            provider_id, row = uuid.UUID(candidate["provider_id"]), index.row_of[candidate["provider_id"]]
-            if provider_id in offered[task.id] or index.load[row] >= index.capacity[row]:
-                continue
-            plan.offers.append((provider_id, candidate["score"]))
-            index.record_offer(candidate["provider_id"])
-        plan.explanation["offered"] = len(plan.offers)
-        if not plan.offers:
-            plan.explanation["summary"] += (" No provider in this category is available right now, so staff "
-                                            "will follow up.")
-            plan.review("no available provider for the category")
+    summaries = [p.explanation["summary"] for p in plans]
+    for fresh in (False, True):
+        index = engine.provider_index(session, fresh=fresh)
+        for plan, summary in zip(plans, summaries, strict=True):
+            plan.outcome, plan.reason, plan.offers = None, "", []
+            plan.explanation["summary"] = summary
+            _pick_offers(settings, engine, index, plan, partners, category_ids.get(plan.categories[0]["slug"]),
+                         offered[plan.task.id])
+        planned = Counter(pid for p in plans for pid, _ in p.offers)
+        taken = overbooked(session, planned)
+        if not taken:
+            engine.count_offers(session, Counter({str(pid): n for pid, n in planned.items()}))
+            return
+        log.info("route_batch.providers_changed", providers=len(taken), fresh=fresh)
+    engine.forget_providers()
+    raise Conflict(f"{len(taken)} provider(s) filled up while these tasks were routed; routing again.")
+
+
+def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex, plan: _Plan,
+                 partners: list[Any], category_id: uuid.UUID | None, offered: set[uuid.UUID]) -> None:
+    task, slugs = plan.task, [c["slug"] for c in plan.categories]
+    ranked = engine.matcher.rank_index(index, plan.vector, slugs, budget=task.budget_amount,
+                                       exclude={str(task.customer_id)})
+    plan.candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
+                       for c in ranked[:MAX_STORED_CANDIDATES]]
+    plan.explanation["suggested_partner_ids"] = [str(pid) for pid, expertise in partners
+                                                 if slugs[0] in (expertise or [])]
+    task.category_id = category_id
+    plan.first_rank = len(offered) + 1
+    for candidate in plan.candidates:
+        if len(plan.offers) >= settings.offers_per_task:
+            break
+        provider_id, row = uuid.UUID(candidate["provider_id"]), index.row_of[candidate["provider_id"]]
+        if provider_id in offered or index.load[row] >= index.capacity[row]:
             continue
-        made = len(plan.offers)
-        plan.explanation["summary"] += (
-            f" Offered to {made} provider{'s' if made != 1 else ''} chosen for fit, category, availability, "
-            "price, customer ratings and a fair share of work.")
-        plan.outcome = RoutingOutcome.ROUTED
-    taken = overbooked(session, Counter(pid for p in plans for pid, _ in p.offers))
-    if taken:
-        raise Conflict(f"{len(taken)} provider(s) filled up while these tasks were routed; routing again.")
+        plan.offers.append((provider_id, candidate["score"]))
+        index.record_offer(candidate["provider_id"])
+    plan.explanation["offered"] = len(plan.offers)
+    if not plan.offers:
+        plan.explanation["summary"] += (" No provider in this category is available right now, so staff "
+                                        "will follow up.")
+        plan.review("no available provider for the category")
+        return
+    made = len(plan.offers)
+    plan.explanation["summary"] += (
+        f" Offered to {made} provider{'s' if made != 1 else ''} chosen for fit, category, availability, "
+        "price, customer ratings and a fair share of work.")
+    plan.outcome = RoutingOutcome.ROUTED
 
 
 def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
