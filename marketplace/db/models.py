@@ -140,7 +140,9 @@ class ProviderProfile(Base):
     hourly_rate: Mapped[Decimal | None] = data(C.FINANCIAL, "account_lifetime", Numeric(10, 2), nullable=True)
     capacity: Mapped[int] = data(C.PROFILE, "account_lifetime", Integer, default=1)
     accepting_work: Mapped[bool] = data(C.PROFILE, "account_lifetime", Boolean, default=False)
-    updated_at: Mapped[datetime] = data(C.ACTIVITY, "account_lifetime", UTCDateTime, default=now, onupdate=now)
+    # indexed: routing checks the newest change before every batch (RoutingEngine.provider_index)
+    updated_at: Mapped[datetime] = data(C.ACTIVITY, "account_lifetime", UTCDateTime, default=now, onupdate=now,
+                                        index=True)
 
     account: Mapped[Account] = relationship(back_populates="provider_profile")
 
@@ -240,7 +242,8 @@ class Rating(Base):
     customer_id: Mapped[uuid.UUID] = data(C.PARTY, "task_lifetime", ForeignKey("accounts.id", ondelete="RESTRICT"))
     stars: Mapped[int] = data(C.USER_CONTENT, "task_lifetime", Integer)
     comment: Mapped[str | None] = data(C.USER_CONTENT, "task_lifetime", Text, nullable=True)
-    created_at: Mapped[datetime] = data(C.ACTIVITY, "task_lifetime", UTCDateTime, default=now)
+    # indexed: routing checks the newest rating before every batch (RoutingEngine.provider_index)
+    created_at: Mapped[datetime] = data(C.ACTIVITY, "task_lifetime", UTCDateTime, default=now, index=True)
 
 
 class TaskTransition(Base):

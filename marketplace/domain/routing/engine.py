@@ -40,7 +40,7 @@ FAIRNESS_WINDOW = timedelta(days=7)
 # Vectors of this many recently encoded task texts stay in memory (Engine.encode), a few batches' worth.
 RECENT_TEXTS = 1024
 # The provider snapshot (RoutingEngine.provider_index) is read again after this many seconds: what other
-# processes changed meanwhile (their offers, offers closed, new ratings) counts from then on.
+# processes changed meanwhile (their offers, offers accepted, declined or expired) counts from then on.
 PROVIDER_SNAPSHOT_AGE = 5.0
 
 
@@ -54,7 +54,7 @@ def task_text(title: str, description: str) -> str:
 @dataclass(frozen=True, slots=True)
 class _ProviderSnapshot:
     index: ProviderIndex
-    mark: tuple[Any, ...]  # (database, number of profiles, newest profile change) when it was read
+    mark: tuple[Any, ...]  # (database, newest profile change, newest rating) when it was read
     taken: float  # time.monotonic() when its reading began
     session: int  # id() of the session it was read in: that transaction's own offers are in it
 
@@ -244,11 +244,11 @@ class RoutingEngine:
 
         Copied from one snapshot per process, not read per routing batch: at 100,000 providers, or with
         millions of offers in the fairness window, reading them cost more than routing the batch. Offers made
-        by this process are counted in it as their transactions commit; it is read again when a profile
-        changed (the number of profiles or the newest ``updated_at`` moved), when it is older than
-        PROVIDER_SNAPSHOT_AGE seconds, and with ``fresh``. Until then other processes' offers, closed offers
-        and new ratings are not in it, so offers picked on it must be checked against the database under
-        lock before they are written (``offers.services.overbooked``)."""
+        by this process are counted in it as their transactions commit; it is read again when a profile changed
+        or a rating was added (the newest ``updated_at`` or ``created_at`` moved), when it is older than
+        PROVIDER_SNAPSHOT_AGE seconds, and with ``fresh``. Until then other processes' offers and closed
+        offers are not in it, so offers picked on it must be checked against the database under lock before
+        they are written (``offers.services.overbooked``)."""
         snapshot = self._provider_snapshot(session, fresh)
         index = snapshot.index.working_copy()
         for provider_id, n in self._missing_from(snapshot, session).items():  # this transaction's own
@@ -256,9 +256,13 @@ class RoutingEngine:
         return index
 
     def _provider_snapshot(self, session: Session, fresh: bool = False) -> _ProviderSnapshot:
-        P = ProviderProfile
-        count, newest = session.execute(select(func.count(), func.max(P.updated_at))).one()
-        mark = (session.get_bind().engine.url, count, newest)
+        # Two index lookups: a profile that changed (or joined) and a new rating show here at once. A deleted
+        # profile does not; if picked, the capacity check finds it gone and the providers are read again.
+        newest_profile, newest_rating = session.execute(select(
+            select(func.max(ProviderProfile.updated_at)).scalar_subquery(),
+            select(func.max(Rating.created_at)).scalar_subquery(),
+        )).one()
+        mark = (session.get_bind().engine.url, newest_profile, newest_rating)
         with self._providers_lock:
             snapshot = self._providers
             if fresh or snapshot is None or snapshot.mark != mark \
