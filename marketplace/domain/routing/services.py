@@ -152,6 +152,15 @@ def prepare_routing(session: Session, engine: RoutingEngine,
     write transaction, in a read-only session: the vectors wait in the engine, so the transaction, which on
     SQLite holds the database's write lock, does not also spend the encoder's time. Returns the number of
     task texts encoded; skipping this changes nothing but speed."""
+    texts = routing_texts(session, task_ids)
+    encode_ahead(engine, texts)
+    engine.refresh_providers(session)  # new or edited provider profiles too
+    return len(texts)
+
+
+def routing_texts(session: Session, task_ids: Sequence[uuid.UUID]) -> list[tuple[str, bool]]:
+    """What routing these tasks will encode: each waiting task's text (none for customers who object to AI
+    processing) and whether the routing model decides its category (staff have not placed it)."""
     # Plain columns, not ORM objects: this runs for every batch, and the write transaction loads the tasks anyway.
     rows = session.execute(
         select(Task.title, Task.description, Task.category_id)
@@ -160,19 +169,21 @@ def prepare_routing(session: Session, engine: RoutingEngine,
                Account.ai_processing_objection.is_not(True))
         .order_by(Task.id)
     ).all()
-    texts = [task_text(r.title, r.description) for r in rows]
+    return [(task_text(r.title, r.description), r.category_id is None) for r in rows]
+
+
+def encode_ahead(engine: RoutingEngine, texts: Sequence[tuple[str, bool]]) -> None:
+    """Encode :func:`routing_texts`' texts into the engine's cache of recent vectors: with the shared encoder,
+    and with the tuned one for those the model categorizes if the last decision used a tuned model. Not
+    engine.router: reading the taxonomy on every batch to check its version cost more than the guess saves
+    when it is wrong."""
     if not texts:
-        return 0
-    engine.encode(engine.encoder, texts)
-    engine.refresh_providers(session)  # new or edited provider profiles too
-    # The tuned encoder's vectors too (for tasks staff have not placed), if the last decision used a tuned
-    # model. Not engine.router: reading the taxonomy on every batch to check its version cost more than the
-    # guess saves when it is wrong.
+        return
+    engine.encode(engine.encoder, [text for text, _ in texts])
     model = engine.latest_model()
-    unplaced = [text for text, r in zip(texts, rows, strict=True) if r.category_id is None]
+    unplaced = [text for text, decided in texts if decided]
     if unplaced and model is not None and model.tuned:
         engine.encode(model.encoder, unplaced)
-    return len(texts)
 
 
 def _categorize(session: Session, settings: Settings, engine: RoutingEngine, plans: list[_Plan],
