@@ -252,7 +252,8 @@ class RoutingEngine:
         snapshot = self._provider_snapshot(session, fresh)
         index = snapshot.index.working_copy()
         for provider_id, n in self._missing_from(snapshot, session).items():  # this transaction's own
-            index.record_offer(provider_id, n)
+            if provider_id in index.row_of:  # (one who has stopped taking work since is not in it)
+                index.record_offer(provider_id, n)
         return index
 
     def _provider_snapshot(self, session: Session, fresh: bool = False) -> _ProviderSnapshot:
