@@ -71,7 +71,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         wait_for(lambda: client.get("/health").status_code == 200, 90, "the API to be healthy")
         health = client.get("/health").json()
         assert health["broker"] == "ok (redis)"
-        yield {"client": client, "tmp": tmp, "procs": procs}
+        yield {"client": client, "tmp": tmp, "procs": procs, "db_url": db_url, "namespace": namespace}
     finally:
         client.close()
         for proc in procs.values():
@@ -144,3 +144,56 @@ def test_journey_across_processes(stack: dict[str, Any]) -> None:
     # the work happened in the worker process, not in the API
     assert "route_batch.done" in (stack["tmp"] / "worker.log").read_text()
     assert "route_batch.done" not in (stack["tmp"] / "api.log").read_text()
+
+
+def test_a_relayed_backlog_travels_as_grouped_jobs_and_is_routed(stack: dict[str, Any]) -> None:
+    """Tasks whose routing jobs were never sent (the broker was down) are relayed together: one route_tasks
+    message for all of them, consumed by the worker process over Redis."""
+    from sqlalchemy import select
+
+    from marketplace import jobs
+    from marketplace.db.models import Role, RoutingDecision, Task, TaskStatus
+    from marketplace.db.session import get_database
+    from marketplace.domain.accounts.services import create_account
+    from marketplace.domain.tasks.schemas import TaskIn
+    from marketplace.domain.tasks.services import create_task
+    from marketplace.settings import Settings
+
+    settings = Settings(database_url=stack["db_url"], broker="redis", redis_url=REDIS_URL,
+                        redis_namespace=stack["namespace"], router_tuning=False, run_inprocess_worker=False)
+    db = get_database(stack["db_url"])
+    with db.session() as session:  # committed with their outbox rows, never sent
+        customer = create_account(session, f"backlog-{uuid.uuid4().hex[:8]}@example.com", PASSWORD,
+                                  Role.CUSTOMER, "Backlog customer")
+        ids = [create_task(session, customer.id, TaskIn(title=f"Shop bookkeeping {i}", description=(
+            "Reconcile my shop's bank account and card payments every month in QuickBooks."))).id
+               for i in range(3)]
+        session.info.pop("outbox", None)
+    sent: list[str] = []
+    real_send = jobs._send
+
+    def recording(broker: Any, rows: Any) -> None:
+        sent.extend(m.actor_name for m in jobs._messages(rows))
+        real_send(broker, rows)
+
+    jobs._send = recording  # type: ignore[assignment]
+    try:
+        with db.session() as session:
+            assert jobs.relay_pending(session, settings) >= 3
+    finally:
+        jobs._send = real_send  # type: ignore[assignment]
+    # The scheduler relays pending rows every 2 s too, and may have sent them first; either way all three went
+    # together (one relay takes every pending row), so the worker process got them as one route_tasks message.
+    if "route_tasks" in sent or "route_task" in sent:
+        assert sent.count("route_tasks") == 1 and "route_task" not in sent
+
+    def statuses() -> set[TaskStatus]:
+        with db.session(readonly=True) as session:
+            return {t.status for t in session.scalars(select(Task).where(Task.id.in_(ids)))}
+
+    wait_for(lambda: statuses() <= {TaskStatus.ROUTED, TaskStatus.NEEDS_REVIEW} and statuses(), 120,
+             "the worker process to route the relayed tasks")
+    with db.session(readonly=True) as session:  # each decided by the model (some may find the providers full)
+        decisions = session.scalars(select(RoutingDecision).where(RoutingDecision.task_id.in_(ids))).all()
+    assert len(decisions) == 3
+    assert all(d.categories[0]["slug"] == "bookkeeping-accounting" for d in decisions)
