@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from marketplace.clock import now
 from marketplace.db.models import OutboxMessage
 from marketplace.settings import Settings
+from models.batching import MicroBatcher
 
 log = structlog.get_logger(__name__)
 
@@ -72,8 +73,6 @@ def _redis_broker(settings: Settings) -> dramatiq.Broker:
     from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
     from dramatiq.common import current_millis
     from dramatiq.errors import ConnectionClosed
-
-    from models.batching import MicroBatcher
 
     def dispatch_pipelined(broker: RedisBroker, command: str, calls: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Run dramatiq's ``dispatch`` script once per ``(queue, extra args)`` in ``calls``, all in one round
@@ -269,14 +268,32 @@ def relay_pending(session: Session, settings: Settings, limit: int = 500) -> int
 
 def dispatch_after_commit(db: Any, rows: Sequence[Job | OutboxMessage], settings: Settings) -> None:
     """Send what a committed unit of work enqueued. Never raises: the change is already saved, and rows
-    that could not be sent stay pending for the relay."""
+    that could not be sent stay pending for the relay.
+
+    Units of work committing at the same moment (concurrent API requests, say) are sent together: one round
+    trip to the broker, one transaction marking the rows dispatched, and their routing jobs grouped into
+    route_tasks messages (GROUPED). A lone unit of work is sent at once."""
     if not rows:
         return
+    key = (db.url, settings.broker, settings.redis_url, settings.redis_namespace)
+    with _dispatchers_lock:
+        batcher = _dispatchers.setdefault(key, MicroBatcher(_dispatch_together))
+    batcher.submit_many([(db, settings, row) for row in rows])
+
+
+def _dispatch_together(items: list[tuple[Any, Settings, Job | OutboxMessage]]) -> list[None]:
+    db, settings, _ = items[0]  # all alike: same database and broker (the key of their batcher)
+    rows = [row for _, _, row in items]
     try:
         with db.session() as session:
             dispatch(session, rows, settings)
     except Exception:
         log.warning("outbox.dispatch_failed", rows=len(rows), exc_info=True)
+    return [None] * len(rows)
+
+
+_dispatchers: dict[tuple[Any, ...], MicroBatcher[tuple[Any, Settings, Job | OutboxMessage], None]] = {}
+_dispatchers_lock = threading.Lock()
 
 
 def purge_dispatched(session: Session, older_than: timedelta) -> int:

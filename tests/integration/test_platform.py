@@ -165,3 +165,42 @@ def test_demo_data_loads_idempotently_and_routes(api: Api, db) -> None:
         statuses = sorted(s.value for s in session.scalars(select(Task.status)))
     # the deliberately out-of-scope demo task goes to review; the others find providers
     assert statuses.count("routed") >= 8 and "submitted" not in statuses
+
+
+def test_units_of_work_committing_together_are_dispatched_together(settings, db, monkeypatch) -> None:
+    import threading
+    import time
+
+    sends: list[list[str]] = []
+    first_send_started, release = threading.Event(), threading.Event()
+
+    def slow_send(_broker, rows) -> None:
+        sends.append([r.actor_name for r in rows])
+        first_send_started.set()
+        release.wait(5)
+
+    monkeypatch.setattr(jobs, "_send", slow_send)
+    monkeypatch.setattr(jobs, "can_deliver", lambda _settings: True)
+
+    def post() -> None:
+        with unit_of_work(db, settings) as session:
+            jobs.enqueue(session, "route_task", uuid.uuid4())
+
+    first = threading.Thread(target=post)
+    first.start()
+    assert first_send_started.wait(5)  # a lone unit of work is sent at once
+    others = [threading.Thread(target=post) for _ in range(3)]
+    for t in others:
+        t.start()
+    deadline = time.monotonic() + 5
+    while sum(len(b._waiting) for b in jobs._dispatchers.values()) < 3:  # committed, waiting to be sent
+        assert time.monotonic() < deadline, "the other units of work did not commit"
+        time.sleep(0.01)
+    release.set()
+    for t in [first, *others]:
+        t.join(5)
+    # the three that committed while the first was being sent went in one send, then all were marked sent
+    assert sends == [["route_task"], ["route_task"] * 3]
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)
+                              .where(OutboxMessage.dispatched_at.is_(None))) == 0
