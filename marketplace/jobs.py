@@ -188,28 +188,29 @@ def enqueue_many(session: Session, actor_name: str, calls: Iterable[Sequence[Any
     return queued
 
 
+def _message(row: Job | OutboxMessage) -> dramatiq.Message:
+    return dramatiq.Message(queue_name=row.queue_name, actor_name=row.actor_name, args=tuple(row.args),
+                            kwargs={}, options={}, message_id=str(row.id))
+
+
 def _messages(rows: Sequence[Job | OutboxMessage]) -> list[dramatiq.Message]:
     """One message per row, except rows of a GROUPED actor when there are several: those go in groups."""
     messages, grouped = [], defaultdict(list)
     for row in rows:
         if row.actor_name in GROUPED and len(row.args) == 1:
             grouped[row.actor_name].append(row)
-            continue
-        messages.append(dramatiq.Message(queue_name=row.queue_name, actor_name=row.actor_name,
-                                         args=tuple(row.args), kwargs={}, options={}, message_id=str(row.id)))
+        else:
+            messages.append(_message(row))
     for actor_name, group_rows in grouped.items():
-        batch_actor, size = GROUPED[actor_name]
         if len(group_rows) == 1:  # alone: sent as it is
-            row = group_rows[0]
-            messages.append(dramatiq.Message(queue_name=row.queue_name, actor_name=actor_name,
-                                             args=tuple(row.args), kwargs={}, options={},
-                                             message_id=str(row.id)))
+            messages.append(_message(group_rows[0]))
             continue
+        batch_actor, size = GROUPED[actor_name]
         for k in range(0, len(group_rows), size):
-            group = group_rows[k:k + size]
-            messages.append(dramatiq.Message(queue_name=JOBS[batch_actor], actor_name=batch_actor,
-                                             args=([row.args[0] for row in group],), kwargs={}, options={},
-                                             message_id=str(uuid.uuid4())))
+            messages.append(dramatiq.Message(
+                queue_name=JOBS[batch_actor], actor_name=batch_actor,
+                args=([row.args[0] for row in group_rows[k:k + size]],), kwargs={}, options={},
+                message_id=str(uuid.uuid4())))
     return messages
 
 
@@ -277,7 +278,9 @@ def dispatch_after_commit(db: Any, rows: Sequence[Job | OutboxMessage], settings
         return
     key = (db.url, settings.broker, settings.redis_url, settings.redis_namespace)
     with _dispatchers_lock:
-        batcher = _dispatchers.setdefault(key, MicroBatcher(_dispatch_together))
+        batcher = _dispatchers.get(key)
+        if batcher is None:
+            batcher = _dispatchers[key] = MicroBatcher(_dispatch_together)
     batcher.submit_many([(db, settings, row) for row in rows])
 
 
