@@ -142,3 +142,17 @@ def test_customer_ratings_rank_equally_fitting_providers_but_one_review_does_not
     assert 0.5 < rating_component(1, 1) < 0.75
     # a clearly better fit still beats a better rating
     assert ids(Matcher().rank(TASK, ["design"], [rated("loved", [5] * 10, sim=0.5), rated("fit", [3], sim=0.95)]))[0] == "fit"
+
+
+def test_offers_recorded_on_a_working_copy_change_its_ranking_but_not_the_shared_index() -> None:
+    from routing.matcher import ProviderIndex
+
+    shared = ProviderIndex([provider("a", sim=0.9, capacity=1), provider("b", sim=0.7, capacity=2)])
+    copy = shared.working_copy()
+    assert ids(Matcher().rank_index(copy, TASK, ["design"]))[0] == "a"
+    copy.record_offer("a")  # a's only slot is taken on the copy
+    assert ids(Matcher().rank_index(copy, TASK, ["design"])) == ["b"]
+    assert ids(Matcher().rank_index(shared, TASK, ["design"]))[0] == "a"  # the shared index is untouched
+    assert (shared.load.tolist(), shared.recent_offers.tolist()) == ([0, 0], [0.0, 0.0])
+    shared.record_offer("b", 2)  # counted in the shared index: b is full there, later copies see it
+    assert ids(Matcher().rank_index(shared.working_copy(), TASK, ["design"])) == ["a"]
