@@ -39,6 +39,18 @@ def wait_until(predicate, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def run_callers(caller, n: int, timeout: float = 30.0) -> None:
+    """Run ``caller(0) .. caller(n - 1)`` on their own threads; fail if any is still waiting after ``timeout``
+    (a lost wake-up would hang a worker thread for good)."""
+    threads = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "callers left waiting"
+
+
 def test_callers_arriving_during_a_batch_go_together_in_the_next_one_up_to_max_size() -> None:
     run = Recorder()
     batcher = MicroBatcher(run, max_size=3)
@@ -112,13 +124,7 @@ def test_many_callers_in_small_batches_all_finish_with_their_own_results() -> No
         for i in range(first, 2_000, 40):
             results[i] = batcher.submit(i)
 
-    threads = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(40)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 30
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "callers left waiting"
+    run_callers(caller, 40)
     assert results == {i: i * 3 for i in range(2_000)}
     assert not overlapped
 
@@ -156,12 +162,6 @@ def test_callers_of_several_items_in_small_batches_all_finish() -> None:
             items = list(range(n * 1000 + k * 10, n * 1000 + k * 10 + 1 + (n + k) % 9))
             results[n * 1000 + k * 10] = batcher.submit_many(items)
 
-    threads = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(12)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 30
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "callers left waiting"
+    run_callers(caller, 12)
     assert len(results) == 600
     assert all(outcomes == [first + i + 1 for i in range(len(outcomes))] for first, outcomes in results.items())
