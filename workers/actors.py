@@ -89,18 +89,19 @@ def encode_batch(texts: list[tuple[str, bool]]) -> list[None]:
     return [None] * len(texts)
 
 
-def _prepare(task_ids: list[uuid.UUID]) -> None:
+def _prepare(task_ids: list[uuid.UUID]) -> int:
     """Encode a job's tasks before their write transaction, in the encoding stage, while the previous batch
     is written. The tasks are read here, on the job's own thread, so that the encoding stage does nothing
-    but run the encoder: its lanes never wait for a query."""
+    but run the encoder: its lanes never wait for a query. Returns the number of texts handed to it."""
     try:
         with runtime.database().session(readonly=True) as session:
             texts = routing_texts(session, task_ids)
             get_engine().refresh_providers(session)  # new or edited profiles encoded outside the write lock
     except Exception as exc:
         log.warning("route_task.prepare_failed", tasks=len(task_ids), error=repr(exc))
-        return
+        return 0
     _encoded.submit_many(texts)
+    return len(texts)
 
 
 # Worker threads running routing jobs hand their tasks to whichever of them is running a batch; a batch is as

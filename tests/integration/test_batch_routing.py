@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from marketplace.db.models import Offer, RoutingDecision, Task, TaskStatus, TaskTransition
 from marketplace.domain.offers.services import add_offers
-from marketplace.domain.routing import services as routing_services
 from marketplace.domain.routing.engine import get_engine
 from marketplace.domain.routing.services import route_task, route_tasks
 from marketplace.domain.tasks.schemas import TaskIn
@@ -185,12 +184,14 @@ def test_one_failing_task_fails_only_its_own_job(api: Api, db: Any, settings: An
 def test_tasks_encoded_ahead_are_routed_without_encoding_in_the_write_transaction(
     api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from workers import actors, runtime
+
     bookkeepers(api, 3)
     customer, _ = api.user("customer")
     ids = submitted_tasks(db, customer["id"], REQUESTS[:4])
     engine = get_engine()
-    with db.session(readonly=True) as session:
-        assert routing_services.prepare_routing(session, engine, ids) == 4
+    monkeypatch.setattr(runtime, "_settings", settings)
+    assert actors._prepare(ids) == 4  # the worker's encoding stage, as a routing job runs it
 
     def no_encoding(texts: list[str]) -> None:
         raise AssertionError("encoded inside the write transaction")

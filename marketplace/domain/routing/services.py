@@ -146,21 +146,11 @@ def _waiting(session: Session, task_ids: Sequence[uuid.UUID], lock: bool
     return {t.id for t in found}, waiting, placed, objecting
 
 
-def prepare_routing(session: Session, engine: RoutingEngine,
-                    task_ids: Sequence[uuid.UUID]) -> int:
-    """Encode the tasks :func:`route_tasks` will route (and new or edited provider profiles) ahead of its
-    write transaction, in a read-only session: the vectors wait in the engine, so the transaction, which on
-    SQLite holds the database's write lock, does not also spend the encoder's time. Returns the number of
-    task texts encoded; skipping this changes nothing but speed."""
-    texts = routing_texts(session, task_ids)
-    encode_ahead(engine, texts)
-    engine.refresh_providers(session)  # new or edited provider profiles too
-    return len(texts)
-
-
 def routing_texts(session: Session, task_ids: Sequence[uuid.UUID]) -> list[tuple[str, bool]]:
     """What routing these tasks will encode: each waiting task's text (none for customers who object to AI
-    processing) and whether the routing model decides its category (staff have not placed it)."""
+    processing) and whether the routing model decides its category (staff have not placed it). Workers read
+    and encode them (:func:`encode_ahead`) before :func:`route_tasks`' write transaction, which on SQLite holds
+    the database's write lock: it then finds the vectors ready. Skipping that changes nothing but speed."""
     # Plain columns, not ORM objects: this runs for every batch, and the write transaction loads the tasks anyway.
     rows = session.execute(
         select(Task.title, Task.description, Task.category_id)
