@@ -42,6 +42,11 @@ QUEUES = sorted(set(JOBS.values()))
 # anyway; dramatiq's own work per message (fetch, middleware, ack: ~0.3 ms of CPU) was a fifth of what routing
 # a task costs (bench/README.md). Outbox rows stay one per job.
 GROUPED: dict[str, tuple[str, int]] = {"route_task": ("route_tasks", 32)}
+# dramatiq's Redis consumer finds an empty queue, sleeps, and doubles the sleep up to the worker timeout (1 s by
+# default): a task posted to an idle worker waited 0.5 - 1 s before its routing began, a third of the time a
+# burst of 1,200 took to route (bench.pipeline). Polling an idle queue every 50 ms costs Redis one short
+# script call per queue and worker process that often.
+IDLE_POLL_MS = 50
 
 _broker_lock = threading.Lock()
 _stub_consumer = False
@@ -95,13 +100,16 @@ def _redis_broker(settings: Settings) -> dramatiq.Broker:
                 broker.client.script_load(script.script)
 
     class BatchedAckConsumer(_RedisConsumer):
-        """dramatiq's Redis consumer, except that worker threads finishing at the same moment send their acks
-        in one round trip. A routing worker finishes a batch's dozens of jobs at once; one round trip each
-        was 7 % of its CPU (bench/README.md). Each ack still completes before its thread moves on, with the
-        same ``dispatch`` script call as ``_RedisConsumer.ack`` (dramatiq is pinned)."""
+        """dramatiq's Redis consumer, except that
+
+        - worker threads finishing at the same moment send their acks in one round trip. A routing worker
+          finishes a batch's dozens of jobs at once; one round trip each was 7 % of its CPU (bench/README.md).
+          Each ack still completes before its thread moves on, with the same ``dispatch`` script call as
+          ``_RedisConsumer.ack`` (dramatiq is pinned);
+        - an idle queue is polled at least every IDLE_POLL_MS instead of every worker timeout (1 s)."""
 
         def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
-            super().__init__(broker, queue_name, prefetch, timeout)
+            super().__init__(broker, queue_name, prefetch, min(timeout, IDLE_POLL_MS))
             self._acks: MicroBatcher[str, None] = MicroBatcher(self._ack_many)
 
         def _ack_many(self, redis_ids: list[str]) -> list[None]:

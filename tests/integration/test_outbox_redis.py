@@ -137,3 +137,29 @@ def test_batched_sends_and_acks_still_work_after_redis_lost_its_scripts(broker: 
         consumer.ack(message)
     assert client.hlen(f"{broker.namespace}:drafting.msgs") == 0
     consumer.close()
+
+
+def test_an_idle_queue_is_polled_often_so_a_new_job_starts_at_once(
+    broker: dramatiq.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dramatiq's consumer sleeps longer after every empty fetch, up to the worker timeout (1 s): a task posted to
+    an idle worker waited up to a second before routing began. Ours never sleeps more than IDLE_POLL_MS."""
+    import dramatiq.brokers.redis as dramatiq_redis
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(dramatiq_redis.time, "sleep", sleeps.append)  # record each back-off, do not wait
+    ours = broker.consume("drafting", prefetch=4, timeout=1000)  # dramatiq's default worker timeout
+    assert [next(ours) for _ in range(12)] == [None] * 12
+    assert max(sleeps) <= jobs.IDLE_POLL_MS / 1000
+    sleeps.clear()
+    theirs = dramatiq_redis._RedisConsumer(broker, "drafting", 4, 1000)
+    assert [next(theirs) for _ in range(12)] == [None] * 12
+    assert max(sleeps) >= 0.5  # what the stock consumer would have done
+
+    message = _message(["offer-1"])
+    broker.enqueue_many([message])
+    fetched = next(ours)  # found on the next poll
+    assert fetched is not None and fetched.message_id == message.message_id
+    ours.ack(fetched)
+    ours.close()
+    theirs.close()
