@@ -33,6 +33,7 @@ JOBS: dict[str, str] = {
     "route_task": "routing",
     "route_tasks": "routing",  # several route_task jobs sent at once, as one message (GROUPED)
     "draft_for_offer": "drafting",
+    "draft_for_offers": "drafting",  # several draft_for_offer jobs sent at once (GROUPED)
     "draft_clarifying_question": "drafting",  # for staff to send when routing could not place a task
     "refit_router": "training",  # minutes of CPU: its own queue so it never delays routing
 }
@@ -40,8 +41,13 @@ QUEUES = sorted(set(JOBS.values()))
 # Jobs of these actors that are sent together travel as messages of the batch actor, up to the given number
 # per message, whose one argument is the list of the jobs' arguments. A routing worker batches concurrent jobs
 # anyway; dramatiq's own work per message (fetch, middleware, ack: ~0.3 ms of CPU) was a fifth of what routing
-# a task costs (bench/README.md). Outbox rows stay one per job.
-GROUPED: dict[str, tuple[str, int]] = {"route_task": ("route_tasks", 32)}
+# a task costs (bench/README.md). A routing batch makes a couple of offers per task, each with a draft job:
+# sent in eights, the drafts of a batch of 64 tasks are ~19 messages instead of ~150 (a generative draft takes
+# a few seconds, so a message of eight stays well inside its time limit). Outbox rows stay one per job.
+GROUPED: dict[str, tuple[str, int]] = {
+    "route_task": ("route_tasks", 32),
+    "draft_for_offer": ("draft_for_offers", 8),
+}
 # dramatiq's Redis consumer finds an empty queue, sleeps, and doubles the sleep up to the worker timeout (1 s by
 # default): a task posted to an idle worker waited 0.5 - 1 s before its routing began, a third of the time a
 # burst of 1,200 took to route (bench.pipeline). Polling an idle queue every 50 ms costs Redis one short

@@ -131,6 +131,11 @@ class RoutingFailed(Exception):
     skipped then: routing is idempotent)."""
 
 
+class DraftingFailed(Exception):
+    """Some offers of a draft_for_offers job got no draft; the job is retried (drafts saved meanwhile are
+    skipped then)."""
+
+
 @dramatiq.actor(actor_name="route_tasks", queue_name=JOBS["route_tasks"], **RETRY)
 def route_tasks(task_ids: list[str]) -> None:
     """Several route_task jobs sent together (marketplace.jobs.GROUPED): their tasks join the same batches
@@ -162,6 +167,23 @@ def _draft(key: uuid.UUID, inputs_of: Callable[[Any, uuid.UUID], tuple[Any, ...]
 def draft_for_offer(offer_id: str) -> None:
     outcome = _draft(uuid.UUID(offer_id), offer_draft_inputs, drafter().draft, save_offer_draft)
     log.info("draft_for_offer.done", offer_id=offer_id, outcome=outcome)
+
+
+@dramatiq.actor(actor_name="draft_for_offers", queue_name=JOBS["draft_for_offers"],
+                **{**RETRY, "time_limit": 600_000})  # up to 8 drafts (marketplace.jobs.GROUPED), one after another
+def draft_for_offers(offer_ids: list[str]) -> None:
+    """Several draft_for_offer jobs sent together: each offer is drafted and saved on its own, so one failure
+    neither loses nor repeats the others' drafts."""
+    failed = []
+    for offer_id in offer_ids:
+        try:
+            draft_for_offer.fn(offer_id)
+        except Exception as exc:
+            log.warning("draft_for_offer.failed", offer_id=offer_id, error=repr(exc))
+            failed.append((offer_id, exc))
+    if failed:
+        raise DraftingFailed(f"{len(failed)} of {len(offer_ids)} offers not drafted, first {failed[0][0]}: "
+                             f"{failed[0][1]!r}") from failed[0][1]
 
 
 @dramatiq.actor(actor_name="draft_clarifying_question", queue_name=JOBS["draft_clarifying_question"], **RETRY)

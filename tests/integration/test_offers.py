@@ -261,3 +261,38 @@ def test_drafts_are_written_with_no_write_transaction_open(api: Api, settings, d
     api.post_task(customer, "zxq vlorp", "trandle quibb mernox fasht plovi wuzzle krett")  # fits nowhere
     api.drain()
     assert lock_free == {"draft": [True, True], "clarifying_question": [True]}
+
+
+def test_a_tasks_drafts_travel_together_and_one_failure_loses_or_repeats_no_other(
+        api: Api, settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The draft jobs of a task's offers go to the worker as one draft_for_offers message (jobs.GROUPED). If
+    one draft fails, the others are still saved, and the retry writes only the missing one."""
+    from marketplace import jobs
+    from models.drafter import Drafter
+
+    sent: list[tuple[str, int]] = []
+    real_send = jobs._send
+    monkeypatch.setattr(jobs, "_send", lambda broker, rows: (
+        sent.extend((m.actor_name, len(m.args[0]) if m.actor_name.endswith("s") else 1)
+                    for m in jobs._messages(rows)), real_send(broker, rows)))
+    calls: list[str] = []
+    real_draft = Drafter.draft
+
+    def flaky(self: Drafter, task, provider):  # noqa: ANN001, ANN202
+        calls.append(provider.display_name)
+        if len(calls) == 1:
+            raise RuntimeError("the drafting model ran out of memory")
+        return real_draft(self, task, provider)
+
+    monkeypatch.setattr(Drafter, "draft", flaky)
+    providers = bookkeepers(api, 3)
+    _, customer_h = api.user("customer")
+    api.post_task(customer_h, *TASK)
+    api.drain()
+    assert ("draft_for_offers", settings.offers_per_task) in sent and "draft_for_offer" not in dict(sent)
+    offers = [o for _, h in providers for o in open_offers(api, h)]
+    assert len(offers) == 3
+    for (_, headers) in providers:
+        for offer in open_offers(api, headers):
+            assert api.client.get(f"/api/v1/offers/{offer['id']}/draft", headers=headers).status_code == 200
+    assert len(calls) == 4 and calls.count(calls[0]) == 2  # the failed one again, the others once

@@ -59,13 +59,17 @@ def test_a_posted_task_is_never_lost_when_the_broker_is_down(api: Api, settings,
 
 def test_routing_jobs_sent_together_travel_as_grouped_messages(api: Api, settings, db, monkeypatch) -> None:
     rows = [jobs.Job(uuid.uuid4(), "route_task", "routing", [str(uuid.uuid4())]) for _ in range(70)]
-    drafts = [jobs.Job(uuid.uuid4(), "draft_for_offer", "drafting", [str(uuid.uuid4())]) for _ in range(2)]
-    messages = jobs._messages([*rows[:40], *drafts, *rows[40:]])
+    drafts = [jobs.Job(uuid.uuid4(), "draft_for_offer", "drafting", [str(uuid.uuid4())]) for _ in range(10)]
+    question = jobs.Job(uuid.uuid4(), "draft_clarifying_question", "drafting", [str(uuid.uuid4())])
+    messages = jobs._messages([*rows[:40], *drafts, question, *rows[40:]])
     grouped = [m for m in messages if m.actor_name == "route_tasks"]
     assert [len(m.args[0]) for m in grouped] == [32, 32, 6] and {m.queue_name for m in grouped} == {"routing"}
     assert [t for m in grouped for t in m.args[0]] == [r.args[0] for r in rows]  # every job once, in order
-    assert [(m.actor_name, m.message_id) for m in messages if m.actor_name != "route_tasks"] == [
-        ("draft_for_offer", str(d.id)) for d in drafts]  # other jobs: one message each, as before
+    drafting = [m for m in messages if m.actor_name == "draft_for_offers"]
+    assert [len(m.args[0]) for m in drafting] == [8, 2] and {m.queue_name for m in drafting} == {"drafting"}
+    assert [o for m in drafting for o in m.args[0]] == [d.args[0] for d in drafts]
+    assert [(m.actor_name, m.message_id) for m in messages if not m.actor_name.endswith("s")] == [
+        ("draft_clarifying_question", str(question.id))]  # other jobs: one message each, as before
     (alone,) = jobs._messages(rows[:1])  # a job sent on its own stays an ordinary message
     assert (alone.actor_name, alone.args, alone.message_id) == ("route_task", (rows[0].args[0],), str(rows[0].id))
 
