@@ -81,7 +81,8 @@ def test_dispatch_sends_a_units_jobs_together_and_marks_them(broker: dramatiq.Br
     monkeypatch.setattr(jobs, "can_deliver", lambda _settings: True)
     round_trips = count_round_trips(broker, monkeypatch)
     with db.session() as session:
-        queued = jobs.enqueue_many(session, "draft_for_offer", [(uuid.uuid4(),) for _ in range(7)])
+        # (jobs that travel one message each: draft_for_offer jobs would go as one grouped message)
+        queued = jobs.enqueue_many(session, "draft_clarifying_question", [(uuid.uuid4(),) for _ in range(7)])
     with db.session() as session:
         assert jobs.dispatch(session, queued, settings) == 7
     assert round_trips == [7], "one round trip for the whole unit of work"
