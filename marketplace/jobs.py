@@ -49,8 +49,8 @@ GROUPED: dict[str, tuple[str, int]] = {
     "draft_for_offer": ("draft_for_offers", 8),
 }
 # dramatiq's Redis consumer finds an empty queue, sleeps, and doubles the sleep up to the worker timeout (1 s by
-# default): a task posted to an idle worker waited 0.5 - 1 s before its routing began, a third of the time a
-# burst of 1,200 took to route (bench.pipeline). Polling an idle queue every 50 ms costs Redis one short
+# default): a task posted to an idle worker waited 0.5 - 1 s before its routing began, up to a third of the
+# time a burst of 1,200 took to route (bench.pipeline). Polling an idle queue every 50 ms costs Redis one short
 # script call per queue and worker process that often.
 IDLE_POLL_MS = 50
 

@@ -126,14 +126,17 @@ def route_task(task_id: str) -> None:
     log.debug("route_task.done", task_id=task_id, outcome=outcome)
 
 
-class RoutingFailed(Exception):
-    """Some tasks of a route_tasks job could not be routed; the job is retried (tasks routed meanwhile are
-    skipped then: routing is idempotent)."""
+class GroupedJobFailed(Exception):
+    """Some of the jobs sent together as one message (marketplace.jobs.GROUPED) failed; the message is retried,
+    and the jobs done meanwhile are skipped then (routing and drafting are idempotent)."""
 
 
-class DraftingFailed(Exception):
-    """Some offers of a draft_for_offers job got no draft; the job is retried (drafts saved meanwhile are
-    skipped then)."""
+def _raise_failed(what: str, keys: list[str], outcomes: list[Any]) -> None:
+    """Raise GroupedJobFailed if any of ``outcomes`` (one per key) is an exception."""
+    failed = [(k, o) for k, o in zip(keys, outcomes, strict=True) if isinstance(o, BaseException)]
+    if failed:
+        raise GroupedJobFailed(f"{len(failed)} of {len(keys)} {what} failed, first {failed[0][0]}: "
+                               f"{failed[0][1]!r}") from failed[0][1]
 
 
 @dramatiq.actor(actor_name="route_tasks", queue_name=JOBS["route_tasks"], **RETRY)
@@ -142,11 +145,7 @@ def route_tasks(task_ids: list[str]) -> None:
     as single jobs' tasks do."""
     ids = [uuid.UUID(t) for t in task_ids]
     _prepare(ids)
-    failed = [(t, o) for t, o in zip(task_ids, _routes.submit_many(ids), strict=True)
-              if isinstance(o, BaseException)]
-    if failed:
-        raise RoutingFailed(f"{len(failed)} of {len(ids)} tasks not routed, first {failed[0][0]}: "
-                            f"{failed[0][1]!r}") from failed[0][1]
+    _raise_failed("routings", task_ids, _routes.submit_many(ids))
 
 
 def _draft(key: uuid.UUID, inputs_of: Callable[[Any, uuid.UUID], tuple[Any, ...] | str],
@@ -174,16 +173,15 @@ def draft_for_offer(offer_id: str) -> None:
 def draft_for_offers(offer_ids: list[str]) -> None:
     """Several draft_for_offer jobs sent together: each offer is drafted and saved on its own, so one failure
     neither loses nor repeats the others' drafts."""
-    failed = []
+    outcomes: list[Exception | None] = []
     for offer_id in offer_ids:
         try:
             draft_for_offer.fn(offer_id)
+            outcomes.append(None)
         except Exception as exc:
             log.warning("draft_for_offer.failed", offer_id=offer_id, error=repr(exc))
-            failed.append((offer_id, exc))
-    if failed:
-        raise DraftingFailed(f"{len(failed)} of {len(offer_ids)} offers not drafted, first {failed[0][0]}: "
-                             f"{failed[0][1]!r}") from failed[0][1]
+            outcomes.append(exc)
+    _raise_failed("drafts", offer_ids, outcomes)
 
 
 @dramatiq.actor(actor_name="draft_clarifying_question", queue_name=JOBS["draft_clarifying_question"], **RETRY)

@@ -160,7 +160,7 @@ def test_one_failing_task_fails_only_its_own_job(api: Api, db: Any, settings: An
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from workers import actors, runtime
 
-    bookkeepers(api, 3)
+    bookkeepers(api, 3, capacity=5)
     customer, _ = api.user("customer")
     good, bad, also_good = submitted_tasks(db, customer["id"], REQUESTS[:3])
     real = actors.route_service
@@ -178,6 +178,19 @@ def test_one_failing_task_fails_only_its_own_job(api: Api, db: Any, settings: An
     with db.session(readonly=True) as session:
         assert session.get(Task, bad).status is TaskStatus.SUBMITTED
         assert session.get(Task, good).status is TaskStatus.ROUTED
+
+    # The same tasks sent together as one route_tasks message: the message fails (so dramatiq retries it),
+    # naming the task; the others are routed and a retry leaves them alone.
+    fourth, = submitted_tasks(db, customer["id"], REQUESTS[4:5])
+    with pytest.raises(actors.GroupedJobFailed, match=f"1 of 3 routings failed, first {bad}"):
+        actors.route_tasks.fn([str(fourth), str(bad), str(good)])
+    with db.session(readonly=True) as session:
+        assert session.get(Task, fourth).status is TaskStatus.ROUTED
+        assert session.get(Task, bad).status is TaskStatus.SUBMITTED
+    monkeypatch.setattr(actors, "route_service", real)
+    actors.route_tasks.fn([str(fourth), str(bad), str(good)])  # the retry, once the fault is gone
+    with db.session(readonly=True) as session:
+        assert session.get(Task, bad).status is TaskStatus.ROUTED
     api.drain()  # the routed tasks' draft jobs went to this app's worker
 
 

@@ -256,7 +256,7 @@ def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex
     ranked = engine.matcher.rank_index(index, plan.vector, slugs, budget=task.budget_amount,
                                        exclude={str(task.customer_id)}, limit=MAX_STORED_CANDIDATES)
     plan.candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
-                       for c in ranked[:MAX_STORED_CANDIDATES]]
+                       for c in ranked]
     plan.explanation["suggested_partner_ids"] = [str(pid) for pid, expertise in partners
                                                  if slugs[0] in (expertise or [])]
     task.category_id = category_id
