@@ -29,6 +29,7 @@ file + rename).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -550,8 +551,8 @@ def pad(encodings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
 class OnnxEncoder:
     """Runs the cached graph. Not locked here: models.encoder.Encoder serializes and batches the callers.
 
-    Each run of the graph is single-threaded; a call's texts are dealt out to ``threads`` lanes that run at
-    the same time, one per core. ONNX Runtime's own intra-op threads meet at a barrier after every operator,
+    Each run of the graph is single-threaded; a call's runs are taken by ``threads`` lanes that run at the
+    same time, one per core. ONNX Runtime's own intra-op threads meet at a barrier after every operator,
     so one thread held up (its core taken by the API or a worker's Python for a moment) stalls the other;
     lanes never wait for each other. Single texts are faster too: no thread is woken for a 16-token run
     (bench/README.md)."""
@@ -595,37 +596,49 @@ class OnnxEncoder:
     def _runs(self, texts: Sequence[str], output: str) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
         """(rows of ``texts``, attention mask, output) per run; callers put the rows back in order.
 
-        Texts are sorted by token count and dealt out to the lanes in turn, so each lane gets texts of every
-        length and the lanes finish together. A lane cuts its texts into runs of at most ``batch_size`` whose
-        padding adds at most PAD_WASTE to the real tokens (padding is computed like any token, and a run of
-        mixed lengths, one 70-token text among 20-token ones, otherwise spends most of its time on it) and
-        whose size is at most RUN_TOKENS tokens.
-        Measured on 32 task texts of 18-74 tokens: 104 -> 173 texts/s (bench/README.md)."""
+        Texts are sorted by token count and cut into runs of at most ``batch_size`` whose padding adds at most
+        PAD_WASTE to the real tokens (padding is computed like any token, and a run of mixed lengths, one
+        70-token text among 20-token ones, otherwise spends most of its time on it) and whose size is at most
+        RUN_TOKENS tokens. Measured on 32 task texts of 18-74 tokens: 104 -> 173 texts/s (bench/README.md).
+
+        The lanes take the runs one at a time from a shared list, the longest first, until none is left. A lane
+        whose core is shared (a worker's Python runs on one core next to the encoder) takes fewer; with a fixed
+        share each, the other lane sat idle at the end of every call until the slowed one was done."""
         if not texts:
             return []
         encodings = encode_tokens(self.tokenizer, texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        lengths = [len(e.ids) for e in encodings]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
         lanes = min(self.lanes, max(1, len(texts) // MIN_LANE_TEXTS))
-
-        def lane(rows: list[int]) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
-            return [self._run(chunk, encodings, output) for chunk in self._chunks(rows, encodings)]
-
+        # a small call is still cut into a run per lane, so that a few texts are encoded on every core
+        run_tokens = min(RUN_TOKENS, max(lengths[order[-1]], -(-sum(lengths) // lanes)))
+        chunks = list(self._chunks(order, encodings, run_tokens))[::-1]  # longest first, shortest last
+        lanes = min(lanes, len(chunks))
         if lanes == 1:
-            return lane(order)
-        others = [self._lane_pool().submit(lane, order[k::lanes]) for k in range(1, lanes)]
-        runs = lane(order[0::lanes])  # the calling thread is a lane too
+            return [self._run(chunk, encodings, output) for chunk in chunks]
+        taken = itertools.count()  # next(): atomic under the GIL, so each run is taken by exactly one lane
+
+        def lane() -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+            done = []
+            while (k := next(taken)) < len(chunks):
+                done.append(self._run(chunks[k], encodings, output))
+            return done
+
+        others = [self._lane_pool().submit(lane) for _ in range(1, lanes)]
+        runs = lane()  # the calling thread is a lane too
         for other in others:
             runs.extend(other.result())
         return runs
 
-    def _chunks(self, rows: list[int], encodings: Sequence[Any]) -> Iterator[list[int]]:
-        """Cut ``rows`` (sorted by token count) into runs; see _runs."""
+    def _chunks(self, rows: list[int], encodings: Sequence[Any], run_tokens: int = RUN_TOKENS
+                ) -> Iterator[list[int]]:
+        """Cut ``rows`` (sorted by token count) into runs of at most ``run_tokens`` tokens; see _runs."""
         chunk: list[int] = []
         real = 0
         for i in rows:
             n = len(encodings[i].ids)  # the longest so far: the run pads to it
             too_wasteful = n * (len(chunk) + 1) > (real + n) * (1 + PAD_WASTE)
-            too_big = n * (len(chunk) + 1) > RUN_TOKENS
+            too_big = n * (len(chunk) + 1) > run_tokens
             if chunk and (len(chunk) >= self.batch_size or too_wasteful or too_big):
                 yield chunk
                 chunk, real = [], 0

@@ -277,6 +277,29 @@ def test_a_call_is_spread_over_one_single_threaded_lane_per_core(cache: Path) ->
     assert impl.session.get_session_options().intra_op_num_threads == 1
 
 
+def test_a_lane_slowed_down_takes_fewer_runs_and_the_other_does_the_rest(cache: Path) -> None:
+    """Lanes take runs from a shared list: when the calling thread's core is busy with something else (a
+    worker's Python), the other lane does more of the call instead of waiting for it at the end."""
+    impl = onnx_backend.OnnxEncoder(packaged_model_dir(), "onnx-int8", threads=2)
+    texts = [f"Request {i}: reconcile the {i}th batch of supplier invoices in Xero" for i in range(300)]
+    plain = impl.encode(texts)
+    session, caller = impl.session, threading.get_ident()
+    runs: dict[str, int] = {"caller": 0, "other": 0}
+
+    class SlowOnCaller:
+        def run(self, *args: object, **kwargs: object) -> object:
+            if threading.get_ident() == caller:
+                runs["caller"] += 1
+                time.sleep(0.5)  # this core is taken by other work
+            else:
+                runs["other"] += 1
+            return session.run(*args, **kwargs)
+
+    impl.session = SlowOnCaller()  # type: ignore[assignment]
+    np.testing.assert_allclose(impl.encode(texts), plain, atol=1e-6)
+    assert runs["caller"] >= 1 and runs["other"] > 2 * runs["caller"], runs
+
+
 class _SlowFake:
     """Stands in for a backend: records each forward pass, and is slow enough for callers to queue up."""
 
