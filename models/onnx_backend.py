@@ -612,7 +612,7 @@ class OnnxEncoder:
         lanes = min(self.lanes, max(1, len(texts) // MIN_LANE_TEXTS))
         # a small call is still cut into a run per lane, so that a few texts are encoded on every core
         run_tokens = min(RUN_TOKENS, max(lengths[order[-1]], -(-sum(lengths) // lanes)))
-        chunks = list(self._chunks(order, encodings, run_tokens))[::-1]  # longest first, shortest last
+        chunks = list(self._chunks(order, lengths, run_tokens))[::-1]  # longest first, shortest last
         lanes = min(lanes, len(chunks))
         if lanes == 1:
             return [self._run(chunk, encodings, output) for chunk in chunks]
@@ -630,13 +630,13 @@ class OnnxEncoder:
             runs.extend(other.result())
         return runs
 
-    def _chunks(self, rows: list[int], encodings: Sequence[Any], run_tokens: int = RUN_TOKENS
-                ) -> Iterator[list[int]]:
-        """Cut ``rows`` (sorted by token count) into runs of at most ``run_tokens`` tokens; see _runs."""
+    def _chunks(self, rows: list[int], lengths: Sequence[int], run_tokens: int) -> Iterator[list[int]]:
+        """Cut ``rows`` (sorted by token count, ``lengths[i]`` each) into runs of at most ``run_tokens``
+        tokens; see _runs."""
         chunk: list[int] = []
         real = 0
         for i in rows:
-            n = len(encodings[i].ids)  # the longest so far: the run pads to it
+            n = lengths[i]  # the longest so far: the run pads to it
             too_wasteful = n * (len(chunk) + 1) > (real + n) * (1 + PAD_WASTE)
             too_big = n * (len(chunk) + 1) > run_tokens
             if chunk and (len(chunk) >= self.batch_size or too_wasteful or too_big):

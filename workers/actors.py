@@ -21,7 +21,7 @@ from marketplace.domain.offers.drafting import (
 from marketplace.domain.routing.engine import get_engine
 from marketplace.domain.routing.services import encode_ahead, routing_texts
 from marketplace.domain.routing.services import route_tasks as route_service
-from marketplace.jobs import JOBS
+from marketplace.jobs import GROUPED, JOBS
 from models import Drafter
 from models.batching import MicroBatcher
 from models.drafter import DraftResult
@@ -168,8 +168,9 @@ def draft_for_offer(offer_id: str) -> None:
     log.info("draft_for_offer.done", offer_id=offer_id, outcome=outcome)
 
 
+# its drafts run one after another: each gets the time limit a draft_for_offer message has
 @dramatiq.actor(actor_name="draft_for_offers", queue_name=JOBS["draft_for_offers"],
-                **{**RETRY, "time_limit": 600_000})  # up to 8 drafts (marketplace.jobs.GROUPED), one after another
+                **{**RETRY, "time_limit": RETRY["time_limit"] * GROUPED["draft_for_offer"][1]})
 def draft_for_offers(offer_ids: list[str]) -> None:
     """Several draft_for_offer jobs sent together: each offer is drafted and saved on its own, so one failure
     neither loses nor repeats the others' drafts."""

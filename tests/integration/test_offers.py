@@ -270,11 +270,10 @@ def test_a_tasks_drafts_travel_together_and_one_failure_loses_or_repeats_no_othe
     from marketplace import jobs
     from models.drafter import Drafter
 
-    sent: list[tuple[str, int]] = []
+    sent: list[tuple[str, tuple]] = []
     real_send = jobs._send
     monkeypatch.setattr(jobs, "_send", lambda broker, rows: (
-        sent.extend((m.actor_name, len(m.args[0]) if m.actor_name.endswith("s") else 1)
-                    for m in jobs._messages(rows)), real_send(broker, rows)))
+        sent.extend((m.actor_name, m.args) for m in jobs._messages(rows)), real_send(broker, rows)))
     calls: list[str] = []
     real_draft = Drafter.draft
 
@@ -289,10 +288,10 @@ def test_a_tasks_drafts_travel_together_and_one_failure_loses_or_repeats_no_othe
     _, customer_h = api.user("customer")
     api.post_task(customer_h, *TASK)
     api.drain()
-    assert ("draft_for_offers", settings.offers_per_task) in sent and "draft_for_offer" not in dict(sent)
-    offers = [o for _, h in providers for o in open_offers(api, h)]
-    assert len(offers) == 3
-    for (_, headers) in providers:
-        for offer in open_offers(api, headers):
-            assert api.client.get(f"/api/v1/offers/{offer['id']}/draft", headers=headers).status_code == 200
+    offers = [(o, h) for _, h in providers for o in open_offers(api, h)]
+    assert len(offers) == settings.offers_per_task == 3
+    (drafts,) = [args for actor, args in sent if actor.startswith("draft")]  # one message for the three
+    assert sorted(drafts[0]) == sorted(o["id"] for o, _ in offers)
+    for offer, headers in offers:
+        assert api.client.get(f"/api/v1/offers/{offer['id']}/draft", headers=headers).status_code == 200
     assert len(calls) == 4 and calls.count(calls[0]) == 2  # the failed one again, the others once
