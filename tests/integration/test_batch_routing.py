@@ -238,3 +238,31 @@ def test_the_worker_gets_the_routing_model_before_its_write_transaction(
     assert actors.route_batch(ids) == ["routed", "routed"]
     assert asked_in and all(asked_in), "the model was fetched inside the write transaction"
     api.drain()
+
+
+def test_a_customers_words_leave_the_routing_engines_memory_soon_after_routing(
+        api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Texts and vectors kept between a worker's encode and write stages, and the scrubbed texts, are dropped
+    after RECENT_SECONDS even if the process routes nothing else (an erasure cannot reach another process's
+    memory; a long-lived worker must not keep the last tasks' words for days)."""
+    from marketplace.domain.routing.engine import RECENT_SECONDS, RoutingEngine, task_text
+    from tests.unit.test_recent import wait_until
+
+    engine = RoutingEngine(encoder=get_engine().encoder)
+    assert engine._recent.max_age == task_text.cache.max_age == RECENT_SECONDS  # type: ignore[attr-defined]
+    bookkeepers(api, 1, capacity=5)
+    customer, _ = api.user("customer")
+    title, description = "Private ledger", "Reconcile the accounts of Jane Roe's bakery, phone 07700 900123."
+    (task_id,) = submitted_tasks(db, customer["id"], [(title, description)])
+    with db.session() as session:
+        assert route_tasks(session, settings, engine, [task_id])[task_id] == "routed"
+    text = task_text(title, description)
+    assert "07700" not in text  # what the model saw was scrubbed
+    assert (title, description) in task_text.cache  # type: ignore[attr-defined]
+    assert engine._recent.get((engine.encoder.model_id, text)) is not None
+
+    # RECENT_SECONDS (a minute) later, as if it were 0.3 s: nothing else is routed meanwhile
+    monkeypatch.setattr(engine._recent, "max_age", 0.3)
+    monkeypatch.setattr(task_text.cache, "max_age", 0.3)  # type: ignore[attr-defined]
+    assert wait_until(lambda: len(engine._recent) == 0 and (title, description) not in task_text.cache), \
+        "the task's words were still in memory long after routing"  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ import functools
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +26,7 @@ from marketplace.clock import now
 from marketplace.db.models import CategoryExample, Offer, ProviderProfile, Rating
 from marketplace.domain.categories.services import load_taxonomy
 from marketplace.domain.providers.services import profile_text
+from marketplace.domain.routing.recent import RecentItems, cached_recently
 from models import Encoder, load_encoder
 from models.tuning import TuningConfig
 from routing import Matcher, ProviderRecord, Taxonomy, scrub_pii
@@ -37,17 +38,20 @@ log = structlog.get_logger(__name__)
 
 # Offers received in this window count towards a provider's share (routing.matcher: fairness).
 FAIRNESS_WINDOW = timedelta(days=7)
-# Vectors of this many recently encoded task texts stay in memory (Engine.encode), a few batches' worth.
+# Vectors of this many recently encoded task texts stay in memory (Engine.encode), a few batches' worth,
+# and none of them (nor any text) longer than RECENT_SECONDS: a worker's encode stage hands them to its
+# write stage within seconds, and a customer's words should not outlive that in a long-running process.
 RECENT_TEXTS = 1024
+RECENT_SECONDS = 60.0
 # The provider snapshot (RoutingEngine.provider_index) is read again after this many seconds: what other
 # processes changed meanwhile (their offers, offers accepted, declined or expired) counts from then on.
 PROVIDER_SNAPSHOT_AGE = 5.0
 
 
-@functools.lru_cache(maxsize=RECENT_TEXTS)
+@cached_recently(RECENT_TEXTS, RECENT_SECONDS)
 def task_text(title: str, description: str) -> str:
-    """What the models see of a task (contact details removed). Cached: a routing batch asks for each of its
-    tasks' texts several times, and the regular expressions cost more than the rest of the lookup."""
+    """What the models see of a task (contact details removed). Cached briefly: a routing batch asks for each
+    of its tasks' texts several times, and the regular expressions cost more than the rest of the lookup."""
     return scrub_pii(f"{title}. {description}")
 
 
@@ -95,8 +99,7 @@ class RoutingEngine:
         # (taxonomy version, its tuned model's file): hashing every example once per version, not per call
         self._tuned_file_of: tuple[str, Path] | None = None
         self._vectors: dict[uuid.UUID, tuple[datetime, np.ndarray]] = {}
-        self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._recent_lock = threading.Lock()  # not self._lock: that one is held while a router is fitted
+        self._recent: RecentItems[tuple[str, str], np.ndarray] = RecentItems(RECENT_TEXTS, RECENT_SECONDS)
         self._providers: _ProviderSnapshot | None = None
         self._providers_lock = threading.Lock()
         self.matcher = Matcher()
@@ -217,25 +220,22 @@ class RoutingEngine:
         return "fitted"
 
     def encode(self, encoder: Encoder, texts: list[str]) -> np.ndarray:
-        """``encoder.encode(texts)``, remembering the last RECENT_TEXTS vectors: a worker encodes the tasks
-        of a batch before it opens the write transaction (workers.actors); the transaction finds them here."""
+        """``encoder.encode(texts)``, remembering the last RECENT_TEXTS vectors for RECENT_SECONDS: a worker
+        encodes the tasks of a batch before it opens the write transaction (workers.actors); the transaction
+        finds them here."""
         out = np.empty((len(texts), encoder.dim), dtype=np.float32)
         missing: list[int] = []
-        with self._recent_lock:
-            for i, text in enumerate(texts):
-                hit = self._recent.get((encoder.model_id, text))
-                if hit is None:
-                    missing.append(i)
-                else:
-                    out[i] = hit
+        for i, text in enumerate(texts):
+            hit = self._recent.get((encoder.model_id, text))
+            if hit is None:
+                missing.append(i)
+            else:
+                out[i] = hit
         if missing:
             fresh = encoder.encode([texts[i] for i in missing])
-            with self._recent_lock:
-                for i, vector in zip(missing, fresh, strict=True):
-                    out[i] = vector
-                    self._recent[(encoder.model_id, texts[i])] = vector
-                while len(self._recent) > RECENT_TEXTS:
-                    self._recent.popitem(last=False)
+            for i, vector in zip(missing, fresh, strict=True):
+                out[i] = vector
+                self._recent.put((encoder.model_id, texts[i]), vector)
         return out
 
     def provider_index(self, session: Session, fresh: bool = False) -> ProviderIndex:
