@@ -11,6 +11,7 @@ of this kind.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 import time
@@ -19,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -35,7 +37,10 @@ def _sweep_forever() -> None:
         _registered.wait(max(0.05, min(ages) / 4) if ages else 60.0)
         _registered.clear()
         for cache in list(_caches):
-            cache.purge()
+            try:
+                cache.purge()
+            except Exception:  # a cache with a broken clock must not stop the sweeping of the others
+                log.exception("recent_items.purge_failed")
 
 
 def _register(cache: RecentItems[object, object]) -> None:
