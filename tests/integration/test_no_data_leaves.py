@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError
 
-from marketplace.db.models import Base, Draft
+from marketplace.db.models import Base, CategoryExample, Draft
 from marketplace.privacy.datamap import DataCategory
 from tests.conftest import Api
 
@@ -117,3 +118,18 @@ def test_a_canary_task_reaches_no_one_and_is_stored_only_where_the_data_map_allo
     for path in cache_dir().rglob("*"):  # the model cache: converted weights, graphs, tuned routers
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert token.encode() not in path.read_bytes(), path
+
+
+def test_a_database_error_names_the_statement_but_not_the_values_it_was_given(
+        db: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Failed statements reach logs (a routing batch that failed, dramatiq's line for a failed job, a 500):
+    the message says what failed, never what a customer wrote."""
+    token = f"CANARY{uuid.uuid4().hex[:12].upper()}"
+    # no such category: the foreign key fails
+    with pytest.raises(DBAPIError) as caught, db.session() as session:
+        session.execute(insert(CategoryExample.__table__).values(
+            category_id=uuid.uuid4(), text=f"learned from a task: {token}", source="feedback"))
+    message = f"{caught.value}\n{caught.value!r}"
+    assert "category_examples" in message  # the statement is still named
+    assert token not in message
+    assert token not in caplog.text
