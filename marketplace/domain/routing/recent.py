@@ -135,10 +135,6 @@ class RecentItems(Generic[K, V]):
                 dropped += 1
             return dropped
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
