@@ -4,8 +4,9 @@ with Alembic; the real app with its in-process dramatiq worker; an API client wi
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 os.environ.setdefault("RELAY_SECRET_KEY", "test-secret-key-not-for-production")
@@ -146,6 +147,17 @@ class Api:
 BOOKKEEPING_TASK = ("Bookkeeping catch-up for my studio",
                     "I need someone to reconcile six months of bank transactions in QuickBooks and categorize "
                     "expenses.")
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds (True) or ``seconds`` have passed (False): for what a background
+    thread does in its own time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def bookkeepers(api: Api, n: int, capacity: int = 2) -> list[tuple[dict[str, Any], dict[str, str]]]:

@@ -17,7 +17,7 @@ from marketplace.domain.routing.services import route_task, route_tasks
 from marketplace.domain.tasks.schemas import TaskIn
 from marketplace.domain.tasks.services import create_task
 from marketplace.errors import Conflict
-from tests.conftest import BOOKKEEPING_TASK, Api, bookkeepers
+from tests.conftest import BOOKKEEPING_TASK, Api, bookkeepers, wait_until
 
 pytestmark = pytest.mark.model
 
@@ -246,10 +246,10 @@ def test_a_customers_words_leave_the_routing_engines_memory_soon_after_routing(
     after RECENT_SECONDS even if the process routes nothing else (an erasure cannot reach another process's
     memory; a long-lived worker must not keep the last tasks' words for days)."""
     from marketplace.domain.routing.engine import RECENT_SECONDS, RoutingEngine, task_text
-    from tests.unit.test_recent import wait_until
 
     engine = RoutingEngine(encoder=get_engine().encoder)
-    assert engine._recent.max_age == task_text.cache.max_age == RECENT_SECONDS  # type: ignore[attr-defined]
+    scrubbed = task_text.cache  # type: ignore[attr-defined]
+    assert engine._recent.max_age == scrubbed.max_age == RECENT_SECONDS
     bookkeepers(api, 1, capacity=5)
     customer, _ = api.user("customer")
     title, description = "Private ledger", "Reconcile the accounts of Jane Roe's bakery, phone 07700 900123."
@@ -258,11 +258,11 @@ def test_a_customers_words_leave_the_routing_engines_memory_soon_after_routing(
         assert route_tasks(session, settings, engine, [task_id])[task_id] == "routed"
     text = task_text(title, description)
     assert "07700" not in text  # what the model saw was scrubbed
-    assert (title, description) in task_text.cache  # type: ignore[attr-defined]
+    assert (title, description) in scrubbed
     assert engine._recent.get((engine.encoder.model_id, text)) is not None
 
     # RECENT_SECONDS (a minute) later, as if it were 0.3 s: nothing else is routed meanwhile
     monkeypatch.setattr(engine._recent, "max_age", 0.3)
-    monkeypatch.setattr(task_text.cache, "max_age", 0.3)  # type: ignore[attr-defined]
-    assert wait_until(lambda: len(engine._recent) == 0 and (title, description) not in task_text.cache), \
-        "the task's words were still in memory long after routing"  # type: ignore[attr-defined]
+    monkeypatch.setattr(scrubbed, "max_age", 0.3)
+    assert wait_until(lambda: len(engine._recent) == 0 and (title, description) not in scrubbed), \
+        "the task's words were still in memory long after routing"

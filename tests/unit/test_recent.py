@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from marketplace.domain.routing.recent import RecentItems, cached_recently
+from tests.conftest import wait_until
 
 
 class Clock:
@@ -16,15 +16,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def wait_until(condition: object, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_an_item_is_gone_once_it_is_older_than_max_age_even_if_it_was_read_meanwhile() -> None:
