@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 import structlog
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from marketplace import jobs
 from marketplace.clock import now
@@ -53,6 +54,8 @@ class _Plan:
     taxonomy_version: str = "none"
     vector: np.ndarray | None = None
     offers: list[tuple[uuid.UUID, float]] = field(default_factory=list)  # (provider, score), best first
+    ranked: bool = False  # providers were ranked for it in ``category_id`` (written with the batch)
+    category_id: uuid.UUID | None = None
     first_rank: int = 1  # after the offers of an earlier routing of the same task
 
     def review(self, reason: str, explanation: dict[str, Any] | None = None) -> None:
@@ -259,7 +262,7 @@ def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex
                        for c in ranked]
     plan.explanation["suggested_partner_ids"] = [str(pid) for pid, expertise in partners
                                                  if slugs[0] in (expertise or [])]
-    task.category_id = category_id
+    plan.ranked, plan.category_id = True, category_id
     plan.first_rank = len(offered) + 1
     for candidate in plan.candidates:
         if len(plan.offers) >= settings.offers_per_task:
@@ -288,6 +291,15 @@ def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
         (plan.task.id, provider_id, rank, score)
         for plan in plans for rank, (provider_id, score) in enumerate(plan.offers, start=plan.first_rank)
     ])
+    # The tasks' categories: one executemany, not a flush of every task object (a tenth of the batch's time).
+    placed = [p for p in plans if p.ranked and p.category_id != p.task.category_id]
+    if placed:
+        table = Task.__table__
+        session.execute(update(table).where(table.c.id == bindparam("b_task"))
+                        .values(category_id=bindparam("b_category")),
+                        [{"b_task": p.task.id, "b_category": p.category_id} for p in placed])
+        for plan in placed:
+            set_committed_value(plan.task, "category_id", plan.category_id)
     at = now()
     session.execute(insert(RoutingDecision.__table__), [
         {"id": uuid.uuid4(), "task_id": p.task.id, "outcome": p.outcome, "categories": p.categories,
