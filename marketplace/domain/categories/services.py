@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from marketplace.db.models import Category, CategoryExample
@@ -17,9 +17,26 @@ def get_by_slug(session: Session, slug: str) -> Category | None:
     return session.scalar(select(Category).where(Category.slug == slug, Category.active.is_(True)))
 
 
+def taxonomy_mark(session: Session) -> tuple[object, ...]:
+    """What moves whenever :func:`load_taxonomy` would read something new, for the price of a few index lookups
+    instead of every example: the active categories as the taxonomy shows them, the number of examples and the
+    newest one (examples are added and deleted, never edited). The newest row itself, not only its id: SQLite
+    gives a new row the id of the newest one if that was just deleted (an erased task's learned example)."""
+    categories = tuple(session.execute(
+        select(Category.slug, Category.name, Category.description).where(Category.active.is_(True))
+        .order_by(Category.slug)
+    ).all())
+    newest = select(CategoryExample).order_by(CategoryExample.id.desc()).limit(1).subquery()
+    examples = session.execute(select(  # one round trip
+        select(func.count(CategoryExample.id)).scalar_subquery(),
+        *(select(column).scalar_subquery() for column in (newest.c.id, newest.c.category_id, newest.c.text)),
+    )).one()
+    return categories, tuple(examples)
+
+
 def load_taxonomy(session: Session) -> Taxonomy:
-    """The active categories with their examples. Read on every routing decision (to notice a new version), so
-    it selects plain columns: building ORM objects for every example cost more than the decision itself."""
+    """The active categories with their examples. Plain columns, not ORM objects: there can be tens of thousands
+    of examples. The routing engine reads it again only when :func:`taxonomy_mark` moves."""
     rows = session.execute(
         select(Category.slug, Category.name, Category.description, CategoryExample.text)
         .join(CategoryExample, CategoryExample.category_id == Category.id)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.clock import now
 from marketplace.db.models import CategoryExample, Offer, ProviderProfile, Rating
-from marketplace.domain.categories.services import load_taxonomy
+from marketplace.domain.categories.services import load_taxonomy, taxonomy_mark
 from marketplace.domain.providers.services import profile_text
 from marketplace.domain.routing.recent import RecentItems, cached_recently
 from models import Encoder, load_encoder
@@ -46,6 +46,9 @@ RECENT_SECONDS = 60.0
 # The provider snapshot (RoutingEngine.provider_index) is read again after this many seconds: what other
 # processes changed meanwhile (their offers, offers accepted, declined or expired) counts from then on.
 PROVIDER_SNAPSHOT_AGE = 5.0
+# The taxonomy is read again when its mark (categories.services.taxonomy_mark) moves, and at least this often
+# (should two deletions and two additions ever leave the mark as it was).
+TAXONOMY_AGE = 60.0
 
 
 @cached_recently(RECENT_TEXTS, RECENT_SECONDS)
@@ -98,6 +101,7 @@ class RoutingEngine:
         self._taxonomy: Taxonomy | None = None
         # (taxonomy version, its tuned model's file): hashing every example once per version, not per call
         self._tuned_file_of: tuple[str, Path] | None = None
+        self._read_taxonomy: tuple[tuple[object, ...], float, Taxonomy] | None = None  # (mark, when, taxonomy)
         self._vectors: dict[uuid.UUID, tuple[datetime, np.ndarray]] = {}
         self._recent: RecentItems[tuple[str, str], np.ndarray] = RecentItems(RECENT_TEXTS, RECENT_SECONDS)
         self._providers: _ProviderSnapshot | None = None
@@ -163,9 +167,25 @@ class RoutingEngine:
         with self._lock:
             return self._model
 
+    def taxonomy(self, session: Session) -> Taxonomy:
+        """The current taxonomy. Read afresh only when its mark moved (or every TAXONOMY_AGE seconds): every
+        routing batch and category suggestion asks, and a taxonomy grows with every example staff feedback
+        adds; at 15,000 examples reading them all cost more than routing a batch."""
+        # read before the taxonomy: a change in between makes the next call read it again
+        mark = (session.get_bind().engine.url, *taxonomy_mark(session))
+        with self._lock:
+            known = self._read_taxonomy
+        if known is not None and known[0] == mark and time.monotonic() - known[1] < TAXONOMY_AGE:
+            return known[2]
+        started = time.monotonic()
+        taxonomy = load_taxonomy(session)
+        with self._lock:
+            self._read_taxonomy = (mark, started, taxonomy)
+        return taxonomy
+
     def router(self, session: Session, tuning: bool = True) -> tuple[RoutingModel, Taxonomy]:
         """The routing model for the current taxonomy version (and that taxonomy)."""
-        taxonomy = load_taxonomy(session)
+        taxonomy = self.taxonomy(session)
         with self._lock:
             current = self._model is not None and self._taxonomy is not None \
                 and self._taxonomy.version == taxonomy.version
@@ -191,7 +211,7 @@ class RoutingEngine:
 
     def refit_plan(self, session: Session) -> RefitPlan | None:
         """What a refit of the current taxonomy would fit, or None when there is nothing to do."""
-        taxonomy = load_taxonomy(session)
+        taxonomy = self.taxonomy(session)
         if len(taxonomy.categories) < MIN_TUNING_CATEGORIES or self._tuned_file(session, taxonomy).exists():
             return None
         labels, texts, quotable = self._examples(session, taxonomy)
