@@ -83,6 +83,24 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, iters: int = 300, 
     return w, b
 
 
+def best_first(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the columns of the ``k`` highest scores, highest first, ties in column order: exactly
+    ``np.argsort(-scores, axis=1, kind="stable")[:, :k]``, without sorting whole rows. A routing batch's rows
+    hold a score per taxonomy example, tens of thousands once staff feedback has added examples: sorting them
+    took 101 ms for 64 rows of 15,350, more than routing the batch."""
+    n = scores.shape[1]
+    if k <= 0 or n == 0:
+        return np.zeros((len(scores), 0), dtype=np.int64)
+    if k >= n:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]  # each row's k-th highest score
+    out = np.empty((len(scores), k), dtype=np.int64)
+    for r in range(len(scores)):
+        candidates = np.flatnonzero(scores[r] >= kth[r])  # at least k, in column order
+        out[r] = candidates[np.argsort(-scores[r, candidates], kind="stable")[:k]]
+    return out
+
+
 class Router:
     def __init__(self, secondary_ratio: float = 0.5, min_secondary: float = 0.15, max_secondary: int = 2,
                  neighbours: int = 5, oos_target: float = 0.5, holdout_rounds: int = 3, seed: int = 0) -> None:
@@ -263,7 +281,7 @@ class Router:
         order, count = self._chosen(probs)
         top = np.take_along_axis(probs, order, axis=1)
         confidence = self._reported_mass(top, count)
-        nearest_idx = np.argsort(-sims, axis=1, kind="stable")[:, :n_nearest]
+        nearest_idx = best_first(sims, n_nearest)
         nearest_sims = np.take_along_axis(sims, nearest_idx, axis=1)
         threshold, similarity_threshold = round(self.threshold, 4), round(self.similarity_threshold, 4)
         labels, texts, example_label = self.labels, self._example_texts, self._example_label

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from routing.router import Router
+from routing.router import Router, best_first
 
 DIM = 16
 AXES = np.eye(DIM, dtype=np.float32)
@@ -154,3 +156,12 @@ def test_deciding_a_batch_gives_each_row_its_own_decision() -> None:
     assert {d.abstain for d in batch} == {True, False}
     assert any(len(d.categories) > 1 for d in batch)
     assert router.decide_many(np.zeros((0, DIM), dtype=np.float32)) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 40), st.integers(0, 8), st.integers(0, 2**32 - 1))
+def test_best_first_is_a_stable_sort_cut_short(rows: int, columns: int, k: int, seed: int) -> None:
+    # few distinct values, so ties (kept in column order) are common
+    scores = np.random.default_rng(seed).integers(0, 4, size=(rows, columns)).astype(np.float32) / 4
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    assert np.array_equal(best_first(scores, k), expected)
