@@ -10,7 +10,15 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from marketplace.db.models import Offer, RoutingDecision, Task, TaskStatus, TaskTransition
+from marketplace.db.models import (
+    Category,
+    Offer,
+    RoutingDecision,
+    RoutingOutcome,
+    Task,
+    TaskStatus,
+    TaskTransition,
+)
 from marketplace.domain.offers.services import add_offers
 from marketplace.domain.routing.engine import get_engine
 from marketplace.domain.routing.services import route_task, route_tasks
@@ -76,6 +84,10 @@ def test_a_batch_routes_like_one_task_after_another(api: Api, db: Any, settings:
     assert outcomes == {**dict(zip(ids, one_by_one, strict=True)), stranger: "missing"}
     with db.session(readonly=True) as session:
         assert routing_state(session, ids) == expected
+        # each routed task is stored in its decision's category (a fresh session reads it from the database)
+        slugs = dict(session.execute(select(Category.id, Category.slug)).tuples().all())
+        routed = [state for state in expected.values() if state["outcome"] == RoutingOutcome.ROUTED]
+        assert routed and all(slugs.get(s["category_id"]) == s["categories"][0] for s in routed)
 
     # the capacity ran out part-way: the last bookkeeping tasks got fewer offers or went to staff
     assert "routed" in one_by_one and "needs_review" in one_by_one
