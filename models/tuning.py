@@ -69,6 +69,89 @@ def frozen_layers(config: TuningConfig) -> int:
     return layers - config.top_layers
 
 
+class _Dropout:
+    """Inverted dropout with masks drawn from a seeded numpy generator.
+
+    ``nn.functional.dropout`` (torch's ``bernoulli_``) took ~9 % of a tuning step on two cores; a mask drawn from
+    numpy's PCG64 and multiplied in costs half as much (1.8 against 0.85 ms for a batch's 357 x 384 states).
+    Same rule (zero with probability ``p``, scale the rest by ``1 / (1 - p)``), deterministic for a seed.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, x: Any, p: float) -> Any:
+        import torch
+
+        if p <= 0.0:
+            return x
+        keep = torch.from_numpy(self._rng.random(tuple(x.shape), dtype=np.float32) >= p)
+        return x * keep * (1.0 / (1.0 - p))
+
+
+class _Packed:
+    """A batch of examples' token states, concatenated without padding.
+
+    The layers' dense parts (the QKV, output and feed-forward projections: ~90 % of the work) run on the real
+    tokens only; attention scatters them to a padded (batch, heads, longest, longest) layout and gathers back.
+    Length-bucketed training batches still carried ~15 % padding, which the dense parts computed for nothing.
+    """
+
+    def __init__(self, states: list[np.ndarray]) -> None:
+        import torch
+
+        lengths = np.array([s.shape[0] for s in states])
+        self.batch, self.longest = len(states), int(lengths.max())
+        self.x = torch.from_numpy(np.concatenate(states).astype(np.float32, copy=False))
+        starts = np.repeat(np.arange(self.batch) * self.longest, lengths)
+        offsets = np.arange(len(self.x)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        self.position = torch.from_numpy(starts + offsets)  # each token's row in the padded layout
+        self.sequence = torch.from_numpy(np.repeat(np.arange(self.batch), lengths))
+        self.lengths = torch.from_numpy(lengths.astype(np.float32))
+        real = torch.arange(self.longest)[None, :] < self.lengths[:, None]
+        self.additive = torch.where(real, 0.0, torch.finfo(torch.float32).min)[:, None, None, :]
+
+
+def _layer_forward(layer: Any, x: Any, batch: _Packed, dropout: _Dropout | None) -> Any:
+    """One transformers ``BertLayer`` (eager attention, no cross-attention) on packed tokens, with its own
+    weights; ``dropout`` None in evaluation. Computes what ``layer(padded, attention_mask)`` computes for the
+    real tokens (tests/integration/test_tuning.py)."""
+    import torch
+    from torch.nn import functional as F
+
+    def drop(t: Any, p: float) -> Any:
+        return t if dropout is None else dropout(t, p)
+
+    attention = layer.attention.self
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    width = heads * size
+    # One projection for query, key and value: a wider GEMM is faster than three narrow ones.
+    weight = torch.cat([attention.query.weight, attention.key.weight, attention.value.weight])
+    bias = torch.cat([attention.query.bias, attention.key.bias, attention.value.bias])
+    qkv = F.linear(x, weight, bias)
+    padded = x.new_zeros(batch.batch * batch.longest, 3 * width).index_copy(0, batch.position, qkv)
+    q, k, v = padded.view(batch.batch, batch.longest, 3, heads, size).permute(2, 0, 3, 1, 4)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * size**-0.5 + batch.additive
+    probs = drop(torch.softmax(scores, dim=-1), attention.dropout.p)
+    context = torch.matmul(probs, v).transpose(1, 2).reshape(batch.batch * batch.longest, width)
+    context = context.index_select(0, batch.position)
+    out = layer.attention.output
+    h = out.LayerNorm(drop(out.dense(context), out.dropout.p) + x)
+    inner = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(h))
+    return layer.output.LayerNorm(drop(layer.output.dense(inner), layer.output.dropout.p) + h)
+
+
+def _pooled(layers: Any, batch: _Packed, dropout: _Dropout | None) -> Any:
+    """Mean-pooled, L2-normalized vectors of a packed batch after ``layers`` (as the encoder pools)."""
+    import torch
+
+    x = batch.x
+    for layer in layers:
+        x = _layer_forward(layer, x, batch, dropout)
+    pooled = x.new_zeros(batch.batch, x.shape[1]).index_add(0, batch.sequence, x) / batch.lengths[:, None]
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
 def tune_top_layers(
     states: list[np.ndarray], labels: np.ndarray, n_classes: int, config: TuningConfig = TuningConfig()
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -89,36 +172,24 @@ def tune_top_layers(
     layers = torch.nn.ModuleList(base.encoder.layer[first:])
     del base
     hidden = int(states[0].shape[1])
-
-    def batch(rows: np.ndarray) -> tuple[Any, Any]:
-        longest = max(states[i].shape[0] for i in rows)
-        h = torch.zeros(len(rows), longest, hidden)
-        m = torch.zeros(len(rows), longest)
-        for j, i in enumerate(rows):
-            n = states[i].shape[0]
-            h[j, :n] = torch.from_numpy(states[i])
-            m[j, :n] = 1.0
-        return h, m
-
-    def forward(h: Any, m: Any) -> Any:
-        additive = (1.0 - m[:, None, None, :]) * torch.finfo(h.dtype).min
-        for layer in layers:
-            out = layer(h, attention_mask=additive)
-            h = out[0] if isinstance(out, tuple) else out
-        pooled = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1)
-
     lengths = np.array([s.shape[0] for s in states])
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    # The head starts at the class centroids of the untrained layers' vectors.
+    dropout = _Dropout(config.seed)
+
+    # The head starts at the class centroids of the untrained layers' vectors (batches of similar lengths:
+    # a sum per class does not depend on the order).
     layers.eval()
+    centroids = torch.zeros(n_classes, hidden)
+    by_length = np.argsort(lengths, kind="stable")
     with torch.no_grad():
-        start = torch.cat([forward(*batch(np.arange(i, min(i + 256, len(states))))) for i in range(0, len(states), 256)])
-    centroids = torch.zeros(n_classes, hidden).index_add_(0, y, start)
+        for i in range(0, len(states), 256):
+            rows = by_length[i : i + 256]
+            centroids.index_add_(0, y[rows], _pooled(layers, _Packed([states[j] for j in rows]), None))
     head = torch.nn.Parameter(torch.nn.functional.normalize(centroids, dim=-1))
     optimizer = torch.optim.AdamW(
         [{"params": layers.parameters(), "lr": config.lr}, {"params": [head], "lr": config.head_lr}],
         weight_decay=config.weight_decay,
+        fused=True,  # one kernel per step instead of a dozen passes over the weights: ~5 % of a step
     )
     per_epoch = math.ceil(len(states) / config.batch_size)
     epochs = max(config.epochs, math.ceil(config.min_steps / per_epoch))
@@ -130,14 +201,14 @@ def tune_top_layers(
     rng = np.random.default_rng(config.seed)
     layers.train()
     for epoch in range(epochs):
-        # Shuffled batches of similar lengths: little padding, so little wasted compute.
+        # Shuffled batches of similar lengths: attention's padded layout stays small.
         order = rng.permutation(len(states))
         order = order[np.argsort(lengths[order] // 4, kind="stable")]
         batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         rng.shuffle(batches)
         total_loss = 0.0
         for rows in batches:
-            vectors = forward(*batch(rows))
+            vectors = _pooled(layers, _Packed([states[i] for i in rows]), dropout)
             logits = config.scale * vectors @ torch.nn.functional.normalize(head, dim=-1).T
             loss = torch.nn.functional.cross_entropy(logits, y[rows], label_smoothing=config.label_smoothing)
             optimizer.zero_grad()

@@ -1,0 +1,78 @@
+"""Fine-tuning the encoder's top layers (models.tuning) with the real local model: the packed training forward
+computes what the transformers layers compute, dropout follows its rule, and a fit is repeatable."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import load_encoder
+from models.tuning import LayerStates, TuningConfig, _Dropout, _Packed, _pooled, frozen_layers, tune_top_layers
+
+pytestmark = pytest.mark.model
+
+TAXONOMY = json.loads((Path(__file__).parents[2] / "marketplace/demo/taxonomy.json").read_text())
+CATEGORIES = TAXONOMY["categories"][:6]
+TEXTS = [e for c in CATEGORIES for e in c["examples"][:6]]
+LABELS = np.array([i for i, c in enumerate(CATEGORIES) for _ in c["examples"][:6]])
+CONFIG = TuningConfig(epochs=1, min_steps=6, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def states() -> list[np.ndarray]:
+    return LayerStates(load_encoder(), frozen_layers(CONFIG))(TEXTS)
+
+
+def test_packed_layers_compute_what_the_transformers_layers_compute(states: list[np.ndarray]) -> None:
+    import torch
+    from transformers import AutoModel
+
+    from models.encoder import packaged_model_dir
+
+    lengths = [s.shape[0] for s in states]
+    assert len(set(lengths)) > 3  # texts of different lengths, so padding and positions matter
+    base = AutoModel.from_pretrained(packaged_model_dir(), attn_implementation="eager").eval()
+    layers = torch.nn.ModuleList(base.encoder.layer[frozen_layers(CONFIG):])
+    longest = max(lengths)
+    h = torch.zeros(len(states), longest, states[0].shape[1])
+    mask = torch.zeros(len(states), longest)
+    for j, s in enumerate(states):
+        h[j, : len(s)] = torch.from_numpy(s)
+        mask[j, : len(s)] = 1.0
+    with torch.no_grad():
+        additive = (1.0 - mask[:, None, None, :]) * torch.finfo(torch.float32).min
+        for layer in layers:
+            out = layer(h, attention_mask=additive)
+            h = out[0] if isinstance(out, tuple) else out
+        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        expected = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        packed = _pooled(layers, _Packed(states), None).numpy()
+    np.testing.assert_allclose(packed, expected, atol=2e-6)
+
+
+def test_dropout_zeroes_about_p_of_the_values_and_scales_the_rest() -> None:
+    import torch
+
+    x = torch.ones(200, 500)
+    out = _Dropout(seed=3)(x, 0.1).numpy()
+    kept = out != 0
+    assert abs(1.0 - kept.mean() - 0.1) < 0.005
+    np.testing.assert_allclose(out[kept], 1 / 0.9, rtol=1e-6)
+    assert _Dropout(seed=3)(x, 0.0) is x
+    np.testing.assert_array_equal(_Dropout(seed=3)(x, 0.1).numpy(), out)  # same seed, same mask
+
+
+def test_a_fit_is_repeatable_for_a_seed_and_another_seed_gives_another_fit(states: list[np.ndarray]) -> None:
+    first, head = tune_top_layers(states, LABELS, len(CATEGORIES), CONFIG)
+    again, head_again = tune_top_layers(states, LABELS, len(CATEGORIES), CONFIG)
+    other, _ = tune_top_layers(states, LABELS, len(CATEGORIES), replace(CONFIG, seed=1))
+    assert first.keys() == again.keys() and head.shape == (len(CATEGORIES), states[0].shape[1])
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name])
+    np.testing.assert_array_equal(head, head_again)
+    assert any(not np.array_equal(first[name], other[name]) for name in first)
+
