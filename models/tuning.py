@@ -78,7 +78,8 @@ class _Dropout:
     """
 
     def __init__(self, seed: int) -> None:
-        self._rng = np.random.default_rng(seed)
+        # Its own stream: the batch shuffle's generator is seeded with ``seed`` alone.
+        self._rng = np.random.default_rng([seed, 1])
 
     def __call__(self, x: Any, p: float) -> Any:
         import torch
