@@ -79,6 +79,9 @@ def test_dispatch_sends_a_units_jobs_together_and_marks_them(broker: dramatiq.Br
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jobs, "get_broker", lambda _settings: broker)
     monkeypatch.setattr(jobs, "can_deliver", lambda _settings: True)
+    # As after any earlier send: on a Redis that never ran the dispatch script (a fresh server, this test run
+    # first) the first pipeline loads it and goes again, which the lost-scripts test below covers.
+    broker.client.script_load(broker.scripts["dispatch"].script)
     round_trips = count_round_trips(broker, monkeypatch)
     with db.session() as session:
         # (jobs that travel one message each: draft_for_offer jobs would go as one grouped message)
