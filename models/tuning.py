@@ -152,7 +152,8 @@ def _pooled(layers: Any, batch: _Packed, dropout: _Dropout | None) -> Any:
     x = batch.x
     for layer in layers:
         x = _layer_forward(layer, x, batch, dropout)
-    pooled = x.new_zeros(batch.batch, x.shape[1]).index_add(0, batch.sequence, x) / batch.lengths[:, None]
+    summed = x.new_zeros(batch.batch, x.shape[1]).index_add(0, batch.sequence, x)
+    pooled = summed / batch.lengths.clamp(min=1.0)[:, None]
     return torch.nn.functional.normalize(pooled, dim=-1)
 
 
