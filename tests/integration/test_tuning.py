@@ -31,25 +31,14 @@ def test_packed_layers_compute_what_the_transformers_layers_compute(states: list
     import torch
     from transformers import AutoModel
 
+    from bench.tuning import _padded, _transformers_forward  # the layers called as transformers calls them
     from models.encoder import packaged_model_dir
 
-    lengths = [s.shape[0] for s in states]
-    assert len(set(lengths)) > 3  # texts of different lengths, so padding and positions matter
+    assert len({s.shape[0] for s in states}) > 3  # texts of different lengths, so padding and positions matter
     base = AutoModel.from_pretrained(packaged_model_dir(), attn_implementation="eager").eval()
     layers = torch.nn.ModuleList(base.encoder.layer[frozen_layers(CONFIG):])
-    longest = max(lengths)
-    h = torch.zeros(len(states), longest, states[0].shape[1])
-    mask = torch.zeros(len(states), longest)
-    for j, s in enumerate(states):
-        h[j, : len(s)] = torch.from_numpy(s)
-        mask[j, : len(s)] = 1.0
     with torch.no_grad():
-        additive = (1.0 - mask[:, None, None, :]) * torch.finfo(torch.float32).min
-        for layer in layers:
-            out = layer(h, attention_mask=additive)
-            h = out[0] if isinstance(out, tuple) else out
-        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        expected = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        expected = _transformers_forward(layers, *_padded(states)).numpy()
         packed = _pooled(layers, _Packed(states), None).numpy()
     np.testing.assert_allclose(packed, expected, atol=2e-6)
 
