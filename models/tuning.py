@@ -182,8 +182,7 @@ def tune_top_layers(
     dropout = _Dropout(config.seed)
 
     # The head starts at the class centroids of the untrained layers' vectors (batches of similar lengths:
-    # a sum per class does not depend on the order).
-    layers.eval()
+    # a sum per class does not depend on the order). Dropout is _pooled's argument, not the modules' mode.
     centroids = torch.zeros(n_classes, hidden)
     by_length = np.argsort(lengths, kind="stable")
     with torch.no_grad():
@@ -204,7 +203,6 @@ def tune_top_layers(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, (total - step) / total)
     )
     rng = np.random.default_rng(config.seed)
-    layers.train()
     for epoch in range(epochs):
         # Shuffled batches of similar lengths: attention's padded layout stays small.
         order = rng.permutation(len(states))
@@ -222,7 +220,6 @@ def tune_top_layers(
             schedule.step()
             total_loss += float(loss.detach())
         log.info("tuning epoch %d/%d: loss %.4f", epoch + 1, epochs, total_loss / len(batches))
-    layers.eval()
     overrides = {
         f"encoder.layer.{first + j}.{name}": tensor.detach().numpy().astype(np.float32).copy()
         for j, layer in enumerate(layers)

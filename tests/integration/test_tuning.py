@@ -1,5 +1,5 @@
 """Fine-tuning the encoder's top layers (models.tuning) with the real local model: the packed training forward
-computes what the transformers layers compute, dropout follows its rule, and a fit is repeatable."""
+computes (and differentiates) what the transformers layers do, dropout follows its rule, and a fit is repeatable."""
 
 from __future__ import annotations
 
@@ -37,10 +37,23 @@ def test_packed_layers_compute_what_the_transformers_layers_compute(states: list
     assert len({s.shape[0] for s in states}) > 3  # texts of different lengths, so padding and positions matter
     base = AutoModel.from_pretrained(packaged_model_dir(), attn_implementation="eager").eval()
     layers = torch.nn.ModuleList(base.encoder.layer[frozen_layers(CONFIG):])
-    with torch.no_grad():
-        expected = _transformers_forward(layers, *_padded(states)).numpy()
-        packed = _pooled(layers, _Packed(states), None).numpy()
+    weights = torch.randn(len(states), states[0].shape[1], generator=torch.Generator().manual_seed(0))
+
+    def run(forward) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # vectors, and the gradients a loss sends back
+        layers.zero_grad()
+        vectors = forward()
+        (vectors * weights).sum().backward()
+        return vectors.detach().numpy(), {n: (torch.zeros_like(p) if p.grad is None else p.grad).numpy().copy()
+                                          for n, p in layers.named_parameters()}  # no gradient: zeros
+
+    expected, expected_grads = run(lambda: _transformers_forward(layers, *_padded(states)))
+    packed, packed_grads = run(lambda: _pooled(layers, _Packed(states), None))
     np.testing.assert_allclose(packed, expected, atol=2e-6)
+    # Every trained weight gets the same gradient as through the transformers layers (query, key and value go
+    # through one concatenated projection).
+    assert packed_grads.keys() == expected_grads.keys()
+    for name, grad in expected_grads.items():
+        np.testing.assert_allclose(packed_grads[name], grad, atol=1e-5, rtol=1e-4, err_msg=name)
 
 
 def test_dropout_zeroes_about_p_of_the_values_and_scales_the_rest() -> None:
