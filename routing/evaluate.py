@@ -31,16 +31,43 @@ class RoutingSet:
 
     @classmethod
     def load(cls, path: Path) -> RoutingSet:
+        """Read a set in the shared format; a malformed one stops the run with a message that says what is wrong."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            routes = {str(k): [str(t) for t in v] for k, v in data["routes"].items()}
-            cases = [(str(c["text"]), None if c["route"] is None else str(c["route"])) for c in data["cases"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             raise SystemExit(f"cannot read routing set {path}: {exc}") from exc
-        unknown = {r for _, r in cases if r is not None and r not in routes}
+        return cls.parse(data, path.stem)
+
+    @classmethod
+    def parse(cls, data: Any, default_name: str = "routing set") -> RoutingSet:
+        def bad(problem: str) -> SystemExit:
+            return SystemExit(f"not a routing set ({default_name}): {problem}")
+
+        if not isinstance(data, dict):
+            raise bad("expected a JSON object with 'routes' and 'cases'")
+        raw_routes, raw_cases = data.get("routes"), data.get("cases")
+        if not isinstance(raw_routes, dict) or not raw_routes:
+            raise bad("'routes' must be an object mapping each route to its example texts")
+        routes: dict[str, list[str]] = {}
+        for route, examples in raw_routes.items():
+            if not isinstance(examples, list) or not all(isinstance(t, str) for t in examples):
+                raise bad(f"route {route!r}: examples must be a list of texts")
+            routes[str(route)] = [t for t in examples if t.strip()]
+        empty = sorted(r for r, ex in routes.items() if not ex)
+        if empty:
+            raise bad(f"routes without examples: {empty[:5]}")
+        if not isinstance(raw_cases, list) or not raw_cases:
+            raise bad("'cases' must be a non-empty list of {\"text\": ..., \"route\": ... or null}")
+        cases: list[tuple[str, str | None]] = []
+        for i, case in enumerate(raw_cases):
+            if not isinstance(case, dict) or not isinstance(case.get("text"), str) or "route" not in case \
+                    or not (case["route"] is None or isinstance(case["route"], str)):
+                raise bad(f"case {i}: expected {{\"text\": a text, \"route\": a route or null}}")
+            cases.append((case["text"], case["route"]))
+        unknown = sorted({r for _, r in cases if r is not None and r not in routes})
         if unknown:
-            raise SystemExit(f"cases name routes that have no examples: {sorted(unknown)[:5]}")
-        return cls(str(data.get("name", path.stem)), routes, cases)
+            raise bad(f"cases name routes that have no examples: {unknown[:5]}")
+        return cls(str(data.get("name") or default_name), routes, cases)
 
     def with_shots(self, shots: int | None, seed: int = 0) -> RoutingSet:
         if not shots:
