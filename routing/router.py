@@ -162,6 +162,12 @@ class Router:
         held = rng.choice(n_classes, size=max(1, n_classes // 5), replace=False)
         is_held = np.isin(y, held)
         val = rng.random(len(y)) < 0.2
+        # A kept category keeps at least one example to learn from (its first, if the draw took them all): an
+        # example of a category the holdout fit never saw is not in-scope evidence. With a few examples per
+        # category (``--shots 1`` or 2) the draw often takes all of them; with one, that one always stays.
+        learned = np.bincount(y[~is_held & ~val], minlength=n_classes) > 0
+        categories, first = np.unique(y, return_index=True)
+        val[first[~learned[categories] & ~np.isin(categories, held)]] = False
         kept = np.setdiff1d(np.arange(n_classes), held)
         remap = np.full(n_classes, -1)
         remap[kept] = np.arange(len(kept))
@@ -193,13 +199,24 @@ class Router:
         scores = []
         for _ in range(self.holdout_rounds):
             split = self.holdout(self._example_label, n_classes, rng)
-            if split.train.any() and split.in_scope.any() and split.out_of_scope.any():
+            if split.train.any() and split.out_of_scope.any():
                 scores.append(self.holdout_scores(self._examples, self._example_label, split))
         return self.choose_thresholds(HoldoutScores.concat(scores)) if scores else (0.0, -1.0)
 
     def choose_thresholds(self, s: HoldoutScores) -> tuple[float, float]:
         """The (confidence, familiarity) thresholds that keep the most held-out in-scope examples right
-        while rejecting at least ``oos_target`` of the examples of held-out categories."""
+        while rejecting at least ``oos_target`` of the examples of held-out categories.
+
+        Without in-scope evidence (every kept category had a single example, so none could be held out), the
+        lowest confidence threshold that still rejects ``oos_target`` of the held-out categories' examples.
+        """
+        if not len(s.in_conf):
+            if not len(s.oos_conf):
+                return 0.0, -1.0
+            must_reject = int(np.ceil(self.oos_target * len(s.oos_conf)))
+            if must_reject <= 0:
+                return 0.0, -1.0
+            return float(np.nextafter(np.sort(s.oos_conf)[must_reject - 1], np.inf)), -1.0
         best = ((-1.0, -1.0), 0.0, -1.0)
         # Lexicographic: keep the most in-scope examples right; among equals, reject the most out-of-scope.
         for t_conf in np.unique(np.round(np.concatenate([[0.0], s.oos_conf, s.in_conf]), 2)):

@@ -150,9 +150,9 @@ def fit_routing_model(
     probe = tuned_encoder(base_encoder, overrides, "calibration")
     scores = router.holdout_scores(probe.encode(texts), y, split, head=head)
     thresholds = router.choose_thresholds(scores)
-    log.info("tuned router: held-out in-scope kept right %.4f at thresholds %s",
-             float((scores.in_ok & (scores.in_conf >= thresholds[0]) & (scores.in_sim >= thresholds[1])).mean()),
-             thresholds)
+    kept = scores.in_ok & (scores.in_conf >= thresholds[0]) & (scores.in_sim >= thresholds[1])
+    log.info("tuned router: held-out in-scope kept right %s at thresholds %s",
+             f"{kept.mean():.4f}" if len(kept) else "(no held-out in-scope examples)", thresholds)
 
     # 2. The model that decides: tuned on every example, with the thresholds read in step 1.
     overrides, head = tune_top_layers(states, y, n_classes, config)

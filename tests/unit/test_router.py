@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routing.router import Router, best_first
+from routing.router import HoldoutScores, Router, best_first
 
 DIM = 16
 AXES = np.eye(DIM, dtype=np.float32)
@@ -135,6 +135,44 @@ def test_held_out_categories_never_leak_into_the_calibration_training_part() -> 
     scores = router.holdout_scores(vectors, y, split)
     # held-out categories look unfamiliar; held-out examples of kept categories are routed right
     assert scores.in_ok.all() and scores.oos_sim.max() < scores.in_sim.min()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_every_kept_category_keeps_an_example_to_learn_from(seed: int) -> None:
+    # a taxonomy with one to three examples per category (routing.evaluate --shots 1 .. 3)
+    y = np.repeat(np.arange(12), [1, 1, 2, 2, 2, 3, 3, 1, 2, 2, 1, 3])
+    split = Router().holdout(y, 12, np.random.default_rng(seed))
+    kept = np.setdiff1d(np.arange(12), y[split.out_of_scope])
+    assert set(y[split.train]) == set(kept.tolist())  # none is left without a training example
+    assert not set(y[split.in_scope]) & {0, 1, 7, 10}  # a single example is never held out as evidence
+    assert not (split.train & split.in_scope).any() and (split.train | split.in_scope | split.out_of_scope).all()
+
+
+def test_without_in_scope_evidence_the_threshold_rejects_the_target_share_of_held_out_categories() -> None:
+    empty = np.zeros(0, dtype=np.float32)
+    oos_conf = np.linspace(0.1, 1.0, 10, dtype=np.float32)
+    scores = HoldoutScores(empty, empty, np.zeros(0, dtype=bool), oos_conf, np.ones(10, dtype=np.float32))
+    t_conf, t_sim = Router(oos_target=0.5).choose_thresholds(scores)
+    assert t_sim == -1.0
+    assert (oos_conf < t_conf).mean() == 0.5  # the target share, and no more: the loosest such threshold
+    assert (oos_conf < np.nextafter(np.float32(t_conf), np.float32(0))).mean() < 0.5
+
+
+def test_with_one_example_per_category_clear_requests_route_and_unlike_ones_can_abstain() -> None:
+    # No held-out in-scope example can be of a category the holdout fit learned: the threshold comes from the
+    # held-out categories alone. (Before, it was fitted to abstain on everything.)
+    labels, vectors, texts = examples({f"c{i}": AXES[i] for i in range(10)}, n=1)
+    unlike = np.zeros((200, DIM), dtype=np.float32)
+    unlike[:, 10:] = np.random.RandomState(1).randn(200, DIM - 10)  # in no category's direction
+    unlike = unit(unlike)
+    rates = {}
+    for target in (0.0, 0.5):
+        router = Router(oos_target=target).fit(labels, vectors, texts)
+        for i in range(10):
+            d = router.decide(unit(AXES[i] + 0.2 * AXES[12]))
+            assert not d.abstain and d.primary == f"c{i}"
+        rates[target] = np.mean([d.abstain for d in router.decide_many(unlike)])
+    assert rates[0.0] == 0.0 and rates[0.5] >= 0.2
 
 
 def test_deciding_a_batch_gives_each_row_its_own_decision() -> None:
