@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 from marketplace.settings import Settings
 from models import load_encoder
 from models.tuning import TuningConfig
-from routing.tuned import RoutingModel, fit_routing_model
+from routing.tuned import RoutingModel, fit_routing_model, tunable
 from tests.conftest import Api
 
 pytestmark = pytest.mark.model
@@ -109,6 +109,16 @@ def test_small_taxonomies_fall_back_to_the_frozen_model() -> None:
     assert not model.tuned and model.model_id == load_encoder().model_id
     with pytest.raises(ValueError):
         model.save(Path("unused.npz"))
+
+
+def test_taxonomies_with_few_examples_per_category_keep_the_frozen_model() -> None:
+    # enough categories to calibrate a tuned model, but five examples each: tuning would overfit them
+    few = [(c["slug"], e) for c in TAXONOMY["categories"] for e in c["examples"][:5]]
+    model = fit_routing_model([s for s, _ in few], [t for _, t in few], load_encoder(), tune=True)
+    assert not model.tuned
+    assert model.decide("My kitchen tap drips all night and the pipe under the sink is wet").primary == "plumbing"
+    assert tunable([len(c["examples"]) for c in TAXONOMY["categories"]])  # the demo's 14 each are tuned
+    assert not tunable([14] * 4) and not tunable([9] * 30) and tunable([10] * 5)
 
 
 def test_scheduled_refit_switches_the_live_app_to_the_tuned_model(

@@ -31,7 +31,7 @@ from models import Encoder, load_encoder
 from models.tuning import TuningConfig
 from routing import Matcher, ProviderRecord, Taxonomy, scrub_pii
 from routing.matcher import ProviderIndex
-from routing.tuned import MIN_TUNING_CATEGORIES, RoutingModel, fingerprint, fit_routing_model
+from routing.tuned import RoutingModel, fingerprint, fit_routing_model, tunable
 
 log = structlog.get_logger(__name__)
 
@@ -212,7 +212,7 @@ class RoutingEngine:
     def refit_plan(self, session: Session) -> RefitPlan | None:
         """What a refit of the current taxonomy would fit, or None when there is nothing to do."""
         taxonomy = self.taxonomy(session)
-        if len(taxonomy.categories) < MIN_TUNING_CATEGORIES or self._tuned_file(session, taxonomy).exists():
+        if not tunable([len(c.examples) for c in taxonomy.categories]) or self._tuned_file(session, taxonomy).exists():
             return None
         labels, texts, quotable = self._examples(session, taxonomy)
         return RefitPlan(taxonomy.version, labels, texts, quotable, self._tuned_file(session, taxonomy))
