@@ -212,7 +212,8 @@ class RoutingEngine:
     def refit_plan(self, session: Session) -> RefitPlan | None:
         """What a refit of the current taxonomy would fit, or None when there is nothing to do."""
         taxonomy = self.taxonomy(session)
-        if not tunable([len(c.examples) for c in taxonomy.categories]) or self._tuned_file(session, taxonomy).exists():
+        counts = [len(c.examples) for c in taxonomy.categories]
+        if not tunable(counts) or self._tuned_file(session, taxonomy).exists():
             return None
         labels, texts, quotable = self._examples(session, taxonomy)
         return RefitPlan(taxonomy.version, labels, texts, quotable, self._tuned_file(session, taxonomy))
