@@ -31,7 +31,7 @@ class RoutingSet:
 
     @classmethod
     def load(cls, path: Path) -> RoutingSet:
-        """Read a set in the shared format; a malformed one stops the run with a message that says what is wrong."""
+        """Read a set in the shared format; a malformed one stops the run, naming the problem."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

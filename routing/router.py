@@ -211,10 +211,8 @@ class Router:
         lowest confidence threshold that still rejects ``oos_target`` of the held-out categories' examples.
         """
         if not len(s.in_conf):
-            if not len(s.oos_conf):
-                return 0.0, -1.0
-            must_reject = int(np.ceil(self.oos_target * len(s.oos_conf)))
-            if must_reject <= 0:
+            must_reject = int(np.ceil(self.oos_target * len(s.oos_conf)))  # 0 when nothing was held out
+            if not must_reject:
                 return 0.0, -1.0
             return float(np.nextafter(np.sort(s.oos_conf)[must_reject - 1], np.inf)), -1.0
         best = ((-1.0, -1.0), 0.0, -1.0)

@@ -20,7 +20,8 @@ TAXONOMY = json.loads((ROOT / "marketplace/demo/taxonomy.json").read_text())
 CASES = [
     {"text": "My kitchen tap drips all night and the pipe under the sink is wet", "route": "plumbing"},
     {"text": "Turn our German product manual into English and French", "route": "translation"},
-    {"text": "Cut our 40 minutes of conference footage into a 3 minute highlight reel", "route": "video-editing"},
+    {"text": "Cut our 40 minutes of conference footage into a 3 minute highlight reel",
+     "route": "video-editing"},
     {"text": "We need our quarterly VAT return and self-assessment filed", "route": "tax-preparation"},
     {"text": "How many calories are in a banana?", "route": None},
     {"text": "Set an alarm for 6 am", "route": None},
@@ -48,14 +49,17 @@ def test_the_module_prints_the_metrics_and_ends_with_one_json_line(demo_set: Pat
     result = last_json(done.stdout)
     assert KEYS <= result.keys()
     assert result["routes"] == 25 and result["examples"] == 350 and result["cases"] == len(CASES)
-    assert all(0.0 <= result[k] <= 1.0 for k in ("in_scope_accuracy", "oos_recall", "oos_precision", "macro_f1"))
+    shares = ("in_scope_accuracy", "oos_recall", "oos_precision", "macro_f1")
+    assert all(0.0 <= result[k] <= 1.0 for k in shares)
     assert 0 < result["p50_ms"] <= result["p99_ms"]
     # Clear requests reach their category and the two unrelated ones abstain: every metric is at its best.
     assert (result["in_scope_accuracy"], result["oos_recall"], result["oos_precision"]) == (1.0, 1.0, 1.0)
     assert result["tuned"] is False
 
 
-def test_shots_limit_the_examples_the_router_learns_from(demo_set: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shots_limit_the_examples_the_router_learns_from(
+    demo_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([str(demo_set), "--shots", "2", "--json", "--frozen"]) == 0
     result = last_json(capsys.readouterr().out)
     assert result["examples"] == 2 * 25 and result["routes"] == 25
@@ -63,7 +67,8 @@ def test_shots_limit_the_examples_the_router_learns_from(demo_set: Path, capsys:
 
 def test_a_malformed_set_fails_with_a_message(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"routes": {"plumbing": ["fix a tap"]}, "cases": [{"text": "x", "route": "legal"}]}))
+    bad = {"routes": {"plumbing": ["fix a tap"]}, "cases": [{"text": "x", "route": "legal"}]}
+    path.write_text(json.dumps(bad), encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "routing.evaluate", str(path), "--json"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert done.returncode != 0

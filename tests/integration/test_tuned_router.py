@@ -116,9 +116,26 @@ def test_taxonomies_with_few_examples_per_category_keep_the_frozen_model() -> No
     few = [(c["slug"], e) for c in TAXONOMY["categories"] for e in c["examples"][:5]]
     model = fit_routing_model([s for s, _ in few], [t for _, t in few], load_encoder(), tune=True)
     assert not model.tuned
-    assert model.decide("My kitchen tap drips all night and the pipe under the sink is wet").primary == "plumbing"
+    drip = "My kitchen tap drips all night and the pipe under the sink is wet"
+    assert model.decide(drip).primary == "plumbing"
     assert tunable([len(c["examples"]) for c in TAXONOMY["categories"]])  # the demo's 14 each are tuned
     assert not tunable([14] * 4) and not tunable([9] * 30) and tunable([10] * 5)
+
+
+def test_the_engine_plans_no_refit_for_a_taxonomy_with_few_examples_per_category(
+    db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from marketplace.domain.routing.engine import RoutingEngine
+    from routing.taxonomy import CategorySpec, Taxonomy
+
+    engine = RoutingEngine(cache=tmp_path)
+    with db.session(readonly=True) as session:
+        demo = engine.taxonomy(session)
+        assert engine.refit_plan(session) is not None  # the demo's 14 examples per category are tuned
+        five = (CategorySpec(c.slug, c.name, c.description, c.examples[:5]) for c in demo.categories)
+        few = Taxonomy(tuple(five))
+        monkeypatch.setattr(engine, "taxonomy", lambda _session: few)
+        assert engine.refit_plan(session) is None and not engine.needs_tuning(session)
 
 
 def test_scheduled_refit_switches_the_live_app_to_the_tuned_model(

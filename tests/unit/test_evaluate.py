@@ -40,7 +40,8 @@ def test_a_well_formed_set_is_read(tmp_path: Path) -> None:
     path.write_text(json.dumps(GOOD), encoding="utf-8")
     rs = RoutingSet.load(path)
     assert rs.name == "tiny"
-    assert rs.routes == {"pay": ["pay my bill", "settle the invoice"], "book": ["book a flight"]}  # blank dropped
+    # the blank example is dropped
+    assert rs.routes == {"pay": ["pay my bill", "settle the invoice"], "book": ["book a flight"]}
     assert rs.cases == [("pay the bill", "pay"), ("weather?", None)]
 
 
@@ -49,7 +50,8 @@ def test_a_well_formed_set_is_read(tmp_path: Path) -> None:
     ({"cases": GOOD["cases"]}, "'routes' must be an object"),
     ({"routes": {}, "cases": GOOD["cases"]}, "'routes' must be an object"),
     ({"routes": {"pay": "pay my bill"}, "cases": GOOD["cases"]}, "route 'pay': examples must be a list"),
-    ({"routes": {"pay": ["pay my bill"], "book": []}, "cases": GOOD["cases"]}, "routes without examples: ['book']"),
+    ({"routes": {"pay": ["pay my bill"], "book": []}, "cases": GOOD["cases"]},
+     "routes without examples: ['book']"),
     ({"routes": GOOD["routes"]}, "'cases' must be a non-empty list"),
     ({"routes": GOOD["routes"], "cases": []}, "'cases' must be a non-empty list"),
     ({"routes": GOOD["routes"], "cases": [{"text": "hi"}]}, "case 0: expected"),
@@ -57,7 +59,9 @@ def test_a_well_formed_set_is_read(tmp_path: Path) -> None:
     ({"routes": GOOD["routes"], "cases": [{"text": "x", "route": "refund"}]},
      "cases name routes that have no examples: ['refund']"),
 ])
-def test_a_malformed_set_stops_with_a_message_naming_the_problem(tmp_path: Path, data: object, message: str) -> None:
+def test_a_malformed_set_stops_with_a_message_naming_the_problem(
+    tmp_path: Path, data: object, message: str
+) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(SystemExit) as stop:
