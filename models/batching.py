@@ -4,13 +4,17 @@ There is no batching thread. The first caller that finds nothing running becomes
 waiting item (up to ``max_size``), runs them as one batch on its own thread and hands each waiting caller its
 own result. Callers that arrive meanwhile wait; when the batch ends one of them leads the next. Under load
 batches grow by themselves; a lone caller runs at once (after ``linger`` seconds, if set, to let others join).
+
+``StageLimit`` bounds how much work waits between two such stages.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -115,3 +119,67 @@ class MicroBatcher(Generic[T, R]):
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]
+
+
+class _Waiter:
+    __slots__ = ("units", "wake", "granted")
+
+    def __init__(self, units: int, wake: threading.Condition) -> None:
+        self.units, self.wake, self.granted = units, wake, False
+
+
+class StageLimit:
+    """At most ``limit`` units of work between two stages of a pipeline (items encoded ahead of the stage
+    that writes them, say). ``hold(n)`` waits until ``n`` more units fit, first come first served, so a large
+    request is not passed over forever by small ones; a request above ``limit`` waits for everything else to
+    leave and then runs alone. Units are given back when the ``with`` block ends, however it ends: an exception
+    raised into a waiting thread (dramatiq's time limit does that) withdraws its request."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._held = 0
+        self._queue: deque[_Waiter] = deque()
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    @contextmanager
+    def hold(self, units: int) -> Iterator[None]:
+        units = max(0, min(units, self.limit))
+        self._acquire(units)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= units
+                self._grant()
+
+    def _acquire(self, units: int) -> None:
+        with self._lock:
+            if not self._queue and self._held + units <= self.limit:
+                self._held += units
+                return
+            waiter = _Waiter(units, threading.Condition(self._lock))
+            self._queue.append(waiter)
+            try:
+                while not waiter.granted:
+                    waiter.wake.wait()
+            except BaseException:
+                if waiter.granted:  # granted just as the exception arrived: give the units back
+                    self._held -= units
+                else:
+                    self._queue.remove(waiter)
+                self._grant()  # whoever it was holding up
+                raise
+
+    def _grant(self) -> None:
+        """Under the lock: let in the waiters at the head of the queue that now fit."""
+        while self._queue and self._held + self._queue[0].units <= self.limit:
+            waiter = self._queue.popleft()
+            self._held += waiter.units
+            waiter.granted = True
+            waiter.wake.notify()

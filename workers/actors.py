@@ -18,12 +18,12 @@ from marketplace.domain.offers.drafting import (
     save_clarifying_question,
     save_offer_draft,
 )
-from marketplace.domain.routing.engine import get_engine
+from marketplace.domain.routing.engine import RECENT_TEXTS, get_engine
 from marketplace.domain.routing.services import encode_ahead, routing_texts
 from marketplace.domain.routing.services import route_tasks as route_service
 from marketplace.jobs import GROUPED, JOBS
 from models import Drafter
-from models.batching import MicroBatcher
+from models.batching import MicroBatcher, StageLimit
 from models.drafter import DraftResult
 from workers import runtime
 from workers.broker import broker  # noqa: F401  (declares the broker before the actors)
@@ -116,13 +116,23 @@ ROUTE_LINGER = 0.003
 _encoded: MicroBatcher[tuple[str, bool], None] = MicroBatcher(encode_batch, max_size=ENCODE_BATCH,
                                                               linger=ROUTE_LINGER)
 _routes: MicroBatcher[uuid.UUID, str] = MicroBatcher(route_batch, max_size=ROUTE_BATCH, linger=ROUTE_LINGER)
+# Tasks between the encode stage and the end of their write batch. Their vectors wait in the engine's cache of
+# recent vectors (RECENT_TEXTS of them); an encode stage further ahead than that would have its oldest vectors
+# evicted before the write stage got to them, and the write stage then encodes them again, a batch at a time,
+# inside its transaction. A backlog of 15,000 tasks (96 threads, 32 tasks a message: 3,072 encoded ahead) was
+# encoded twice and routed at half the rate of a burst of 3,000 (bench/README.md). A task can leave two vectors
+# (the shared and a tuned encoder's), and in the in-process worker the API's category suggestions use the same
+# cache: a quarter of it. 512 tasks are still four encoder calls and eight write batches.
+ENCODE_AHEAD = RECENT_TEXTS // 4
+_ahead = StageLimit(ENCODE_AHEAD)
 
 
 @dramatiq.actor(actor_name="route_task", queue_name=JOBS["route_task"], **RETRY)
 def route_task(task_id: str) -> None:
     tid = uuid.UUID(task_id)
-    _prepare([tid])
-    outcome = _routes.submit(tid)
+    with _ahead.hold(1):
+        _prepare([tid])
+        outcome = _routes.submit(tid)
     log.debug("route_task.done", task_id=task_id, outcome=outcome)
 
 
@@ -144,8 +154,10 @@ def route_tasks(task_ids: list[str]) -> None:
     """Several route_task jobs sent together (marketplace.jobs.GROUPED): their tasks join the same batches
     as single jobs' tasks do."""
     ids = [uuid.UUID(t) for t in task_ids]
-    _prepare(ids)
-    _raise_failed("routings", task_ids, _routes.submit_many(ids))
+    with _ahead.hold(len(ids)):
+        _prepare(ids)
+        outcomes = _routes.submit_many(ids)
+    _raise_failed("routings", task_ids, outcomes)
 
 
 def _draft(key: uuid.UUID, inputs_of: Callable[[Any, uuid.UUID], tuple[Any, ...] | str],

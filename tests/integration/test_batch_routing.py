@@ -4,10 +4,11 @@ never an overbooked provider, and one bad task never fails the others."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from marketplace.db.models import (
@@ -20,11 +21,13 @@ from marketplace.db.models import (
     TaskTransition,
 )
 from marketplace.domain.offers.services import add_offers
-from marketplace.domain.routing.engine import get_engine
+from marketplace.domain.routing.engine import get_engine, task_text
+from marketplace.domain.routing.recent import RecentItems
 from marketplace.domain.routing.services import route_task, route_tasks
 from marketplace.domain.tasks.schemas import TaskIn
 from marketplace.domain.tasks.services import create_task
 from marketplace.errors import Conflict
+from models.batching import StageLimit
 from tests.conftest import BOOKKEEPING_TASK, Api, bookkeepers, wait_until
 
 pytestmark = pytest.mark.model
@@ -225,6 +228,72 @@ def test_tasks_encoded_ahead_are_routed_without_encoding_in_the_write_transactio
     with db.session() as session:
         outcomes = route_tasks(session, settings, engine, ids)
     assert set(outcomes.values()) <= {"routed", "needs_review"} and "routed" in outcomes.values()
+
+
+def test_a_backlog_is_encoded_once(api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many routing jobs at once (a backlog): the encode stage must not run so far ahead of the write stage that
+    the vectors it left in the engine's cache are gone when their batch is written, to be encoded again there.
+    Here the cache holds 16 vectors and the stage limit lets 4 tasks ahead, as ENCODE_AHEAD does at scale;
+    without the limit, all 24 tasks are encoded in the first encoder call and 8 of them again later."""
+    from workers import actors, runtime
+
+    bookkeepers(api, 3)
+    customer, _ = api.user("customer")
+    requests = [(f"{t} ({k})", d) for k in range(4) for t, d in REQUESTS]
+    ids = submitted_tasks(db, customer["id"], requests)
+    task_texts = {task_text(t, d) for t, d in requests}
+    engine = get_engine()
+    monkeypatch.setattr(runtime, "_settings", settings)
+    monkeypatch.setattr(engine, "_recent", RecentItems(16, 60.0))
+    monkeypatch.setattr(actors, "_ahead", StageLimit(4))
+    encoded: list[str] = []
+    real = engine.encoder.encode
+
+    def counting(texts: list[str]) -> Any:
+        encoded.extend(texts)
+        return real(texts)
+
+    monkeypatch.setattr(engine.encoder, "encode", counting)
+    with ThreadPoolExecutor(len(ids)) as pool:
+        list(pool.map(actors.route_task.fn, [str(i) for i in ids]))
+    encoded_tasks = [t for t in encoded if t in task_texts]  # providers' profiles are encoded here too
+    assert len(encoded_tasks) == len(ids) == len(set(encoded_tasks))
+    with db.session(readonly=True) as session:
+        assert {session.get(Task, i).status for i in ids} <= {TaskStatus.ROUTED, TaskStatus.NEEDS_REVIEW}
+    api.drain()
+
+
+def test_routing_looks_tasks_up_by_primary_key_on_sqlite(api: Api, db: Any, settings: Any) -> None:
+    """SQLite plans without statistics: for ``id IN (...) AND status = ...`` it walked the status index, i.e.
+    every waiting task, once per batch (marketplace.db.sql.likely). No statement of a routing batch may."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("a SQLite query planner question")
+    bookkeepers(api, 3)
+    customer, _ = api.user("customer")
+    ids = submitted_tasks(db, customer["id"], REQUESTS)
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if not executemany and "tasks.id IN" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        from workers import actors
+
+        with db.session(readonly=True) as session:
+            actors.encode_ahead(get_engine(), actors.routing_texts(session, ids))
+        with db.session() as session:
+            outcomes = route_tasks(session, settings, get_engine(), ids)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert "routed" in outcomes.values()
+    assert len(statements) >= 3  # the texts, the tasks and their transitions
+    with db.engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = " ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+            assert "ix_tasks_status_created_at" not in plan, statement
+    api.drain()
 
 
 def test_the_worker_gets_the_routing_model_before_its_write_transaction(

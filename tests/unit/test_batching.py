@@ -1,14 +1,16 @@
-"""MicroBatcher: concurrent callers share batches, each gets its own result or its own error."""
+"""MicroBatcher: concurrent callers share batches, each gets its own result or its own error. StageLimit: never
+more than its limit held, first come first served, units given back however a holder ends."""
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from models.batching import MicroBatcher
+from models.batching import MicroBatcher, StageLimit
 
 
 class Recorder:
@@ -165,3 +167,86 @@ def test_callers_of_several_items_in_small_batches_all_finish() -> None:
     run_callers(caller, 12)
     assert len(results) == 600
     assert all(outcomes == [first + i + 1 for i in range(len(outcomes))] for first, outcomes in results.items())
+
+
+def holder(limit: StageLimit, units: int, log: list[str], name: str, release: threading.Event) -> None:
+    with limit.hold(units):
+        log.append(name)
+        release.wait(5)
+
+
+def test_a_stage_limit_lets_in_no_more_than_its_limit() -> None:
+    limit = StageLimit(3)
+    peak, inside, lock = [0], [0], threading.Lock()
+
+    def work(units: int) -> None:
+        with limit.hold(units):
+            with lock:
+                inside[0] += units
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.002)
+            with lock:
+                inside[0] -= units
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(work, [1, 2, 1, 3, 1, 2] * 8))
+    assert peak[0] == 3 and limit.held == 0
+
+
+def test_a_stage_limit_serves_requests_in_order_and_a_large_one_alone() -> None:
+    limit = StageLimit(4)
+    log: list[str] = []
+    gates = {name: threading.Event() for name in ("first", "big", "small", "huge")}
+    with ThreadPoolExecutor(4) as pool:
+        pool.submit(holder, limit, 2, log, "first", gates["first"])
+        wait_until(lambda: log == ["first"])
+        pool.submit(holder, limit, 3, log, "big", gates["big"])  # does not fit next to "first": waits
+        wait_until(lambda: len(limit._queue) == 1)
+        pool.submit(holder, limit, 1, log, "small", gates["small"])  # would fit, but "big" came first
+        pool.submit(holder, limit, 10, log, "huge", gates["huge"])  # more than the limit: waits to run alone
+        wait_until(lambda: len(limit._queue) == 3)
+        time.sleep(0.05)
+        assert log == ["first"]
+        gates["first"].set()
+        wait_until(lambda: sorted(log) == ["big", "first", "small"])  # 3 + 1 fit together
+        assert limit.held == 4
+        gates["big"].set()
+        time.sleep(0.05)
+        assert len(log) == 3  # "huge" waits for "small" too
+        gates["small"].set()
+        wait_until(lambda: log[-1] == "huge")
+        assert limit.held == 4  # capped at the limit
+        gates["huge"].set()
+    assert limit.held == 0 and not limit._queue
+
+
+def test_a_holder_interrupted_while_waiting_gives_its_place_back() -> None:
+    """dramatiq's time limit raises an exception in the job's thread (PyThreadState_SetAsyncExc); one that
+    arrives while the job waits here must not keep units that no one will give back."""
+    limit = StageLimit(2)
+    log: list[str] = []
+    first, second = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def interrupted() -> None:
+        try:
+            holder(limit, 2, log, "interrupted", threading.Event())
+        except TimeoutError as exc:
+            errors.append(exc)
+
+    with ThreadPoolExecutor(3) as pool:
+        pool.submit(holder, limit, 2, log, "first", first)
+        wait_until(lambda: log == ["first"])
+        waiting = threading.Thread(target=interrupted)
+        waiting.start()
+        wait_until(lambda: len(limit._queue) == 1)
+        assert ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(waiting.ident), ctypes.py_object(TimeoutError)) == 1
+        first.set()  # the waiter is woken, granted, and the exception arrives: the units must come back
+        waiting.join(5)
+        assert errors and log == ["first"]
+        wait_until(lambda: limit.held == 0)
+        pool.submit(holder, limit, 2, log, "second", second)
+        wait_until(lambda: log == ["first", "second"])
+        second.set()
+    assert limit.held == 0

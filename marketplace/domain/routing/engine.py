@@ -38,10 +38,11 @@ log = structlog.get_logger(__name__)
 
 # Offers received in this window count towards a provider's share (routing.matcher: fairness).
 FAIRNESS_WINDOW = timedelta(days=7)
-# Vectors of this many recently encoded task texts stay in memory (Engine.encode), a few batches' worth,
-# and none of them (nor any text) longer than RECENT_SECONDS: a worker's encode stage hands them to its
-# write stage within seconds, and a customer's words should not outlive that in a long-running process.
-RECENT_TEXTS = 1024
+# Vectors of this many recently encoded task texts stay in memory (Engine.encode): a worker's encode stage
+# runs at most a quarter of this ahead of its write stage (workers.actors.ENCODE_AHEAD). None of them (nor
+# any text) stays longer than RECENT_SECONDS: a worker's encode stage hands them to its write stage within
+# seconds, and a customer's words should not outlive that in a long-running process.
+RECENT_TEXTS = 2048
 RECENT_SECONDS = 60.0
 # The provider snapshot (RoutingEngine.provider_index) is read again after this many seconds: what other
 # processes changed meanwhile (their offers, offers accepted, declined or expired) counts from then on.

@@ -12,6 +12,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from marketplace.clock import now
 from marketplace.db.models import Task, TaskStatus, TaskTransition
+from marketplace.db.sql import likely
 from marketplace.errors import Conflict, IllegalTransition
 
 S = TaskStatus
@@ -55,7 +56,7 @@ def transition_all(session: Session, moves: Sequence[tuple[Task, str]], to: Task
     at = now()
     for current, tasks in by_status.items():
         result = session.execute(
-            update(Task).where(Task.id.in_([t.id for t in tasks]), Task.status == current)
+            update(Task).where(Task.id.in_([t.id for t in tasks]), likely(Task.status == current))
             .values(status=to, updated_at=at).execution_options(synchronize_session=False)
         )
         if result.rowcount != len(tasks):
