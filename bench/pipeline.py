@@ -216,7 +216,8 @@ def main() -> None:
                     create_task(session, customer.id, TaskIn(title=title, description=description))
                 session.info.pop("outbox", None)
             # The worker is stopped while the round's messages go to Redis: sending 3,000 of them takes this
-            # process ~0.4 s of CPU, on the cores the worker needs (the API sends them in real life, over time).
+            # process ~0.4 s of CPU, on the cores the worker needs (in real life the API sends them, over
+            # time).
             paused = _worker_pids(worker.pid)
             send_started = now()
             _signal(paused, signal.SIGSTOP)

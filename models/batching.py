@@ -122,7 +122,7 @@ class MicroBatcher(Generic[T, R]):
 
 
 class _Waiter:
-    __slots__ = ("units", "wake", "granted")
+    __slots__ = ("granted", "units", "wake")
 
     def __init__(self, units: int, wake: threading.Condition) -> None:
         self.units, self.wake, self.granted = units, wake, False
@@ -132,8 +132,8 @@ class StageLimit:
     """At most ``limit`` units of work between two stages of a pipeline (items encoded ahead of the stage
     that writes them, say). ``hold(n)`` waits until ``n`` more units fit, first come first served, so a large
     request is not passed over forever by small ones; a request above ``limit`` waits for everything else to
-    leave and then runs alone. Units are given back when the ``with`` block ends, however it ends: an exception
-    raised into a waiting thread (dramatiq's time limit does that) withdraws its request."""
+    leave and then runs alone. Units are given back when the ``with`` block ends, however it ends: an
+    exception raised into a waiting thread (dramatiq's time limit does that) withdraws its request."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:

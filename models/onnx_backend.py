@@ -303,7 +303,8 @@ class _Builder:
             # 1.31 gives wrong sums with both (mean cosine to fp32 0.82), so biases stay separate Adds.
             outputs.append(g.op(
                 "MatMulIntegerToFloat",
-                [x_q, g.const("w_q", w_q), scale, g.const("w_scale", w_scale.astype(np.float32)), self.zp_scalar],
+                [x_q, g.const("w_q", w_q), scale, g.const("w_scale", w_scale.astype(np.float32)),
+                 self.zp_scalar],
                 domain="com.microsoft",
             ))
         return outputs

@@ -120,9 +120,9 @@ _routes: MicroBatcher[uuid.UUID, str] = MicroBatcher(route_batch, max_size=ROUTE
 # recent vectors (RECENT_TEXTS of them); an encode stage further ahead than that would have its oldest vectors
 # evicted before the write stage got to them, and the write stage then encodes them again, a batch at a time,
 # inside its transaction. A backlog of 15,000 tasks (96 threads, 32 tasks a message: 3,072 encoded ahead) was
-# encoded twice and routed at half the rate of a burst of 3,000 (bench/README.md). A task can leave two vectors
-# (the shared and a tuned encoder's), and in the in-process worker the API's category suggestions use the same
-# cache: a quarter of it. 512 tasks are still four encoder calls and eight write batches.
+# encoded twice and routed at half the rate of a burst of 3,000 (bench/README.md). A task can leave two
+# vectors (the shared and a tuned encoder's), and in the in-process worker the API's category suggestions use
+# the same cache: a quarter of it. 512 tasks are still four encoder calls and eight write batches.
 ENCODE_AHEAD = RECENT_TEXTS // 4
 _ahead = StageLimit(ENCODE_AHEAD)
 

@@ -10,7 +10,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Boolean
 
 
-class likely(FunctionElement[bool]):  # noqa: N801  (named after the SQL function, like sqlalchemy.func's)
+class likely(FunctionElement[bool]):  # lower case: named after the SQL function, like sqlalchemy.func's
     """``condition``, marked as true for most of the rows the query looks at, so that no index on its column
     is used to narrow them down.
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from marketplace.db.models import (
@@ -231,8 +231,8 @@ def test_tasks_encoded_ahead_are_routed_without_encoding_in_the_write_transactio
 
 
 def test_a_backlog_is_encoded_once(api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Many routing jobs at once (a backlog): the encode stage must not run so far ahead of the write stage that
-    the vectors it left in the engine's cache are gone when their batch is written, to be encoded again there.
+    """Many routing jobs at once (a backlog): the encode stage must not run so far ahead of the write stage
+    that the vectors it left in the engine's cache are gone when their batch is written, to be encoded again.
     Here the cache holds 16 vectors and the stage limit lets 4 tasks ahead, as ENCODE_AHEAD does at scale;
     without the limit, all 24 tasks are encoded in the first encoder call and 8 of them again later."""
     from workers import actors, runtime
@@ -273,7 +273,8 @@ def test_routing_looks_tasks_up_by_primary_key_on_sqlite(api: Api, db: Any, sett
     ids = submitted_tasks(db, customer["id"], REQUESTS)
     statements: list[tuple[str, Any]] = []
 
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+               executemany: bool) -> None:
         if not executemany and "tasks.id IN" in statement:
             statements.append((statement, parameters))
 
@@ -291,7 +292,8 @@ def test_routing_looks_tasks_up_by_primary_key_on_sqlite(api: Api, db: Any, sett
     assert len(statements) >= 3  # the texts, the tasks and their transitions
     with db.engine.connect() as conn:
         for statement, parameters in statements:
-            plan = " ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            plan = " ".join(row[3] for row in rows)
             assert "ix_tasks_status_created_at" not in plan, statement
     api.drain()
 

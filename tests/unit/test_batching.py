@@ -1,5 +1,5 @@
-"""MicroBatcher: concurrent callers share batches, each gets its own result or its own error. StageLimit: never
-more than its limit held, first come first served, units given back however a holder ends."""
+"""MicroBatcher: concurrent callers share batches, each gets its own result or its own error. StageLimit:
+never more than its limit held, first come first served, units given back however a holder ends."""
 
 from __future__ import annotations
 

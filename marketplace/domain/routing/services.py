@@ -159,7 +159,8 @@ def routing_texts(session: Session, task_ids: Sequence[uuid.UUID]) -> list[tuple
     rows = session.execute(
         select(Task.title, Task.description, Task.category_id)
         .join(Account, Account.id == Task.customer_id)
-        .where(Task.id.in_(set(task_ids)), likely(Task.status.in_((TaskStatus.SUBMITTED, TaskStatus.ROUTING))),
+        .where(Task.id.in_(set(task_ids)),
+               likely(Task.status.in_((TaskStatus.SUBMITTED, TaskStatus.ROUTING))),
                Account.ai_processing_objection.is_not(True))
         .order_by(Task.id)
     ).all()
