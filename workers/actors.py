@@ -108,8 +108,11 @@ def _prepare(task_ids: list[uuid.UUID]) -> int:
 # large as the jobs that arrived meanwhile (at most the stage's size), plus those arriving within ROUTE_LINGER
 # s. A write batch of 64 instead of 32 halves the transactions, commits and statements per task: worker CPU
 # per task -10 %. Encoder calls of 128 texts cost 3 % less CPU per text than calls of 64 (6 alternating
-# rounds, bench/README.md); larger ones would leave one core idle longer while the last batch is written.
-ENCODE_BATCH = 128
+# rounds); on the Intel Xeon with AMX calls of 256 gave pipeline ratios of 0.655 - 0.679 against 0.632 - 0.641
+# for 128 and 0.645 - 0.663 for 512 (alternating runs, bench/README.md). A call pads its own runs (calls of
+# 128 task texts carried 3.4 % padding, one call over 3,000 0.3 %); larger calls leave one core idle longer
+# while the last batch is written.
+ENCODE_BATCH = 256
 ROUTE_BATCH = 64
 ROUTE_LINGER = 0.003
 # Two stages, each one batch at a time: while one batch is written, the next one is being encoded.
@@ -122,7 +125,7 @@ _routes: MicroBatcher[uuid.UUID, str] = MicroBatcher(route_batch, max_size=ROUTE
 # inside its transaction. A backlog of 15,000 tasks (96 threads, 32 tasks a message: 3,072 encoded ahead) was
 # encoded twice and routed at half the rate of a burst of 3,000 (bench/README.md). A task can leave two
 # vectors (the shared and a tuned encoder's), and in the in-process worker the API's category suggestions use
-# the same cache: a quarter of it. 512 tasks are still four encoder calls and eight write batches.
+# the same cache: a quarter of it. 512 tasks are still two encoder calls and eight write batches.
 ENCODE_AHEAD = RECENT_TEXTS // 4
 _ahead = StageLimit(ENCODE_AHEAD)
 
