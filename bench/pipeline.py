@@ -85,29 +85,30 @@ def _cpu_shares(before: list[int] | None, after: list[int] | None) -> dict[str, 
             "cpu_idle": round((idle + iowait) / total, 3), "cpu_steal": round(steal / total, 3)}
 
 
-def _process_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system) of a process and its children (Linux /proc): the dramatiq worker process
-    forks the process that runs the actors."""
+def _worker_pids(pid: int) -> list[int]:
+    """The dramatiq master process and the worker processes it forked, which run the actors (Linux /proc;
+    [] elsewhere)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
+            return [pid, *(int(c) for c in f.read().split())]
+    except (OSError, ValueError):
+        return []
+
+
+def _process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of the dramatiq master process ``pid`` and its worker processes."""
+    pids = _worker_pids(pid)
+    if not pids:
+        return None
+    try:
         total = 0
-        for p in [pid, *children]:
+        for p in pids:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rpartition(")")[2].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
         return total / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError):
         return None
-
-
-def _worker_pids(pid: int) -> list[int]:
-    """The dramatiq master process and the worker processes it forked (Linux /proc; [] elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [pid, *(int(c) for c in f.read().split())]
-    except (OSError, ValueError):
-        return []
 
 
 def _signal(pids: list[int], sig: int) -> None:
@@ -224,10 +225,10 @@ def main() -> None:
             try:
                 with db.session() as session:
                     sent = jobs.relay_pending(session, settings, limit=n_tasks + 100)
-            finally:
                 started = now()
                 first_cpu = busy_cpu = _cpu_ticks()
-                worker_cpu = _process_cpu(worker.pid)
+                worker_cpu = _process_cpu(worker.pid)  # still stopped: exactly its CPU time at the start
+            finally:
                 _signal(paused, signal.SIGCONT)
             deadline = time.monotonic() + 600
             while (left := waiting()) and time.monotonic() < deadline:
@@ -256,6 +257,7 @@ def main() -> None:
         with db.session(readonly=True) as session:
             offers = int(session.scalar(select(func.count()).select_from(Offer)) or 0)
         median = sorted(results, key=lambda x: x["ratio"])[len(results) // 2]
+        median_with_send = sorted(x["ratio_with_send"] for x in results)[len(results) // 2]
         print(json.dumps({
             "benchmark": "pipeline", "database": "postgresql" if pg_admin else "sqlite", "tasks": n_tasks,
             "rounds": results, "offers_per_task": round(offers / (n_tasks * rounds), 2),
@@ -264,7 +266,7 @@ def main() -> None:
             "ratio_to_encoder": median["ratio"],
             "ratio_min": min(x["ratio"] for x in results), "ratio_mean": round(statistics.mean(
                 x["ratio"] for x in results), 3),
-            "ratio_with_send_median": statistics.median(x["ratio_with_send"] for x in results),
+            "ratio_with_send_median": median_with_send,
         }))
     finally:
         if worker is not None:

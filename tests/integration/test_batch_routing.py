@@ -23,7 +23,7 @@ from marketplace.db.models import (
 from marketplace.domain.offers.services import add_offers
 from marketplace.domain.routing.engine import get_engine, task_text
 from marketplace.domain.routing.recent import RecentItems
-from marketplace.domain.routing.services import route_task, route_tasks
+from marketplace.domain.routing.services import encode_ahead, route_task, route_tasks, routing_texts
 from marketplace.domain.tasks.schemas import TaskIn
 from marketplace.domain.tasks.services import create_task
 from marketplace.errors import Conflict
@@ -280,10 +280,8 @@ def test_routing_looks_tasks_up_by_primary_key_on_sqlite(api: Api, db: Any, sett
 
     event.listen(db.engine, "before_cursor_execute", record)
     try:
-        from workers import actors
-
-        with db.session(readonly=True) as session:
-            actors.encode_ahead(get_engine(), actors.routing_texts(session, ids))
+        with db.session(readonly=True) as session:  # the worker's encode stage, then its write stage
+            encode_ahead(get_engine(), routing_texts(session, ids))
         with db.session() as session:
             outcomes = route_tasks(session, settings, get_engine(), ids)
     finally:
