@@ -76,7 +76,7 @@ def main() -> None:
         examples = [e for c in taxonomy["categories"] for e in c["examples"]]
         if learned:
             with db.session() as session:
-                category_ids = dict(session.execute(select(Category.slug, Category.id)).tuples().all())
+                category_ids = dict(session.execute(select(Category.slug, Category.id)).all())
                 slugs = [c["slug"] for c in taxonomy["categories"] for _ in c["examples"]]
                 session.execute(insert(CategoryExample.__table__), [
                     {"category_id": category_ids[slugs[i % len(slugs)]], "source": "staff",

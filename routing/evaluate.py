@@ -28,6 +28,7 @@ class RoutingSet:
     name: str
     routes: dict[str, list[str]]
     cases: list[tuple[str, str | None]]
+    blank_examples: int = 0  # example texts left out because they were empty or only whitespace
 
     @classmethod
     def load(cls, path: Path) -> RoutingSet:
@@ -49,10 +50,12 @@ class RoutingSet:
         if not isinstance(raw_routes, dict) or not raw_routes:
             raise bad("'routes' must be an object mapping each route to its example texts")
         routes: dict[str, list[str]] = {}
+        blank = 0
         for route, examples in raw_routes.items():
             if not isinstance(examples, list) or not all(isinstance(t, str) for t in examples):
                 raise bad(f"route {route!r}: examples must be a list of texts")
             routes[str(route)] = [t for t in examples if t.strip()]
+            blank += len(examples) - len(routes[str(route)])
         empty = sorted(r for r, ex in routes.items() if not ex)
         if empty:
             raise bad(f"routes without examples: {empty[:5]}")
@@ -67,17 +70,20 @@ class RoutingSet:
         unknown = sorted({r for _, r in cases if r is not None and r not in routes})
         if unknown:
             raise bad(f"cases name routes that have no examples: {unknown[:5]}")
-        return cls(str(data.get("name") or default_name), routes, cases)
+        return cls(str(data.get("name") or default_name), routes, cases, blank)
 
     def with_shots(self, shots: int | None, seed: int = 0) -> RoutingSet:
         if not shots:
             return self
         rng = random.Random(seed)
         routes = {r: rng.sample(ex, min(shots, len(ex))) for r, ex in self.routes.items()}
-        return RoutingSet(self.name, routes, self.cases)
+        return RoutingSet(self.name, routes, self.cases, self.blank_examples)
 
 
-def metrics(truth: list[str | None], predicted: list[str | None]) -> dict[str, float]:
+def metrics(truth: list[str | None], predicted: list[str | None]) -> dict[str, float | None]:
+    """The four quality metrics. One that has nothing to be measured on is None (JSON null), not 0: a set
+    without out-of-scope cases has no out-of-scope recall, and a router that never abstained has no
+    out-of-scope precision."""
     in_scope = [(t, p) for t, p in zip(truth, predicted, strict=True) if t is not None]
     oos = [p for t, p in zip(truth, predicted, strict=True) if t is None]
     abstained = [t for t, p in zip(truth, predicted, strict=True) if p is None]
@@ -95,10 +101,10 @@ def metrics(truth: list[str | None], predicted: list[str | None]) -> dict[str, f
     routes = {t for t in truth if t is not None}
     f1 = [2 * tp[r] / (2 * tp[r] + fp[r] + fn[r]) if tp[r] + fp[r] + fn[r] else 1.0 for r in routes]
     return {
-        "in_scope_accuracy": sum(t == p for t, p in in_scope) / len(in_scope) if in_scope else 0.0,
-        "oos_recall": sum(p is None for p in oos) / len(oos) if oos else 0.0,
-        "oos_precision": sum(t is None for t in abstained) / len(abstained) if abstained else 0.0,
-        "macro_f1": float(np.mean(f1)) if f1 else 0.0,
+        "in_scope_accuracy": sum(t == p for t, p in in_scope) / len(in_scope) if in_scope else None,
+        "oos_recall": sum(p is None for p in oos) / len(oos) if oos else None,
+        "oos_precision": sum(t is None for t in abstained) / len(abstained) if abstained else None,
+        "macro_f1": float(np.mean(f1)) if f1 else None,
     }
 
 
@@ -118,7 +124,8 @@ def evaluate(routing_set: RoutingSet, encoder: Any, router: Router | None = None
         predicted.append(decision.primary)
     result: dict[str, Any] = {"set": routing_set.name, "routes": len(routing_set.routes), "examples": len(texts),
                               "cases": len(routing_set.cases)}
-    result.update({k: round(v, 4) for k, v in metrics([r for _, r in routing_set.cases], predicted).items()})
+    result.update({k: None if v is None else round(v, 4)
+                   for k, v in metrics([r for _, r in routing_set.cases], predicted).items()})
     result.update({
         "p50_ms": round(float(np.percentile(latencies, 50)), 2),
         "p99_ms": round(float(np.percentile(latencies, 99)), 2),
@@ -129,6 +136,10 @@ def evaluate(routing_set: RoutingSet, encoder: Any, router: Router | None = None
         "model_id": model.model_id,
     })
     return result
+
+
+def _shown(value: float | None, why_not: str, spec: str = ".2%") -> str:
+    return f"n/a ({why_not})" if value is None else format(value, spec)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,11 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     from models import load_encoder
 
     routing_set = RoutingSet.load(args.path).with_shots(args.shots, args.seed)
+    if routing_set.blank_examples:
+        print(f"note: {routing_set.blank_examples} blank example text(s) left out", file=sys.stderr)
     result = evaluate(routing_set, load_encoder(), tune=not args.frozen)
     print(f"{result['set']}: {result['routes']} routes, {result['examples']} examples, {result['cases']} cases")
-    print(f"  in-scope accuracy  {result['in_scope_accuracy']:.2%}")
-    print(f"  out-of-scope recall {result['oos_recall']:.2%}  precision {result['oos_precision']:.2%}")
-    print(f"  macro F1           {result['macro_f1']:.4f}")
+    print(f"  in-scope accuracy  {_shown(result['in_scope_accuracy'], 'no in-scope cases')}")
+    print(f"  out-of-scope recall {_shown(result['oos_recall'], 'no out-of-scope cases')}"
+          f"  precision {_shown(result['oos_precision'], 'it never abstained')}")
+    print(f"  macro F1           {_shown(result['macro_f1'], 'no in-scope cases', '.4f')}")
     print(f"  decision latency   p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms")
     print(f"  fit                {result['fit_s']} s, {'tuned' if result['tuned'] else 'frozen'} encoder")
     if args.json:

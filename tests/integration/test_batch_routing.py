@@ -88,7 +88,7 @@ def test_a_batch_routes_like_one_task_after_another(api: Api, db: Any, settings:
     with db.session(readonly=True) as session:
         assert routing_state(session, ids) == expected
         # each routed task is stored in its decision's category (a fresh session reads it from the database)
-        slugs = dict(session.execute(select(Category.id, Category.slug)).tuples().all())
+        slugs = dict(session.execute(select(Category.id, Category.slug)).all())
         routed = [state for state in expected.values() if state["outcome"] == RoutingOutcome.ROUTED]
         assert routed and all(slugs.get(s["category_id"]) == s["categories"][0] for s in routed)
 

@@ -28,6 +28,16 @@ def test_metrics_of_a_perfect_router() -> None:
                                            "macro_f1": 1.0}
 
 
+def test_a_metric_with_nothing_to_measure_is_none_not_zero() -> None:
+    # no out-of-scope case: no out-of-scope recall; the router never abstained: no out-of-scope precision
+    m = metrics(["pay", "book"], ["pay", "pay"])
+    assert m == {"in_scope_accuracy": 0.5, "oos_recall": None, "oos_precision": None,
+                 "macro_f1": pytest.approx((2 / 3 + 0) / 2)}
+    # only out-of-scope cases: no in-scope accuracy and no per-route F1
+    m = metrics([None, None], [None, "pay"])
+    assert m == {"in_scope_accuracy": None, "oos_recall": 0.5, "oos_precision": 1.0, "macro_f1": None}
+
+
 GOOD = {
     "name": "tiny",
     "routes": {"pay": ["pay my bill", "settle the invoice", "  "], "book": ["book a flight"]},
@@ -40,8 +50,9 @@ def test_a_well_formed_set_is_read(tmp_path: Path) -> None:
     path.write_text(json.dumps(GOOD), encoding="utf-8")
     rs = RoutingSet.load(path)
     assert rs.name == "tiny"
-    # the blank example is dropped
+    # the blank example is dropped, and counted (the command says so)
     assert rs.routes == {"pay": ["pay my bill", "settle the invoice"], "book": ["book a flight"]}
+    assert rs.blank_examples == 1 and rs.with_shots(1).blank_examples == 1
     assert rs.cases == [("pay the bill", "pay"), ("weather?", None)]
 
 
