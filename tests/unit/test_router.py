@@ -204,3 +204,20 @@ def test_best_first_is_a_stable_sort_cut_short(rows: int, columns: int, k: int, 
     scores = np.random.default_rng(seed).integers(0, 4, size=(rows, columns)).astype(np.float32) / 4
     expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     assert np.array_equal(best_first(scores, k), expected)
+
+
+def test_small_tuned_taxonomies_get_several_calibration_runs_and_large_ones_one() -> None:
+    from models.tuning import TuningConfig
+    from routing.tuned import CALIBRATION_STEPS, calibration_rounds
+
+    config = TuningConfig()  # 4 epochs, at least 240 steps, batches of 32
+    # a run learns from ~64 % of the examples: CLINC150's 15,000 -> 300 batches x 4 epochs = 1,200 steps
+    assert calibration_rounds(15_000, config, 3) == 1
+    assert calibration_rounds(7_500, config, 3) == 2  # 600 steps a run
+    assert calibration_rounds(3_000, config, 3) == 3  # 240 steps (the minimum) a run
+    assert calibration_rounds(350, config, 3) == 3 and calibration_rounds(350, config, 2) == 2
+    assert calibration_rounds(1_000_000, config, 3) == 1  # never fewer than one
+    # within the budget: rounds x steps per run
+    for n in (350, 3_000, 7_500, 9_000, 15_000):
+        per_run = max(4 * -(-int(0.64 * n) // 32), 240)
+        assert calibration_rounds(n, config, 3) * per_run <= max(CALIBRATION_STEPS, per_run)
