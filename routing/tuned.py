@@ -8,9 +8,10 @@ Two kinds, chosen with ``fit_routing_model(tune=...)``:
   ~95.7 % frozen), at the cost of minutes of fitting.
 
 Calibration must not look at the examples the encoder was tuned on: a tuned encoder is sure about its own
-training examples, so thresholds read from them would never abstain. The tuned fit therefore runs twice:
-once without a fifth of the categories and a fifth of the remaining examples, and the thresholds are read
-from how that encoder and head score the held-out parts; then once on everything, which is what decides.
+training examples, so thresholds read from them would never abstain. The tuned fit therefore first tunes
+without a fifth of the categories and a fifth of the remaining examples, and the thresholds are read from how
+that encoder and head score the held-out parts (a small taxonomy: up to three such runs, each holding out
+other categories, ``calibration_rounds``); then once on everything, which is what decides.
 """
 
 from __future__ import annotations
