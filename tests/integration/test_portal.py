@@ -123,7 +123,9 @@ def test_signing_out_ends_the_session_for_good(portal: Portal) -> None:
     portal.get("/tasks")
     r = portal.post("/signout")
     assert r.status_code == 303 and "Max-Age=0" in set_cookies(r)["relay_session"]
-    stolen = portal.client.get("/tasks", cookies={"relay_session": cookie}, follow_redirects=False)
+    portal.client.cookies.set("relay_session", cookie, domain="testserver.local")  # replayed, as if stolen
+    stolen = portal.client.get("/tasks", follow_redirects=False)
+    assert f"relay_session={cookie}" in stolen.request.headers["cookie"]  # the old cookie was sent
     assert stolen.status_code == 303 and stolen.headers["location"].startswith("/signin")
 
 
@@ -278,7 +280,7 @@ def test_a_partner_sees_counts_and_pseudonyms_never_task_text_or_contacts(portal
     assert other.api.client.get(f"/api/v1/tasks/{task_id}", headers=headers).json()["status"] == "routed"
     page = portal.get("/referrals").text
     assert f"signup?ref={code}" in page
-    funnel = dict(re.findall(r'stage-(\w+)">.*?<strong>(\d+)</strong>', page, re.S))
+    funnel = dict(re.findall(r'stage-(\w+)">.*?<strong>(\d+)</strong>', page, re.DOTALL))
     assert funnel == {"referred": "2", "posted": "1", "routed": "1", "completed": "0"}
     assert '<svg class="chart"' in page and "<table>" in page
     for private in ("Secret launch plan", "unannounced", referred["email"], "Quentin"):
