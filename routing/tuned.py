@@ -43,16 +43,17 @@ MIN_TUNING_CATEGORIES = 5  # fewer categories leave too little to hold out for c
 MIN_TUNING_EXAMPLES = 10  # per category, the median over categories
 
 
-# Tuning steps the calibration runs of one fit may take together. Which fifth of the categories a run holds out
-# moves the thresholds a lot when a taxonomy is small (clinc150-dev --shots 20: out-of-scope recall 72 % from one
-# run), and a small taxonomy's run is short, so it gets up to ``Router.holdout_rounds`` runs, each holding out
-# other categories, as the frozen router does. A CLINC150-sized taxonomy (~1,200 steps a run) keeps one.
+# Tuning steps the calibration runs of one fit may take together. Which fifth of the categories a run holds
+# out moves the thresholds a lot when a taxonomy is small (clinc150-dev --shots 20: out-of-scope recall 72 %
+# from one run), and a small taxonomy's run is short, so it gets up to ``Router.holdout_rounds`` runs, each
+# holding out other categories, as the frozen router does. A CLINC150-sized taxonomy (~1,200 steps a run)
+# keeps one.
 CALIBRATION_STEPS = 1500
 
 
 def calibration_rounds(n_examples: int, config: Any, most: int) -> int:
     """How many calibration runs a tuned fit of ``n_examples`` examples makes (1 .. ``most``)."""
-    # A run learns from about 0.8 x 0.8 of the examples (a fifth of the categories and a fifth of the rest out).
+    # A run learns from about 0.8 x 0.8 of the examples (a fifth of the categories, a fifth of the rest out).
     per_epoch = max(1, -(-int(0.64 * n_examples) // config.batch_size))
     steps = max(config.epochs * per_epoch, config.min_steps)
     return max(1, min(most, CALIBRATION_STEPS // steps))
