@@ -157,6 +157,13 @@ def _pooled(layers: Any, batch: _Packed, dropout: _Dropout | None) -> Any:
     return torch.nn.functional.normalize(pooled, dim=-1)
 
 
+def tuning_steps(n_examples: int, config: TuningConfig) -> int:
+    """Optimizer steps ``tune_top_layers`` takes for ``n_examples``: whole epochs, at least ``config.epochs``
+    and at least ``config.min_steps`` steps."""
+    per_epoch = max(1, math.ceil(n_examples / config.batch_size))
+    return max(config.epochs, math.ceil(config.min_steps / per_epoch)) * per_epoch
+
+
 def tune_top_layers(
     states: list[np.ndarray], labels: np.ndarray, n_classes: int, config: TuningConfig = TuningConfig()
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -196,8 +203,8 @@ def tune_top_layers(
         fused=True,  # one kernel per step instead of a dozen passes over the weights: ~5 % of a step
     )
     per_epoch = math.ceil(len(states) / config.batch_size)
-    epochs = max(config.epochs, math.ceil(config.min_steps / per_epoch))
-    total = epochs * per_epoch
+    total = tuning_steps(len(states), config)
+    epochs = total // per_epoch
     warmup = max(1, int(0.1 * total))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, (total - step) / total)

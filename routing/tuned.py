@@ -53,10 +53,10 @@ CALIBRATION_STEPS = 1500
 
 def calibration_rounds(n_examples: int, config: Any, most: int) -> int:
     """How many calibration runs a tuned fit of ``n_examples`` examples makes (1 .. ``most``)."""
+    from models.tuning import tuning_steps
+
     # A run learns from about 0.8 x 0.8 of the examples (a fifth of the categories, a fifth of the rest out).
-    per_epoch = max(1, -(-int(0.64 * n_examples) // config.batch_size))
-    steps = max(config.epochs * per_epoch, config.min_steps)
-    return max(1, min(most, CALIBRATION_STEPS // steps))
+    return max(1, min(most, CALIBRATION_STEPS // tuning_steps(int(0.64 * n_examples), config)))
 
 
 def tunable(examples_per_category: list[int]) -> bool:

@@ -88,7 +88,7 @@ def test_tuned_model_abstains_on_unseen_kinds_of_request(tuned: RoutingModel) ->
 def test_thresholds_come_from_a_run_that_did_not_see_the_held_out_examples(tuned: RoutingModel) -> None:
     # Calibrated on its own training examples a tuned encoder would be sure of every one of them and never
     # abstain. So the thresholds come from a first run without a fifth of the categories and a fifth of the
-    # other examples; the second run, on everything, decides.
+    # other examples; the last run, on everything, decides.
     # A taxonomy this small gets several such runs, each holding out other categories (one draw of held-out
     # categories moves the thresholds a lot), and the thresholds are read from all of them together.
     n_categories = len(set(LABELS))

@@ -207,7 +207,7 @@ def test_best_first_is_a_stable_sort_cut_short(rows: int, columns: int, k: int, 
 
 
 def test_small_tuned_taxonomies_get_several_calibration_runs_and_large_ones_one() -> None:
-    from models.tuning import TuningConfig
+    from models.tuning import TuningConfig, tuning_steps
     from routing.tuned import CALIBRATION_STEPS, calibration_rounds
 
     config = TuningConfig()  # 4 epochs, at least 240 steps, batches of 32
@@ -218,6 +218,7 @@ def test_small_tuned_taxonomies_get_several_calibration_runs_and_large_ones_one(
     assert calibration_rounds(350, config, 3) == 3 and calibration_rounds(350, config, 2) == 2
     assert calibration_rounds(1_000_000, config, 3) == 1  # never fewer than one
     # within the budget: rounds x steps per run
+    assert tuning_steps(9_600, config) == 1_200 and tuning_steps(224, config) == 245  # 7 batches x 35 epochs
     for n in (350, 3_000, 7_500, 9_000, 15_000):
-        per_run = max(4 * -(-int(0.64 * n) // 32), 240)
+        per_run = tuning_steps(int(0.64 * n), config)
         assert calibration_rounds(n, config, 3) * per_run <= max(CALIBRATION_STEPS, per_run)
