@@ -24,11 +24,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from routing.router import Decision, HoldoutScores, Router
+
+if TYPE_CHECKING:  # models.tuning imports torch: only a tuned fit loads it
+    from models.tuning import TuningConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ MIN_TUNING_EXAMPLES = 10  # per category, the median over categories
 CALIBRATION_STEPS = 1500
 
 
-def calibration_rounds(n_examples: int, config: Any, most: int) -> int:
+def calibration_rounds(n_examples: int, config: TuningConfig, most: int) -> int:
     """How many calibration runs a tuned fit of ``n_examples`` examples makes (1 .. ``most``)."""
     from models.tuning import tuning_steps
 

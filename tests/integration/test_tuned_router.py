@@ -25,6 +25,7 @@ pytestmark = pytest.mark.model
 TAXONOMY = json.loads((Path(__file__).parents[2] / "marketplace/demo/taxonomy.json").read_text())
 LABELS = [c["slug"] for c in TAXONOMY["categories"] for _ in c["examples"]]
 TEXTS = [e for c in TAXONOMY["categories"] for e in c["examples"]]
+SLUGS = sorted(set(LABELS))  # category indices in a fit are positions in this
 
 IN_SCOPE = {  # new wordings, not examples
     "My kitchen tap drips all night and the pipe under the sink is wet": "plumbing",
@@ -62,8 +63,7 @@ def tuned() -> RoutingModel:
 
     def holdout(self: Router, y: Any, n_classes: int, rng: Any) -> Any:
         split = real_holdout(self, y, n_classes, rng)
-        slugs = sorted(set(LABELS))
-        HELD_OUT.append(frozenset(slugs[i] for i in np.unique(y[split.out_of_scope])))
+        HELD_OUT.append(frozenset(SLUGS[i] for i in np.unique(y[split.out_of_scope])))
         return split
 
     with pytest.MonkeyPatch.context() as mp:

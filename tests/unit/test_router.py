@@ -85,7 +85,7 @@ def test_midway_between_close_clusters_yields_both_labels_primary_first() -> Non
 
 def test_decision_exposes_ranking_threshold_and_nearest_examples(router: Router) -> None:
     d = router.decide(unit(AXES[1] + 0.1 * AXES[9]), n_ranking=2, n_nearest=3)
-    assert [slug for slug, _ in d.ranking][0] == "legal" and len(d.ranking) == 2
+    assert d.ranking[0][0] == "legal" and len(d.ranking) == 2
     assert d.ranking[0][1] >= d.ranking[1][1]
     assert d.threshold == round(router.threshold, 4)
     assert len(d.nearest_examples) == 3
