@@ -275,6 +275,8 @@ class _Builder:
         to be at least -floor everywhere (a GELU's output), so max |x| per row needs only the row's
         maximum."""
         g = self.g
+        if floor is not None and site in self.smooth_sites(self.layers):
+            raise ValueError("a smoothed input is divided by its channel scales: its floor is not known")
         ws = [np.asarray(w, dtype=np.float32).T for w in weights]  # (in, out)
         if self.probe and site in self.smooth_sites(self.layers):
             self.probes.append(x)

@@ -409,3 +409,7 @@ def test_the_gelu_floor_bounds_gelu_and_quantizes_exactly_like_both_reductions(
     # (runs grouped differently round differently, by ~1e-7; the floor on an input that is not a GELU's
     # clips its negative values: differences of ~2e-2)
     np.testing.assert_allclose(both.encode(VARIED), int8.encode(VARIED), atol=1e-6)
+    weights, config = onnx_backend._load_weights(model_dir)
+    with pytest.raises(ValueError, match="smoothed"):  # divided by channel scales, the floor would be wrong
+        onnx_backend._Builder(weights, config, quantize=True).project(
+            "x", [weights["encoder.layer.0.attention.self.query.weight"]], "0.qkv", floor=0.17)
