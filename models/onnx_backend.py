@@ -275,10 +275,11 @@ class _Builder:
         to be at least -floor everywhere (a GELU's output), so max |x| per row needs only the row's
         maximum."""
         g = self.g
-        if floor is not None and site in self.smooth_sites(self.layers):
+        smoothable = site in self.smooth_sites(self.layers)
+        if floor is not None and smoothable:
             raise ValueError("a smoothed input is divided by its channel scales: its floor is not known")
         ws = [np.asarray(w, dtype=np.float32).T for w in weights]  # (in, out)
-        if self.probe and site in self.smooth_sites(self.layers):
+        if self.probe and smoothable:
             self.probes.append(x)
         if not self.quantize:
             return [g.op("MatMul", [x, g.const("w", w)]) for w in ws]
