@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test install worker drafter scheduler migrate seed services chromium clean bench
+.PHONY: run test lint install worker drafter scheduler migrate seed services chromium clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +55,11 @@ chromium:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || { echo "could not install chromium: the browser tests will be skipped"; [ -z "$$CI" ]; }; }
 
-test: install services chromium
+# The pinned ruff (pyproject's dev extra) with the rules chosen in pyproject.toml; part of `make test`.
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint services chromium
 	$(BIN)/python -m pytest
 	./scripts/offline-journey.sh
 

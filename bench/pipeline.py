@@ -30,6 +30,7 @@ postgresql+psycopg://postgres@127.0.0.1:5432/test).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -113,10 +114,8 @@ def _process_cpu(pid: int) -> float | None:
 
 def _signal(pids: list[int], sig: int) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def main() -> None:
@@ -177,10 +176,12 @@ def main() -> None:
         encoder = Encoder()
         encoder.encode([task_text(t, d) for t, d in bodies(10 * n_tasks)][:64])  # warm up
 
-        worker = subprocess.Popen(
-            [BIN / "dramatiq", "workers.run", "--processes", "1", "--threads", str(threads), "--queues", "routing"],
-            env=env, stdout=open(tmp / "worker.log", "w"), stderr=subprocess.STDOUT,
-        )
+        with open(tmp / "worker.log", "w") as log:  # the worker writes to its own copy of the descriptor
+            worker = subprocess.Popen(
+                [BIN / "dramatiq", "workers.run", "--processes", "1", "--threads", str(threads), "--queues",
+                 "routing"],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
 
         def waiting() -> int:
             with db.session(readonly=True) as session:

@@ -53,7 +53,7 @@ def main() -> None:
         ]
         index = ProviderIndex(records)
 
-        def decide(text: str, use_index: bool) -> None:
+        def decide(text: str, use_index: bool, index: ProviderIndex = index, records: list = records) -> None:
             v = encoder.encode([text])[0]
             d = router.decide(v)
             cats = [s for s, _ in d.categories] or [d.ranking[0][0]]

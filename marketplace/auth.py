@@ -7,12 +7,11 @@ The portal (marketplace.portal) reads its own session cookie, behind CSRF protec
 from __future__ import annotations
 
 import uuid
-
-import anyio.to_thread
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -22,6 +21,7 @@ from marketplace.clock import now
 from marketplace.db.models import Account, AuthToken, Role
 from marketplace.errors import Forbidden, Unauthenticated
 from marketplace.security import hash_token
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:

@@ -22,7 +22,7 @@ R = TypeVar("R")
 
 
 class _Slot(Generic[T, R]):
-    __slots__ = ("item", "result", "error", "done", "wake")
+    __slots__ = ("done", "error", "item", "result", "wake")
 
     def __init__(self, item: T, wake: threading.Condition) -> None:
         self.item = item

@@ -14,6 +14,7 @@ caller that arrives while a pass is running joins the next pass together with ev
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -134,7 +135,7 @@ class Encoder:
         """One forward pass over every waiting caller's texts."""
         vectors = self._impl.encode([t for texts in jobs for t in texts])
         bounds = np.cumsum([0, *(len(texts) for texts in jobs)])
-        return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [vectors[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 _encoder: Encoder | None = None

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
 from models.offline import enforce_offline
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ file + rename).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -176,20 +177,16 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; other users of the cache must be able to read it
         os.replace(tmp, path)  # atomic on POSIX: readers see the old file, no file, or the whole new one
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
 def _remove_stale(path: Path, backend: str) -> None:
     for old in path.parent.glob(f"all-MiniLM-L6-v2.{backend}.*.onnx"):
         if old != path:
-            try:
+            with contextlib.suppress(OSError):
                 old.unlink()
-            except OSError:
-                pass
 
 
 # -- graph ---------------------------------------------------------------------------------------------------

@@ -15,11 +15,10 @@ from workers import runtime
 class InProcessWorker:
     def __init__(self, settings: Settings) -> None:
         runtime.configure(settings)
+        from marketplace.jobs import JOBS, QUEUES, attach_stub_consumer
         from workers import actors  # noqa: F401  (declares actors on the stub broker)
         from workers.broker import broker
         from workers.scheduler import Scheduler
-
-        from marketplace.jobs import JOBS, QUEUES, attach_stub_consumer
 
         attach_stub_consumer()
         self.broker = broker

@@ -7,6 +7,6 @@ if runtime.settings().broker != "redis":
     # A separate worker process on the in-memory stub broker would consume nothing, silently.
     raise SystemExit("workers.run needs RELAY_BROKER=redis; with the stub broker the API runs its own worker")
 
-from workers import actors  # noqa: E402,F401  (registers the actors on the broker)
+from workers import actors  # noqa: F401  (registers the actors on the broker)
 
 configure_logging()

@@ -71,7 +71,7 @@ class AccountPages(Controller):
 
     @get("/signin", sync_to_thread=True)
     def signin_page(self, request: Request[Any, Any, Any], viewer: Viewer | None, settings: Settings,
-                    next: str | None = None) -> Response[Any]:  # noqa: A002
+                    next: str | None = None) -> Response[Any]:
         return render(request, "signin.html", viewer, form=Form({"next": safe_next(next, "")}),
                       demo=demo_accounts() if settings.demo else None)
 

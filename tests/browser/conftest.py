@@ -54,9 +54,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for args in (["migrate"], ["seed", "--demo"],
                  ["create-staff", "--email", STAFF_EMAIL, "--name", "Sam Staff", "--if-missing"]):
         subprocess.run([BIN / "relay", *args], env=env, check=True, capture_output=True, cwd=ROOT)
-    log = open(var / "server.log", "w")
-    proc = subprocess.Popen([BIN / "relay", "serve", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=ROOT)
+    with open(var / "server.log", "w") as log:  # the server writes to its own copy of the descriptor
+        proc = subprocess.Popen([BIN / "relay", "serve", "--port", str(port)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -78,7 +78,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
 
 
 def _wait_until_demo_tasks_are_routed(base: str, timeout: float = 180) -> None:

@@ -3,6 +3,7 @@ RELAY_TEST_POSTGRES_URL is set (CI sets both), talking to each other only throug
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -57,15 +58,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
            "RELAY_DRAFT_ENGINE": "composer"}  # the generative engine has its own tests
     subprocess.run([BIN / "relay", "migrate"], env=env, check=True, capture_output=True)
     subprocess.run([BIN / "relay", "seed"], env=env, check=True, capture_output=True)
-    logs = {name: open(tmp / f"{name}.log", "w") for name in ("api", "worker", "scheduler")}
-    procs = {
-        "worker": subprocess.Popen([BIN / "dramatiq", "workers.run", "--processes", "1", "--threads", "2"],
-                                   env=env, stdout=logs["worker"], stderr=subprocess.STDOUT),
-        "scheduler": subprocess.Popen([sys.executable, "-m", "workers.scheduler"], env=env,
-                                      stdout=logs["scheduler"], stderr=subprocess.STDOUT),
-        "api": subprocess.Popen([BIN / "relay", "serve", "--port", str(port)], env=env,
-                                stdout=logs["api"], stderr=subprocess.STDOUT),
-    }
+    with contextlib.ExitStack() as files:  # each process writes to its own copy of its log's descriptor
+        logs = {name: files.enter_context(open(tmp / f"{name}.log", "w")) for name in ("api", "worker", "scheduler")}
+        procs = {
+            "worker": subprocess.Popen([BIN / "dramatiq", "workers.run", "--processes", "1", "--threads", "2"],
+                                       env=env, stdout=logs["worker"], stderr=subprocess.STDOUT),
+            "scheduler": subprocess.Popen([sys.executable, "-m", "workers.scheduler"], env=env,
+                                          stdout=logs["scheduler"], stderr=subprocess.STDOUT),
+            "api": subprocess.Popen([BIN / "relay", "serve", "--port", str(port)], env=env,
+                                    stdout=logs["api"], stderr=subprocess.STDOUT),
+        }
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
         wait_for(lambda: client.get("/health").status_code == 200, 90, "the API to be healthy")
@@ -81,8 +83,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for f in logs.values():
-            f.close()
         if pg_admin:
             drop_postgres_database(pg_admin, db_url)
         import redis

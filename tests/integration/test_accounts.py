@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time_machine
 from datetime import timedelta
+
+import time_machine
 
 from marketplace.clock import now
 from tests.conftest import PASSWORD, Api

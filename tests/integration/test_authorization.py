@@ -18,12 +18,12 @@ TASK = ("Translate a product catalogue",
 def world(api: Api, db) -> dict:
     """Two customers, two translators with offers on customer A's task, a partner and staff."""
     c = api.client
-    a, a_h = api.user("customer")
-    b, b_h = api.user("customer")
-    p1, p1_h = api.provider(["translation"], "German translator", "English to German translation of catalogues.")
-    p2, p2_h = api.provider(["translation"], "Technical translator", "Translations of manuals and catalogues.")
-    outsider, outsider_h = api.provider(["plumbing"], "Plumber", "Leaks, taps and boilers.")
-    partner, partner_h = api.user("partner")
+    _, a_h = api.user("customer")
+    _, b_h = api.user("customer")
+    _, p1_h = api.provider(["translation"], "German translator", "English to German translation of catalogues.")
+    _, p2_h = api.provider(["translation"], "Technical translator", "Translations of manuals and catalogues.")
+    _, outsider_h = api.provider(["plumbing"], "Plumber", "Leaks, taps and boilers.")
+    _, partner_h = api.user("partner")
     task_id = api.post_task(a_h, *TASK)
     api.drain()
     offer_id = c.get("/api/v1/offers", headers=p1_h).json()["items"][0]["id"]

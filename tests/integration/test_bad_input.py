@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from tests.conftest import Api
 
@@ -101,8 +103,7 @@ def test_random_task_bodies_never_cause_a_server_error(api: Api) -> None:
 
 def test_random_signup_bodies_never_cause_a_server_error(api: Api) -> None:
     @hsettings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.fixed_dictionaries({}, optional={k: JSON_VALUES for k in
-                                               ("email", "password", "role", "display_name", "referral_code")}))
+    @given(st.fixed_dictionaries({}, optional=dict.fromkeys(("email", "password", "role", "display_name", "referral_code"), JSON_VALUES)))
     def check(body: dict) -> None:
         assert_problem(api.client.post("/api/v1/accounts", json=body), body)
 

@@ -16,10 +16,11 @@ from marketplace.db.models import OutboxMessage
 from tests.conftest import BOOKKEEPING_TASK as TASK
 from tests.conftest import Api, bookkeepers
 
+
 @pytest.mark.model
 def test_a_provider_whose_offer_closed_no_longer_sees_the_task(api: Api) -> None:
     c = api.client
-    (winner, winner_h), (loser, loser_h) = bookkeepers(api, 2)
+    (_, winner_h), (_, loser_h) = bookkeepers(api, 2)
     _, customer_h = api.user("customer")
     task_id = api.post_task(customer_h, *TASK)
     api.drain()
@@ -83,7 +84,7 @@ def test_parallel_password_guesses_are_bounded_by_the_limit(api: Api, settings) 
 @pytest.mark.model
 def test_accepting_beyond_capacity_is_refused_and_delivered_work_still_counts(api: Api) -> None:
     c = api.client
-    (provider, provider_h), = bookkeepers(api, 1, capacity=1)
+    (_, provider_h), = bookkeepers(api, 1, capacity=1)
     _, customer_h = api.user("customer")
     first = api.post_task(customer_h, *TASK)
     api.drain()
@@ -102,7 +103,7 @@ def test_accepting_beyond_capacity_is_refused_and_delivered_work_still_counts(ap
 @pytest.mark.model
 def test_lowering_capacity_blocks_accepting_open_offers(api: Api) -> None:
     c = api.client
-    (provider, provider_h), = bookkeepers(api, 1, capacity=2)
+    (_, provider_h), = bookkeepers(api, 1, capacity=2)
     _, customer_h = api.user("customer")
     api.post_task(customer_h, *TASK)
     api.post_task(customer_h, "Monthly bookkeeping for a cafe",

@@ -29,7 +29,7 @@ def test_decline_with_reason_offers_the_task_to_the_next_provider(api: Api, sett
     waiting = [(a, h) for a, h in providers if not open_offers(api, h)]
     assert len(offered) == settings.offers_per_task == 3 and len(waiting) == 1
 
-    account, headers = offered[0]
+    _, headers = offered[0]
     offer = open_offers(api, headers)[0]
     assert c.post(f"/api/v1/offers/{offer['id']}/decline", json={"reason": ""}, headers=headers).status_code == 422
     r = c.post(f"/api/v1/offers/{offer['id']}/decline", json={"reason": "fully booked this month"}, headers=headers)
@@ -92,7 +92,7 @@ def test_offers_expire_and_the_task_is_re_offered(api: Api, settings, db) -> Non
 
 def test_no_provider_gets_offers_beyond_capacity(api: Api) -> None:
     c = api.client
-    (solo, solo_h), = bookkeepers(api, 1, capacity=1)
+    (_, solo_h), = bookkeepers(api, 1, capacity=1)
     _, customer_h = api.user("customer")
     first = api.post_task(customer_h, *TASK)
     second = api.post_task(customer_h, "Monthly bookkeeping for a cafe",
@@ -235,7 +235,7 @@ def test_drafts_are_written_with_no_write_transaction_open(api: Api, settings, d
     path = make_url(settings.database_url).database
     lock_free: dict[str, list[bool]] = {"draft": [], "clarifying_question": []}
 
-    def probing(name: str):  # noqa: ANN202
+    def probing(name: str):
         real = getattr(Drafter, name)
 
         def probe_then_draft(self: Drafter, *args: object) -> object:
@@ -277,7 +277,7 @@ def test_a_tasks_drafts_travel_together_and_one_failure_loses_or_repeats_no_othe
     calls: list[str] = []
     real_draft = Drafter.draft
 
-    def flaky(self: Drafter, task, provider):  # noqa: ANN001, ANN202
+    def flaky(self: Drafter, task, provider):
         calls.append(provider.display_name)
         if len(calls) == 1:
             raise RuntimeError("the drafting model ran out of memory")

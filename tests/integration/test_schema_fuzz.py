@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import schemathesis
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from schemathesis.checks import not_a_server_error
 
 from tests.conftest import Api

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from models import load_encoder
-from models.tuning import LayerStates, TuningConfig, _Dropout, _Packed, _pooled, frozen_layers, tune_top_layers
+from models.tuning import (
+    LayerStates,
+    TuningConfig,
+    _Dropout,
+    _Packed,
+    _pooled,
+    frozen_layers,
+    tune_top_layers,
+)
 
 pytestmark = pytest.mark.model
 

@@ -17,9 +17,9 @@ STEP_NUMBER = re.compile(r"(?m)^(\d+)\. ")
 
 
 def task(**overrides) -> DraftInput:
-    fields = dict(title="Logo for a bakery",
-                  description="We open in spring. The logo goes on bags and the shop front.",
-                  category_name="Logo Design", playbook=PLAYBOOK, questions=QUESTIONS)
+    fields = {"title": "Logo for a bakery",
+              "description": "We open in spring. The logo goes on bags and the shop front.",
+              "category_name": "Logo Design", "playbook": PLAYBOOK, "questions": QUESTIONS}
     return DraftInput(**{**fields, **overrides})
 
 

@@ -219,7 +219,7 @@ def run_concurrently(fn: Callable[[int], None], n: int) -> None:
 
 
 def test_concurrent_callers_get_the_same_vectors_as_sequential_calls(int8: Encoder) -> None:
-    requests = [VARIED[i : i + 1 + i % 3] for i in range(0, len(VARIED) - 3)]
+    requests = [VARIED[i : i + 1 + i % 3] for i in range(len(VARIED) - 3)]
     sequential = [int8.encode(r) for r in requests]
     results: list[np.ndarray | None] = [None] * len(requests)
     barrier = threading.Barrier(8)

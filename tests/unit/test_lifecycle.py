@@ -20,7 +20,7 @@ def test_every_status_is_a_key() -> None:
 
 
 def test_completed_and_cancelled_are_the_only_terminal_states() -> None:
-    assert TERMINAL == {S.COMPLETED, S.CANCELLED}
+    assert {S.COMPLETED, S.CANCELLED} == TERMINAL
     assert ALLOWED[S.COMPLETED] == ALLOWED[S.CANCELLED] == frozenset()
 
 

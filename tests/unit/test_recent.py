@@ -86,7 +86,7 @@ def test_concurrent_readers_and_writers_never_see_more_than_size_items() -> None
                 cache.put(offset + i, i)
                 cache.get(offset + i // 2)
                 assert len(cache) <= 50
-        except BaseException as exc:  # noqa: BLE001 (reported below)
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(k * 10_000,)) for k in range(4)]

@@ -10,7 +10,13 @@ from sqlalchemy.orm import Session
 
 from marketplace.auth import Principal
 from marketplace.domain.accounts import services
-from marketplace.domain.accounts.schemas import AccountOut, LoginIn, PrivacyPreferencesIn, SessionOut, SignupIn
+from marketplace.domain.accounts.schemas import (
+    AccountOut,
+    LoginIn,
+    PrivacyPreferencesIn,
+    SessionOut,
+    SignupIn,
+)
 from marketplace.settings import Settings
 
 

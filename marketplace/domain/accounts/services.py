@@ -11,7 +11,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from marketplace.clock import now
-from marketplace.db.models import Account, AuthToken, LoginFailure, PartnerProfile, ProviderProfile, Referral, Role
+from marketplace.db.models import (
+    Account,
+    AuthToken,
+    LoginFailure,
+    PartnerProfile,
+    ProviderProfile,
+    Referral,
+    Role,
+)
 from marketplace.domain.accounts.schemas import AccountOut, SessionOut, SignupIn
 from marketplace.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, Unauthenticated
 from marketplace.security import (

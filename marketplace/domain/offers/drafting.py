@@ -21,7 +21,7 @@ from marketplace.db.models import (
     TaskTransition,
 )
 from marketplace.domain.tasks.services import latest_decision
-from models import Drafter, DraftInput, DraftResult, ProviderInput
+from models import DraftInput, DraftResult, ProviderInput
 from models.drafter import SimilarWork
 
 SIMILAR_TASKS = 50  # the most recent completed tasks of a category that an estimate looks at

@@ -24,8 +24,8 @@ from marketplace.domain.categories.services import get_by_slug
 from marketplace.domain.routing.engine import task_text as routing_text
 from marketplace.domain.staff.schemas import ReviewItem, ReviewQueue
 from marketplace.domain.tasks.lifecycle import transition
-from marketplace.domain.tasks.services import latest_decision, withdraw_open_offers
 from marketplace.domain.tasks.schemas import CategoryScore, MessageOut
+from marketplace.domain.tasks.services import latest_decision, withdraw_open_offers
 from marketplace.errors import InvalidInput, NotFound
 
 
@@ -88,7 +88,8 @@ def override(session: Session, principal: Principal, task_id: uuid.UUID, to: str
         target = TaskStatus(to)
     except ValueError:
         raise InvalidInput(f"Unknown status {to!r}.",
-                           errors=[{"field": "to", "message": f"one of {', '.join(s.value for s in TaskStatus)}"}])
+                           errors=[{"field": "to", "message": f"one of {', '.join(s.value for s in TaskStatus)}"}]
+                           ) from None
     task = _task(session, task_id)
     transition(session, task, target, actor_id=principal.account_id, actor_role=Role.STAFF.value,
                reason=f"staff override: {reason}", force=True)

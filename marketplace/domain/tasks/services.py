@@ -31,8 +31,8 @@ from marketplace.db.models import (
 from marketplace.domain.tasks.lifecycle import transition
 from marketplace.domain.tasks.schemas import (
     CategoryScore,
-    Money,
     MessageOut,
+    Money,
     Page,
     ProposalOut,
     ProviderRef,
