@@ -37,7 +37,9 @@ class _Slot(Generic[T, R]):
 
 class MicroBatcher(Generic[T, R]):
     """``run(items)`` returns one result per item, in order; a result that is an exception is raised in that
-    item's caller only. If ``run`` itself raises, every caller of the batch gets the exception."""
+    item's caller only. If ``run`` itself raises an ``Exception``, every caller of the batch gets it; any other
+    ``BaseException`` (an interruption of the leader's thread) is raised in the leader only, and the other
+    callers' items are run again in the next batch."""
 
     def __init__(self, run: Callable[[list[T]], Sequence[R | BaseException]], max_size: int | None = None,
                  linger: float = 0.0) -> None:
@@ -66,47 +68,73 @@ class MicroBatcher(Generic[T, R]):
         with self._lock:
             self._waiting.extend(slots)
             self._arrived.notify()
-        while True:
-            with self._lock:
-                while self._running and not all(s.done for s in slots):
-                    wake.wait()
-                if all(s.done for s in slots):
-                    return [s.error if s.error is not None else s.result for s in slots]  # type: ignore[misc]
-                self._running = True
-                if self.linger > 0:
-                    deadline = time.monotonic() + self.linger
-                    while not self._full() and (left := deadline - time.monotonic()) > 0:
-                        self._arrived.wait(left)
-                # The leader's own items always go in its batch, first; then other callers' in arrival order.
-                size = len(self._waiting) if self.max_size is None else self.max_size
-                own = [s for s in slots if not s.done][:size]
-                taken = {id(s) for s in own}
-                others = [s for s in self._waiting if id(s) not in taken]
-                batch = own + others[: size - len(own)]
-                taken.update(id(s) for s in batch)
-                self._waiting = [s for s in self._waiting if id(s) not in taken]
-            try:
-                self._execute(batch)
-            finally:
+        leading = False  # this caller set _running and has not yet reset it
+        try:
+            while True:
                 with self._lock:
+                    while self._running and not all(s.done for s in slots):
+                        wake.wait()
+                    if all(s.done for s in slots):
+                        return [s.error if s.error is not None else s.result for s in slots]  # type: ignore[misc]
+                    leading = self._running = True  # in this order: an interruption between leaves no stale flag
+                    batch = self._take(slots)
+                try:
+                    self._execute(batch, wake)
+                finally:
+                    with self._lock:
+                        self._running = leading = False
+                        for condition in {id(s.wake): s.wake for s in batch}.values():
+                            condition.notify()
+                        if self._waiting:  # the next batch's leader
+                            self._waiting[0].wake.notify()
+        except BaseException:
+            # An exception raised into this thread while it waited, lingered or led (dramatiq's time limit
+            # does that; it is not the batch's failure): withdraw this caller's items that no batch has taken,
+            # and if nobody leads now, wake the next caller to, or the others would wait for good.
+            with self._lock:
+                mine = {id(s) for s in slots}
+                self._waiting = [s for s in self._waiting if id(s) not in mine]
+                if leading:
                     self._running = False
-                    for condition in {id(s.wake): s.wake for s in batch}.values():
-                        condition.notify()
-                    if self._waiting:  # the next batch's leader
-                        self._waiting[0].wake.notify()
+                if not self._running and self._waiting:
+                    self._waiting[0].wake.notify()
+            raise
+
+    def _take(self, slots: list[_Slot[T, R]]) -> list[_Slot[T, R]]:
+        """Under the lock, as the leader: linger, then take the next batch out of the waiting items."""
+        if self.linger > 0:
+            deadline = time.monotonic() + self.linger
+            while not self._full() and (left := deadline - time.monotonic()) > 0:
+                self._arrived.wait(left)
+        # The leader's own items always go in its batch, first; then other callers' in arrival order.
+        size = len(self._waiting) if self.max_size is None else self.max_size
+        own = [s for s in slots if not s.done][:size]
+        taken = {id(s) for s in own}
+        others = [s for s in self._waiting if id(s) not in taken]
+        batch = own + others[: size - len(own)]
+        taken.update(id(s) for s in batch)
+        self._waiting = [s for s in self._waiting if id(s) not in taken]
+        return batch
 
     def _full(self) -> bool:
         return self.max_size is not None and len(self._waiting) >= self.max_size
 
-    def _execute(self, batch: list[_Slot[T, R]]) -> None:
+    def _execute(self, batch: list[_Slot[T, R]], leader: threading.Condition) -> None:
         try:
             results = self._run([s.item for s in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"batch of {len(batch)} items returned {len(results)} results")
-        except BaseException as exc:  # every caller in the batch sees the failure
+        except Exception as exc:  # every caller in the batch sees the failure
             for s in batch:
                 s.error, s.done = exc, True
             return
+        except BaseException:
+            # Not the batch's failure but the leader's own interruption (dramatiq's time limit, a shutdown):
+            # raised in the leader only; the other callers' items go back to the head of the queue, for the
+            # next leader to run again (the callers of a batch must accept that: routing and encoding do).
+            with self._lock:
+                self._waiting[:0] = [s for s in batch if s.wake is not leader]
+            raise
         for s, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 s.error = result

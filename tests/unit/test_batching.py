@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from models.batching import MicroBatcher, StageLimit
 
@@ -173,6 +174,109 @@ def holder(limit: StageLimit, units: int, log: list[str], name: str, release: th
     with limit.hold(units):
         log.append(name)
         release.wait(5)
+
+
+def interrupt(thread: threading.Thread) -> None:
+    """Raise dramatiq's time limit in ``thread`` the way dramatiq does (PyThreadState_SetAsyncExc): it goes off
+    once the thread runs Python code again, e.g. when it is woken."""
+    assert ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident), ctypes.py_object(TimeLimitExceeded)) == 1
+
+
+def test_a_leader_interrupted_while_lingering_leaves_the_batcher_usable() -> None:
+    batcher = MicroBatcher(lambda items: [i * 10 for i in items], linger=30.0)  # lingers until interrupted
+    errors: list[BaseException] = []
+
+    def lingering() -> None:
+        try:
+            batcher.submit(1)
+        except TimeLimitExceeded as exc:
+            errors.append(exc)
+
+    leader = threading.Thread(target=lingering, daemon=True)
+    leader.start()
+    wait_until(lambda: batcher._running)
+    interrupt(leader)
+    batcher._arrived.acquire()  # wake the lingering leader so that the exception goes off
+    batcher._arrived.notify()
+    batcher._arrived.release()
+    leader.join(5)
+    assert errors and not leader.is_alive()
+    batcher.linger = 0.0
+    results: list[int] = []
+    run_callers(lambda k: results.append(batcher.submit(2)), 1, timeout=5)
+    assert results == [20]
+
+
+def test_the_next_leader_interrupted_as_it_is_woken_hands_the_lead_on() -> None:
+    """When a batch ends, only the first waiting caller is woken to lead the next one. If its job's time limit
+    went off meanwhile, it leaves; the callers behind it must still be served."""
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder)
+    results: dict[int, int | BaseException] = {}
+
+    def caller(k: int) -> None:
+        try:
+            results[k] = batcher.submit(k)
+        except BaseException as exc:  # what the interrupted caller sees is the point
+            results[k] = exc
+
+    threads = [threading.Thread(target=caller, args=(k,), daemon=True) for k in (1, 2, 3)]
+    threads[0].start()
+    recorder.started.wait(5)  # caller 1 leads a batch that waits for the release
+    threads[1].start()
+    wait_until(lambda: len(batcher._waiting) == 1)
+    threads[2].start()
+    wait_until(lambda: len(batcher._waiting) == 2)
+    interrupt(threads[1])  # caller 2 is first in line to lead the next batch
+    recorder.release.set()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads), "callers left waiting"
+    assert results[1] == 10 and results[3] == 30
+    assert isinstance(results[2], TimeLimitExceeded)
+    assert recorder.batches == [[1], [3]]  # the interrupted caller's item was withdrawn, not run
+
+
+def test_a_leader_interrupted_while_running_a_batch_fails_alone_and_the_others_run_again() -> None:
+    """The leader's time limit is not the batch's failure: the other callers' items run in the next batch,
+    and the leader sees its interruption raised, not returned as a result."""
+    calls: list[list[int]] = []
+    started, release = threading.Event(), threading.Event()
+    leader_thread: list[threading.Thread] = []
+
+    def run(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            started.set()
+            release.wait(5)  # the leader's time limit goes off when it runs Python code again
+            time.sleep(0.05)
+        return [i * 10 for i in items]
+
+    batcher = MicroBatcher(run, linger=0.2)
+    results: dict[int, object] = {}
+
+    def caller(k: int) -> None:
+        try:
+            results[k] = batcher.submit_many([k])
+        except BaseException as exc:  # what the interrupted leader sees is the point
+            results[k] = exc
+
+    leader_thread.append(threading.Thread(target=caller, args=(1,), daemon=True))
+    leader_thread[0].start()
+    wait_until(lambda: batcher._running)
+    others = [threading.Thread(target=caller, args=(k,), daemon=True) for k in (2, 3)]
+    for t in others:
+        t.start()
+    wait_until(lambda: len(batcher._waiting) == 3)
+    started.wait(5)
+    interrupt(leader_thread[0])
+    release.set()
+    for t in [*leader_thread, *others]:
+        t.join(5)
+    assert isinstance(results[1], TimeLimitExceeded)  # raised in the leader, not handed back as an outcome
+    assert results[2] == [20] and results[3] == [30]
+    assert calls[0] == [1, 2, 3] and sorted(calls[1]) == [2, 3]
 
 
 def test_a_stage_limit_lets_in_no_more_than_its_limit() -> None:
