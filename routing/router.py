@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 
 SCALE = 20.0  # logit scale for unit vectors: cosine in [-1, 1] -> logits in [-20, 20]
+# A taxonomy of one or two categories abstains on requests less familiar than this share of its own examples
+# (each left out in turn): Router.familiarity_floor.
+FLOOR_QUANTILE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,15 +196,32 @@ class Router:
 
     def _calibrate(self) -> tuple[float, float]:
         n_classes = len(self.labels)
-        if n_classes < 3:
-            return 0.0, -1.0  # too few categories to hold any out: never abstain on confidence alone
+        if n_classes < 3:  # too few categories to hold any out
+            return 0.0, self.familiarity_floor()
         rng = np.random.default_rng(self.seed)
         scores = []
         for _ in range(self.holdout_rounds):
             split = self.holdout(self._example_label, n_classes, rng)
             if split.train.any() and split.out_of_scope.any():
                 scores.append(self.holdout_scores(self._examples, self._example_label, split))
-        return self.choose_thresholds(HoldoutScores.concat(scores)) if scores else (0.0, -1.0)
+        if not scores:
+            return 0.0, self.familiarity_floor()
+        return self.choose_thresholds(HoldoutScores.concat(scores))
+
+    def familiarity_floor(self) -> float:
+        """The familiarity threshold of a taxonomy with too few categories to hold any out (one or two): the
+        familiarity that all but ``FLOOR_QUANTILE`` of the examples reach among the other examples (each left
+        out in turn). Confidence cannot tell anything apart there (with one category it is always 1), so this
+        is what keeps a request unlike every example (spam, another trade) from being routed. -1 (no floor)
+        with a single example."""
+        n = len(self._examples)
+        if n < 2:
+            return -1.0
+        sims = self._examples @ self._examples.T
+        np.fill_diagonal(sims, -np.inf)
+        k = min(self.neighbours, n - 1)
+        left_out = -np.partition(-sims, k - 1, axis=1)[:, :k].mean(axis=1)
+        return float(np.quantile(left_out, FLOOR_QUANTILE))
 
     def choose_thresholds(self, s: HoldoutScores) -> tuple[float, float]:
         """The (confidence, familiarity) thresholds that keep the most held-out in-scope examples right

@@ -222,3 +222,25 @@ def test_small_tuned_taxonomies_get_several_calibration_runs_and_large_ones_one(
     for n in (350, 3_000, 7_500, 9_000, 15_000):
         per_run = tuning_steps(int(0.64 * n), config)
         assert calibration_rounds(n, config, 3) * per_run <= max(CALIBRATION_STEPS, per_run)
+
+
+@pytest.mark.parametrize("n_categories", [1, 2])
+def test_a_taxonomy_too_small_to_hold_categories_out_still_abstains_on_unlike_requests(n_categories: int) -> None:
+    # One or two categories: no category can be held out to calibrate on, and with one the head is always
+    # sure. The familiarity floor comes from the examples themselves, each left out in turn.
+    labels, vectors, texts = examples({f"c{i}": AXES[i] for i in range(n_categories)}, noise=0.3, n=12)
+    router = Router().fit(labels, vectors, texts)
+    assert router.similarity_threshold > 0.0
+    for i in range(n_categories):  # a request like the examples is routed
+        d = router.decide(unit(AXES[i] + 0.2 * AXES[12]))
+        assert not d.abstain and d.primary == f"c{i}"
+    for unlike in (AXES[9], -AXES[0], unit(AXES[10] + AXES[11])):  # unlike every example: abstains
+        assert router.decide(unlike).abstain
+    # all but about FLOOR_QUANTILE of the examples themselves are accepted
+    assert np.mean([router.decide(v).abstain for v in vectors]) <= 0.1
+
+
+def test_a_single_example_sets_no_familiarity_floor() -> None:
+    router = Router().fit(["only"], unit(AXES[0])[None, :], ["the only example"])
+    assert router.similarity_threshold == -1.0
+    assert not router.decide(unit(AXES[0] + 0.1 * AXES[1])).abstain
