@@ -18,7 +18,7 @@ from marketplace.domain.offers.drafting import (
     save_clarifying_question,
     save_offer_draft,
 )
-from marketplace.domain.routing.engine import RECENT_TEXTS, get_engine
+from marketplace.domain.routing.engine import RECENT_TEXTS, RefitPlan, get_engine
 from marketplace.domain.routing.services import encode_ahead, routing_texts
 from marketplace.domain.routing.services import route_tasks as route_service
 from marketplace.jobs import GROUPED, JOBS
@@ -211,8 +211,11 @@ def draft_clarifying_question(task_id: str) -> None:
 def refit_router() -> None:
     """Fit and save the tuned routing model for the current taxonomy (no-op when it exists)."""
     engine = get_engine()
-    with runtime.database().session(readonly=True) as session:  # read the examples, then let go of the DB
-        plan = engine.refit_plan(session)
-    outcome = engine.refit(plan) if plan is not None else "present"
+
+    def read_plan() -> RefitPlan | None:
+        with runtime.database().session(readonly=True) as session:  # read the examples, then let go of the DB
+            return engine.refit_plan(session)
+
+    outcome = engine.refit(read_plan)
     log.info("refit_router.done", outcome=outcome)
 

@@ -210,3 +210,76 @@ def test_an_unreadable_tuned_model_falls_back_to_the_frozen_one_and_is_removed(d
         assert not model.tuned and model.router.decide(load_encoder().encode(["Fix my leaking tap"])[0]).primary
         assert not plan.path.exists()  # so the scheduler asks for a refit
         assert engine.needs_tuning(session)
+
+
+def test_a_tuned_model_this_process_cannot_build_is_kept_and_not_tried_again(
+    db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A readable file whose model this process could not build (out of memory, say) is not the file's fault:
+    other processes may load it and a refit takes minutes, so it stays; this process routes with the frozen
+    model and does not retry the load on every batch."""
+    from marketplace.domain.routing.engine import RoutingEngine
+
+    engine = RoutingEngine(cache=tmp_path)
+    attempts: list[Path] = []
+
+    def failing_load(path: Path, *_args: Any, **_kwargs: Any) -> RoutingModel:
+        attempts.append(path)
+        raise MemoryError("no room for the tuned graph")
+
+    monkeypatch.setattr(RoutingModel, "load", failing_load)
+    with db.session(readonly=True) as session:
+        plan = engine.refit_plan(session)
+        assert plan is not None
+        plan.path.parent.mkdir(parents=True, exist_ok=True)
+        plan.path.write_bytes(b"a model file")
+        for _ in range(2):
+            model, _ = engine.router(session, tuning=True)
+            assert not model.tuned
+        assert plan.path.exists() and attempts == [plan.path]
+
+
+def test_a_refit_asked_for_while_another_runs_waits_then_fits_the_taxonomy_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staff add an example while the previous version's fit runs: the second refit job waits for the first
+    (the scheduler will not ask again for an hour), then reads the taxonomy as it is by then. The fit itself is
+    replaced here: what is checked is the engine's ordering, and a real fit takes minutes."""
+    import threading
+
+    from marketplace.domain.routing import engine as engine_module
+
+    engine = engine_module.RoutingEngine(cache=tmp_path)
+    started, release = threading.Event(), threading.Event()
+    fitted: list[str] = []
+
+    class Fitted:
+        fit_seconds = 0.0
+
+        @staticmethod
+        def save(path: Path) -> None:
+            path.write_bytes(b"model")
+
+    def fit(labels: list[str], *_args: Any, **_kwargs: Any) -> Fitted:
+        fitted.append(",".join(labels))
+        if len(fitted) == 1:
+            started.set()
+            release.wait(10)
+        return Fitted()
+
+    monkeypatch.setattr(engine_module, "fit_routing_model", fit)
+    current = {"plan": engine_module.RefitPlan("v1", ["a"], ["x"], ["x"], tmp_path / "v1.npz")}
+    outcomes: list[str] = []
+    jobs = [threading.Thread(target=lambda: outcomes.append(engine.refit(lambda: current["plan"])))
+            for _ in range(2)]
+    jobs[0].start()
+    assert started.wait(10)
+    current["plan"] = engine_module.RefitPlan("v2", ["a", "b"], ["x", "y"], ["x", "y"], tmp_path / "v2.npz")
+    jobs[1].start()
+    time.sleep(0.2)
+    assert fitted == ["a"]  # the second job waits for the first instead of returning
+    release.set()
+    for job in jobs:
+        job.join(10)
+    assert outcomes == ["fitted", "fitted"] and fitted == ["a", "a,b"]
+    assert [p.name for p in tmp_path.glob("*.npz")] == ["v2.npz"]  # only the current version's model is kept

@@ -11,7 +11,9 @@ import functools
 import threading
 import time
 import uuid
+import zipfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -98,6 +100,7 @@ class RoutingEngine:
         self.tuning = tuning or TuningConfig()
         self._lock = threading.Lock()
         self._fit_lock = threading.Lock()
+        self._unloadable: Path | None = None  # a tuned model file this process failed to build a model from
         self._model: RoutingModel | None = None
         self._taxonomy: Taxonomy | None = None
         # (taxonomy version, its tuned model's file): hashing every example once per version, not per call
@@ -155,11 +158,21 @@ class RoutingEngine:
     def _load_tuned(self, path: Path) -> RoutingModel | None:
         # The file holds the quotable texts it was fitted with (seed examples only); the fingerprint in its
         # name covers every example, so they are this taxonomy's.
+        if path == self._unloadable:
+            return None
         try:
             return RoutingModel.load(path, self.encoder)
-        except Exception:  # unreadable (a truncated write, another version): removed, the refit job writes it anew
+        except (zipfile.BadZipFile, EOFError, KeyError, ValueError):
+            # unreadable (a truncated write, another format): removed, the refit job writes it anew
             log.warning("routing.tuned_model_unreadable", path=str(path), exc_info=True)
             path.unlink(missing_ok=True)
+            return None
+        except Exception:
+            # The file is fine but this process could not build the model from it (out of memory, say): other
+            # processes may well load it, and a refit takes minutes, so it stays; this process routes with
+            # the frozen model and does not try again for this file.
+            log.error("routing.tuned_model_load_failed", path=str(path), exc_info=True)
+            self._unloadable = path
             return None
 
     def latest_model(self) -> RoutingModel | None:
@@ -219,13 +232,19 @@ class RoutingEngine:
         labels, texts, quotable = self._examples(session, taxonomy)
         return RefitPlan(taxonomy.version, labels, texts, quotable, self._tuned_file(session, taxonomy))
 
-    def refit(self, plan: RefitPlan) -> str:
-        """Fit and save a tuned model. Minutes of CPU: run it in a job, with no transaction open."""
-        if plan.path.exists():
-            return "present"
-        if not self._fit_lock.acquire(blocking=False):
-            return "busy"
-        try:
+    def refit(self, read_plan: Callable[[], RefitPlan | None]) -> str:
+        """Fit and save a tuned model for the current taxonomy. Minutes of CPU: run it in a job, with no
+        transaction open. ``read_plan`` reads what to fit (``refit_plan`` in a session of its own).
+
+        One fit at a time: a fit of an earlier taxonomy version may be running (staff added an example
+        meanwhile). This one waits for it instead of giving up (the scheduler, in another process, does not
+        ask again for an hour once it has asked for a version), and only then reads its plan: the taxonomy
+        as it is by then, so that a job that waited never fits, and keeps, an older version than the one
+        just fitted."""
+        with self._fit_lock:
+            plan = read_plan()
+            if plan is None or plan.path.exists():
+                return "present"
             # Saved with only the seed examples' texts: no customer's task text is written to the file.
             model = fit_routing_model(plan.labels, plan.texts, self.encoder, plan.quotable, tune=True,
                                       config=self.tuning)
@@ -235,8 +254,6 @@ class RoutingEngine:
             for old in self.cache.glob("*.npz"):
                 if old != plan.path:
                     old.unlink(missing_ok=True)
-        finally:
-            self._fit_lock.release()
         log.info("routing.model_fitted", tuned=True, taxonomy_version=plan.taxonomy_version,
                  seconds=round(model.fit_seconds, 1), path=str(plan.path))
         return "fitted"
