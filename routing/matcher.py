@@ -170,8 +170,11 @@ class Matcher:
         # best first, providers over the share cap last; ties broken by provider id so the order never depends
         # on insertion order
         order_key = total - 10.0 * capped
-        top = np.argpartition(-order_key, k - 1)[:k] if k < rows.size else np.arange(rows.size)
-        top = sorted(top, key=lambda i: (bool(capped[i]), -total[i], index.ids[rows[i]]))
+        if k < rows.size:  # every row at or above the k-th best key: the id decides among those tied at the cut
+            top = np.flatnonzero(order_key >= -np.partition(-order_key, k - 1)[k - 1])
+        else:
+            top = np.arange(rows.size)
+        top = sorted(top, key=lambda i: (bool(capped[i]), -total[i], index.ids[rows[i]]))[:k]
         return [
             Candidate(index.ids[rows[i]], float(total[i]), {
                 "semantic": round(float(semantic[i]), 4), "category": round(float(category[i]), 4),

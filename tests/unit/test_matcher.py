@@ -93,6 +93,13 @@ def test_ties_are_ordered_by_provider_id() -> None:
     assert ids(Matcher().rank(TASK, ["design"], list(reversed(pool)))) == ["a", "b", "c"]
 
 
+def test_ties_at_the_limit_are_cut_by_provider_id_whatever_the_order() -> None:
+    # the index's rows come from a query without ORDER BY: equally good providers must not be picked by it
+    pool = [provider(f"p{i:02d}") for i in range(20)]
+    for order in (pool, pool[::-1], pool[7:] + pool[:7]):
+        assert ids(Matcher().rank(TASK, ["design"], order, limit=3)) == ["p00", "p01", "p02"]
+
+
 def test_limit_keeps_the_best() -> None:
     pool = [provider(f"p{i}", sim=0.5 + i / 10) for i in range(4)]
     assert ids(Matcher().rank(TASK, ["design"], pool, limit=2)) == ["p3", "p2"]
