@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from marketplace.db.models import (
@@ -169,6 +169,25 @@ def test_offers_are_counted_in_the_snapshot_only_once_committed(api: Api, db: An
     assert after.load[after.row_of[provider["id"]]] == 1  # ...with the committed offer counted
     with db.session() as session:
         assert route_task(session, settings, engine, second) == "needs_review"
+
+
+def test_a_provider_no_longer_open_for_work_leaves_no_profile_vector_behind(api: Api, db: Any) -> None:
+    # A vector is derived from the profile's text: once the provider stops taking work (or the account is
+    # erased) the engine must not keep it for the rest of the process's life.
+    from marketplace.db.models import ProviderProfile
+
+    (provider, _), = bookkeepers(api, 1, capacity=1)
+    provider_id = uuid.UUID(provider["id"])
+    engine = get_engine()
+    with db.session(readonly=True) as session:
+        assert provider["id"] in engine.provider_index(session, fresh=True).row_of
+    assert provider_id in engine._vectors
+    with db.session() as session:
+        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == provider_id)
+                        .values(accepting_work=False))
+    with db.session(readonly=True) as session:
+        assert provider["id"] not in engine.provider_index(session, fresh=True).row_of
+    assert provider_id not in engine._vectors
 
 
 def test_one_failing_task_fails_only_its_own_job(api: Api, db: Any, settings: Any,

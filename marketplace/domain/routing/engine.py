@@ -372,6 +372,9 @@ class RoutingEngine:
             select(P.account_id, P.updated_at, P.categories, P.capacity, P.accepting_work, P.hourly_rate)
             .where(P.accepting_work.is_(True), P.capacity > 0)
         ).all()
+        with self._lock:  # providers no longer open for work (closed, erased accounts) leave no vector behind
+            for gone in self._vectors.keys() - {r.account_id for r in rows}:
+                del self._vectors[gone]
         stale = [r.account_id for r in rows if self._vectors.get(r.account_id, (None,))[0] != r.updated_at]
         if stale:
             profiles = session.scalars(select(P).where(P.account_id.in_(stale))).all()
