@@ -217,10 +217,13 @@ class Router:
         n = len(self._examples)
         if n < 2:
             return -1.0
-        sims = self._examples @ self._examples.T
-        np.fill_diagonal(sims, -np.inf)
-        k = min(self.neighbours, n - 1)
-        left_out = -np.partition(-sims, k - 1, axis=1)[:, :k].mean(axis=1)
+        left_out = np.empty(n, dtype=np.float32)
+        for start in range(0, n, 1024):  # a block of rows at a time: n x n similarities can be large
+            rows = np.arange(start, min(start + 1024, n))
+            sims = self._examples[rows] @ self._examples.T
+            others = np.ones_like(sims, dtype=bool)
+            others[np.arange(len(rows)), rows] = False  # each example left out of its own neighbours
+            left_out[rows] = self._familiarity(sims[others].reshape(len(rows), n - 1))
         return float(np.quantile(left_out, FLOOR_QUANTILE))
 
     def choose_thresholds(self, s: HoldoutScores) -> tuple[float, float]:
