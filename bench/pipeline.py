@@ -96,18 +96,23 @@ def _worker_pids(pid: int) -> list[int]:
         return []
 
 
+def proc_stat(pid: int | str) -> tuple[str, float]:
+    """(command name, CPU seconds user + system) of process ``pid`` from Linux /proc. Raises OSError where that
+    cannot be read (another OS, a process gone meanwhile)."""
+    with open(f"/proc/{pid}/stat") as f:
+        head, _, rest = f.read().rpartition(")")
+    fields = rest.split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return head.partition("(")[2], ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _process_cpu(pid: int) -> float | None:
     """CPU seconds (user + system) of the dramatiq master process ``pid`` and its worker processes."""
     pids = _worker_pids(pid)
     if not pids:
         return None
     try:
-        total = 0
-        for p in pids:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-        return total / os.sysconf("SC_CLK_TCK")
+        return sum(proc_stat(p)[1] for p in pids)
     except (OSError, ValueError):
         return None
 

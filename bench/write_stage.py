@@ -41,26 +41,21 @@ BIN = Path(sys.executable).parent
 def _postgres_cpu() -> float | None:
     """CPU seconds (user + system) of every process named ``postgres`` on this machine (Linux /proc); None
     where that cannot be read. Counts other databases' work on the same server too: run on a quiet one."""
-    total, found = 0, False
+    from bench.pipeline import proc_stat
+
     try:
-        entries = os.listdir("/proc")
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
     except OSError:
         return None
+    total, found = 0.0, False
     for entry in entries:
-        if not entry.isdigit():
-            continue
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
+            name, cpu = proc_stat(entry)
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        name, _, rest = stat.partition("(")[2].rpartition(")")
-        if name != "postgres":
-            continue
-        fields = rest.split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-        found = True
-    return total / os.sysconf("SC_CLK_TCK") if found else None
+        if name == "postgres":
+            total, found = total + cpu, True
+    return total if found else None
 
 
 def main() -> None:

@@ -243,7 +243,6 @@ def test_a_leader_interrupted_while_running_a_batch_fails_alone_and_the_others_r
     and the leader sees its interruption raised, not returned as a result."""
     calls: list[list[int]] = []
     started, release = threading.Event(), threading.Event()
-    leader_thread: list[threading.Thread] = []
 
     def run(items: list[int]) -> list[int]:
         calls.append(list(items))
@@ -262,17 +261,17 @@ def test_a_leader_interrupted_while_running_a_batch_fails_alone_and_the_others_r
         except BaseException as exc:  # what the interrupted leader sees is the point
             results[k] = exc
 
-    leader_thread.append(threading.Thread(target=caller, args=(1,), daemon=True))
-    leader_thread[0].start()
+    leader = threading.Thread(target=caller, args=(1,), daemon=True)
+    leader.start()
     wait_until(lambda: batcher._running)
     others = [threading.Thread(target=caller, args=(k,), daemon=True) for k in (2, 3)]
     for t in others:
         t.start()
     wait_until(lambda: len(batcher._waiting) == 3)
     started.wait(5)
-    interrupt(leader_thread[0])
+    interrupt(leader)
     release.set()
-    for t in [*leader_thread, *others]:
+    for t in [leader, *others]:
         t.join(5)
     assert isinstance(results[1], TimeLimitExceeded)  # raised in the leader, not handed back as an outcome
     assert results[2] == [20] and results[3] == [30]
