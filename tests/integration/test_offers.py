@@ -220,6 +220,96 @@ def test_providers_saying_wrong_category_send_the_task_to_staff_whose_placement_
         assert load_taxonomy(session).version != version  # the router refits on the new example
 
 
+def wrong_category(api: Api, headers: dict, offer_id: str) -> None:
+    api.client.post(f"/api/v1/offers/{offer_id}/decline", headers=headers,
+                    json={"reason": "not my kind of work", "code": "wrong_category"}).raise_for_status()
+
+
+def test_wrong_category_votes_count_against_the_category_they_were_cast_on_and_a_new_placement_replaces_the_old(
+    api: Api, db
+) -> None:
+    from marketplace.db.models import CategoryExample
+
+    c = api.client
+    providers = bookkeepers(api, 3) + [api.provider(["tax-preparation"], f"Tax adviser number {i}",
+                                                    "I prepare personal and company tax returns.")
+                                       for i in range(4)]
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+
+    def offered() -> list[tuple[dict, dict]]:
+        return [(o, h) for _, h in providers for o in open_offers(api, h) if o["task_id"] == task_id]
+
+    def status() -> str:
+        return c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"]
+
+    for offer, headers in offered()[:2]:  # two bookkeepers: this is not bookkeeping
+        wrong_category(api, headers, offer["id"])
+    assert status() == "needs_review"
+    staff_h = api.staff(db)
+    c.post(f"/api/v1/staff/tasks/{task_id}/route", headers=staff_h,
+           json={"category": "tax-preparation"}).raise_for_status()
+    api.drain()
+    assert status() == "routed"
+    # One provider's view of the new category re-offers the task, as for any task: the two votes against
+    # bookkeeping are settled by staff's placement, they are not votes against tax preparation.
+    offer, headers = offered()[0]
+    wrong_category(api, headers, offer["id"])
+    api.drain()
+    assert status() == "routed"
+    offer, headers = offered()[0]
+    wrong_category(api, headers, offer["id"])
+    assert status() == "needs_review"
+    reason = c.get(f"/api/v1/tasks/{task_id}", headers=staff_h).json()["transitions"][-1]["reason"]
+    assert reason.startswith("2 providers say this is not Tax")
+
+    # Staff place it again: the router learns the latest placement only, not both.
+    c.post(f"/api/v1/staff/tasks/{task_id}/route", headers=staff_h,
+           json={"category": "bookkeeping-accounting"}).raise_for_status()
+    with db.session() as session:
+        learned = session.query(CategoryExample).filter_by(task_id=uuid.UUID(task_id)).all()
+        assert [(e.category.slug, e.source) for e in learned] == [("bookkeeping-accounting", "staff")]
+
+
+def test_sending_a_task_back_to_routing_asks_the_model_again_instead_of_keeping_its_rejected_category(
+    api: Api, db
+) -> None:
+    c = api.client
+    providers = bookkeepers(api, 4)
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    for _, headers in providers:
+        for offer in open_offers(api, headers)[:1]:
+            if c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "routed":
+                wrong_category(api, headers, offer["id"])
+    staff_h = api.staff(db)
+    task = c.get(f"/api/v1/tasks/{task_id}", headers=staff_h).json()
+    assert task["status"] == "needs_review" and task["routing"]["evidence"]["source"] == "model"
+
+    c.post(f"/api/v1/staff/tasks/{task_id}/transition", headers=staff_h,
+           json={"to": "routing", "reason": "try the router again"}).raise_for_status()
+    api.drain()
+    task = c.get(f"/api/v1/tasks/{task_id}", headers=staff_h).json()
+    # the model decided again: no staff member chose the category the providers rejected
+    assert task["routing"]["evidence"]["source"] == "model", task["routing"]
+    assert task["routing"]["evidence"]["taxonomy_version"] != "staff"
+
+    # A category staff chose survives the same override (here no provider does tax returns, so the placement
+    # ends in review, and staff try again).
+    assert task["status"] == "needs_review"  # every bookkeeper has had the task
+    c.post(f"/api/v1/staff/tasks/{task_id}/route", headers=staff_h,
+           json={"category": "tax-preparation"}).raise_for_status()
+    api.drain()
+    c.post(f"/api/v1/staff/tasks/{task_id}/transition", headers=staff_h,
+           json={"to": "routing", "reason": "offer it again"}).raise_for_status()
+    api.drain()
+    task = c.get(f"/api/v1/tasks/{task_id}", headers=staff_h).json()
+    assert task["routing"]["evidence"]["source"] == "staff", task["routing"]
+    assert task["routing"]["categories"][0]["slug"] == "tax-preparation"
+
+
 def test_drafts_are_written_with_no_write_transaction_open(api: Api, settings, db,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The generative drafter takes seconds; on SQLite a write transaction would lock every other writer out

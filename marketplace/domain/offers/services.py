@@ -22,6 +22,7 @@ from marketplace.db.models import (
     Role,
     Task,
     TaskStatus,
+    TaskTransition,
 )
 from marketplace.domain.categories.services import get_by_slug
 from marketplace.domain.offers.schemas import OfferOut, OfferPage
@@ -249,10 +250,17 @@ def decline(session: Session, settings: Settings, principal: Principal, offer_id
 
 
 def _wrong_category_review(session: Session, task: Task) -> bool:
-    """Send the task to staff when enough providers said its category is wrong. True when it was sent."""
-    votes = session.execute(
-        select(Offer.suggested_category).where(Offer.task_id == task.id, Offer.decline_code == "wrong_category")
-    ).scalars().all()
+    """Send the task to staff when enough providers said its category is wrong. True when it was sent.
+
+    Only votes on offers made since the task last went into routing count: they are about the category it has
+    now. Votes against the category staff (or the model, when staff sent the task back) replaced are settled.
+    Offers are always made after that transition, in its transaction or a later one."""
+    placed_at = session.scalar(select(func.max(TaskTransition.at)).where(
+        TaskTransition.task_id == task.id, TaskTransition.to_status == TaskStatus.ROUTING))
+    query = select(Offer.suggested_category).where(Offer.task_id == task.id, Offer.decline_code == "wrong_category")
+    if placed_at is not None:
+        query = query.where(Offer.created_at >= placed_at)
+    votes = session.execute(query).scalars().all()
     if len(votes) < WRONG_CATEGORY_VOTES:
         return False
     category = session.get(Category, task.category_id) if task.category_id else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from marketplace import jobs
@@ -72,6 +72,10 @@ def route_by_hand(session: Session, principal: Principal, task_id: uuid.UUID, sl
     transition(session, task, TaskStatus.ROUTING, actor_id=principal.account_id, actor_role=Role.STAFF.value,
                reason=reason or f"placed in {slug} by staff")
     task.category_id = category.id
+    # A task placed again (the first placement was wrong too, or found no provider) teaches the router only
+    # its latest category: the earlier placement's example would label the same text twice.
+    session.execute(delete(CategoryExample).where(CategoryExample.task_id == task.id,
+                                                  CategoryExample.source == "staff"))
     customer = session.get(Account, task.customer_id)
     if customer is not None and not customer.ai_processing_objection:
         # Staff placements teach the router: the task becomes a labelled example of the category (the
@@ -95,6 +99,21 @@ def override(session: Session, principal: Principal, task_id: uuid.UUID, to: str
                reason=f"staff override: {reason}", force=True)
     if target in (TaskStatus.CANCELLED, TaskStatus.NEEDS_REVIEW, TaskStatus.COMPLETED):
         withdraw_open_offers(session, task.id)
+    if target in (TaskStatus.SUBMITTED, TaskStatus.ROUTING) and task.category_id is not None \
+            and not _placed_by_staff(session, task):
+        # Routing takes a waiting task's category as staff's choice and only ranks providers. The category
+        # here is the model's (the one providers may have said was wrong): the model decides afresh.
+        task.category_id = None
     if target is TaskStatus.ROUTING:
         jobs.enqueue(session, "route_task", task.id)
     return task
+
+
+def _placed_by_staff(session: Session, task: Task) -> bool:
+    """Whether the task's category is staff's choice rather than the model's: the latest routing decision is a
+    staff placement, or placed the task elsewhere (staff placed it since, and it is not routed yet)."""
+    decision = latest_decision(session, task.id)
+    if decision is None or decision.explanation.get("source") != "model" or not decision.categories:
+        return True
+    return session.scalar(select(Category.slug).where(Category.id == task.category_id)) \
+        != decision.categories[0]["slug"]
