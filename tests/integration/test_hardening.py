@@ -67,6 +67,43 @@ def test_staff_placement_for_an_objecting_customer_never_embeds_the_task(api: Ap
     assert [t for t in encoded if TASK[1][:40] in t]
 
 
+@pytest.mark.model
+def test_objecting_to_ai_processing_takes_the_customers_tasks_out_of_what_the_router_learns(api: Api, db) -> None:
+    from marketplace.db.models import CategoryExample
+    from marketplace.domain.categories.services import load_taxonomy
+
+    c = api.client
+    _, customer_h = api.user("customer")
+    _, other_h = api.user("customer")
+    staff_h = api.staff(db)
+    # staff place both customers' tasks by hand, which makes them labelled examples
+    odd = ("Odd job", "Please count the pigeons on the roof of the town hall every morning this week.")
+    mine, theirs = api.post_task(customer_h, *odd), api.post_task(other_h, *odd)
+    api.drain()
+    for task_id in (mine, theirs):
+        if c.get(f"/api/v1/tasks/{task_id}", headers=staff_h).json()["status"] != "needs_review":
+            c.post(f"/api/v1/staff/tasks/{task_id}/transition", json={"to": "needs_review", "reason": "check"},
+                   headers=staff_h).raise_for_status()
+        c.post(f"/api/v1/staff/tasks/{task_id}/route", json={"category": "bookkeeping-accounting"},
+               headers=staff_h).raise_for_status()
+
+    def learned() -> set[str]:
+        with db.session() as session:
+            return {str(e.task_id) for e in session.scalars(select(CategoryExample).where(
+                CategoryExample.source == "staff"))}
+
+    assert learned() == {mine, theirs}
+    with db.session() as session:
+        version = load_taxonomy(session).version
+    c.put("/api/v1/me/privacy", json={"ai_processing_objection": True}, headers=customer_h).raise_for_status()
+    assert learned() == {theirs}  # the objecting customer's task no longer teaches the router
+    with db.session() as session:
+        assert load_taxonomy(session).version != version  # so the next refit fits without it
+    # withdrawing the objection later does not bring it back
+    c.put("/api/v1/me/privacy", json={"ai_processing_objection": False}, headers=customer_h).raise_for_status()
+    assert learned() == {theirs}
+
+
 def test_parallel_password_guesses_are_bounded_by_the_limit(api: Api, settings) -> None:
     account = api.signup("customer")
 

@@ -14,11 +14,13 @@ from marketplace.clock import now
 from marketplace.db.models import (
     Account,
     AuthToken,
+    CategoryExample,
     LoginFailure,
     PartnerProfile,
     ProviderProfile,
     Referral,
     Role,
+    Task,
 )
 from marketplace.domain.accounts.schemas import AccountOut, SessionOut, SignupIn
 from marketplace.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, Unauthenticated
@@ -203,8 +205,14 @@ def get_account(session: Session, account_id: uuid.UUID) -> Account:
 
 
 def set_ai_objection(session: Session, account_id: uuid.UUID, objection: bool) -> Account:
+    """Record the customer's objection to AI processing (or its withdrawal). Objecting also takes their tasks
+    out of what the router learns from: the examples staff placements made of them go (the taxonomy version
+    moves, so the next refit fits without them). Withdrawing the objection does not bring those back."""
     account = get_account(session, account_id)
     account.ai_processing_objection = objection
+    if objection:
+        session.execute(delete(CategoryExample).where(
+            CategoryExample.task_id.in_(select(Task.id).where(Task.customer_id == account_id))))
     session.flush()
     return account
 
