@@ -18,7 +18,7 @@ from marketplace.domain.offers.drafting import (
     save_clarifying_question,
     save_offer_draft,
 )
-from marketplace.domain.routing.engine import RECENT_TEXTS, RefitPlan, get_engine
+from marketplace.domain.routing.engine import RECENT_TEXTS, NoTaxonomy, RefitPlan, get_engine
 from marketplace.domain.routing.services import encode_ahead, routing_texts
 from marketplace.domain.routing.services import route_tasks as route_service
 from marketplace.jobs import GROUPED, JOBS
@@ -51,7 +51,7 @@ def _route(task_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
     try:
         with runtime.database().session(readonly=True) as session:
             router = engine.router(session, tuning=settings.router_tuning)
-    except RuntimeError:  # no taxonomy loaded: only tasks staff placed by hand can be routed
+    except NoTaxonomy:  # only tasks staff placed by hand can be routed
         router = None
     with unit_of_work(runtime.database(), settings) as session:
         outcomes = route_service(session, settings, engine, task_ids, router=router)

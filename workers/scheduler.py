@@ -37,7 +37,7 @@ def request_refit(settings: Settings, db: Any) -> int:
     if not settings.router_tuning:
         return 0
     from marketplace.domain.categories.services import load_taxonomy
-    from marketplace.domain.routing.engine import get_engine
+    from marketplace.domain.routing.engine import NoTaxonomy, get_engine
 
     with db.session() as session:
         version = load_taxonomy(session).version
@@ -46,7 +46,7 @@ def request_refit(settings: Settings, db: Any) -> int:
             return 0
         try:
             needed = get_engine().needs_tuning(session)
-        except RuntimeError:  # no taxonomy loaded yet
+        except NoTaxonomy:  # not loaded yet
             return 0
         if not needed:
             return 0

@@ -268,6 +268,25 @@ def test_suggestions_come_from_the_live_router_and_are_not_stored(portal: Portal
         assert session.scalar(select(func.count()).select_from(Task)) == 0
 
 
+def test_with_no_categories_yet_the_new_task_form_suggests_nothing_instead_of_failing(portal: Portal, db: Any) -> None:
+    from sqlalchemy import select, update
+
+    from marketplace.db.models import Category
+
+    portal.new_user("customer")
+    portal.get("/tasks/new")
+    with db.session() as session:  # a fresh install before the taxonomy is loaded
+        active = session.scalars(select(Category.id).where(Category.active.is_(True))).all()
+        session.execute(update(Category).values(active=False))
+    try:
+        r = portal.client.post("/tasks/suggest", headers={"hx-request": "true", "x-csrftoken": portal.token},
+                               data={"title": "Leaking kitchen tap", "description": "The mixer tap drips all night."})
+    finally:
+        with db.session() as session:
+            session.execute(update(Category).where(Category.id.in_(active)).values(active=True))
+    assert r.status_code == 200 and "Looks like" not in r.text and "not sure" not in r.text
+
+
 def test_a_partner_sees_counts_and_pseudonyms_never_task_text_or_contacts(portal: Portal, other: Portal) -> None:
     partner, _ = portal.new_user("partner")
     code = portal.api.client.get("/api/v1/me", headers=portal.api.login(partner["email"])).json()["referral_code"]

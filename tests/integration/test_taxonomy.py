@@ -103,3 +103,28 @@ def test_the_engine_reads_the_taxonomy_again_after_a_while_even_when_nothing_see
         monkeypatch.setattr(engine_module, "TAXONOMY_AGE", 0.0)
         engine.taxonomy(session)
     assert len(reads) == 2
+
+
+@pytest.mark.model
+def test_a_renamed_category_is_named_anew_in_decisions_and_suggestions_without_a_refit(db: Any, settings) -> None:
+    """A new name leaves the taxonomy version (slugs and examples) and so the fitted model as they are; what the
+    router names categories with must still be the new name."""
+    from marketplace.domain.routing.suggest import suggest_categories
+
+    engine = engine_module.get_engine()
+    with db.session(readonly=True) as session:
+        model, taxonomy = engine.router(session, tuning=False)
+    with db.session() as session:
+        name = session.scalar(select(Category.name).where(Category.slug == "plumbing"))
+        session.execute(update(Category).where(Category.slug == "plumbing").values(name="Plumbing & heating"))
+    try:
+        with db.session(readonly=True) as session:
+            again, renamed = engine.router(session, tuning=False)
+            suggestion = suggest_categories(session, settings, "Leaking tap",
+                                            "The kitchen tap drips all night and the pipe under the sink is wet.")
+        assert again is model and renamed.version == taxonomy.version  # no refit
+        assert renamed.by_slug()["plumbing"].name == "Plumbing & heating"
+        assert suggestion is not None and suggestion.categories[0][:2] == ("plumbing", "Plumbing & heating")
+    finally:
+        with db.session() as session:
+            session.execute(update(Category).where(Category.slug == "plumbing").values(name=name))

@@ -61,6 +61,10 @@ def task_text(title: str, description: str) -> str:
     return scrub_pii(f"{title}. {description}")
 
 
+class NoTaxonomy(RuntimeError):
+    """There is no category with examples to route to (the taxonomy is not loaded)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _ProviderSnapshot:
     index: ProviderIndex
@@ -136,7 +140,7 @@ class RoutingEngine:
 
     def _examples(self, session: Session, taxonomy: Taxonomy) -> tuple[list[str], list[str], list[str]]:
         if not taxonomy.categories:
-            raise RuntimeError("no categories with examples: load the taxonomy (relay seed)")
+            raise NoTaxonomy("no categories with examples: load the taxonomy (relay seed)")
         labels = [c.slug for c in taxonomy.categories for _ in c.examples]
         texts = [e for c in taxonomy.categories for e in c.examples]
         # Decisions quote the nearest examples to customers: only our seed examples may be quoted,
@@ -203,8 +207,12 @@ class RoutingEngine:
         with self._lock:
             current = self._model is not None and self._taxonomy is not None \
                 and self._taxonomy.version == taxonomy.version
+            if current:
+                # The same version (slugs and examples) may come with new names and descriptions: decisions
+                # and suggestions name categories as they are now.
+                self._taxonomy = taxonomy
             if current and (self._model.tuned or not tuning):  # type: ignore[union-attr]
-                return self._model, self._taxonomy  # type: ignore[return-value]
+                return self._model, taxonomy  # type: ignore[return-value]
             if tuning:
                 path = self._tuned_file(session, taxonomy)
                 if path.exists() and (loaded := self._load_tuned(path)) is not None:

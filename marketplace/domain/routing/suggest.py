@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from marketplace.domain.routing.engine import get_engine, task_text
+from marketplace.domain.routing.engine import NoTaxonomy, get_engine, task_text
 from marketplace.settings import Settings
 
 
@@ -17,13 +17,16 @@ class Suggestion:
     abstain: bool  # routing would hand this text to staff
 
 
-def suggest_categories(session: Session, settings: Settings, title: str, description: str) -> Suggestion:
+def suggest_categories(session: Session, settings: Settings, title: str, description: str) -> Suggestion | None:
     """What routing would decide for this title and description right now (same model, same thresholds).
 
     The text is scrubbed like a task's and encoded without being remembered anywhere: a preview of a task
     that may never be posted leaves no trace. The first call in a process loads the model."""
     engine = get_engine()
-    model, taxonomy = engine.router(session, tuning=settings.router_tuning)
+    try:
+        model, taxonomy = engine.router(session, tuning=settings.router_tuning)
+    except NoTaxonomy:  # no categories yet: nothing to suggest, the customer picks none or staff place it
+        return None
     names = {c.slug: c.name for c in taxonomy.categories}
     decision = model.decide_many([task_text(title, description)])[0]
     chosen = [(slug, names.get(slug, slug), score) for slug, score in decision.categories]
