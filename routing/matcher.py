@@ -188,10 +188,13 @@ class Matcher:
 
     @staticmethod
     def _price_fit(rate: np.ndarray, budget: Decimal | None) -> np.ndarray:
-        """1.0 when ten hours at the provider's rate fit in the budget, falling off as they don't; 0.5 unknown."""
+        """1.0 when ten hours at the provider's rate fit in the budget, falling off as they don't; 0.5 unknown.
+        A rate of 0 (work done for free) fits any budget."""
         out = np.full(rate.shape, 0.5)
         if budget is None:
             return out
-        known = ~np.isnan(rate) & (rate > 0)
-        out[known] = np.clip(float(budget) / (rate[known] * 10), 0.0, 1.0)
+        known = ~np.isnan(rate)
+        cost = rate[known] * 10
+        paid = cost > 0
+        out[known] = np.where(paid, np.clip(float(budget) / np.where(paid, cost, 1.0), 0.0, 1.0), 1.0)
         return np.round(out, 4)

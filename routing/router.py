@@ -32,6 +32,8 @@ class Decision:
     similarity: float = 0.0  # familiarity of the text: mean cosine to its nearest examples
     similarity_threshold: float = 0.0
     nearest_examples: list[tuple[str, str, float]] = field(default_factory=list)  # (slug, text, similarity)
+    # below the familiarity threshold (compared unrounded: the two reported numbers may round to the same)
+    unfamiliar: bool = False
 
     @property
     def primary(self) -> str | None:
@@ -331,11 +333,13 @@ class Router:
         decisions = []
         for r in range(len(v)):
             fam = float(familiarity[r])
-            abstain = float(confidence[r]) < self.threshold or fam < self.similarity_threshold
+            unfamiliar = fam < self.similarity_threshold
+            abstain = unfamiliar or float(confidence[r]) < self.threshold
             decisions.append(Decision(
                 abstain, [] if abstain else leading(r, int(count[r])), leading(r, n_ranking), threshold,
                 round(fam, 4), similarity_threshold,
                 [(labels[example_label[i]], texts[i], round(sim, 4))
                  for i, sim in zip(nearest_idx[r].tolist(), nearest_sims[r].tolist(), strict=True)],
+                unfamiliar,
             ))
         return decisions

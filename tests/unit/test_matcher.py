@@ -85,6 +85,9 @@ def test_price_fit_depends_on_ten_hours_at_the_rate() -> None:
     assert price("100", "250") < price("100", "500") < 1.0
     assert price(None, "1000") == 0.5  # unknown rate
     assert price("100", None) == 0.5  # unknown budget
+    # a provider who works for free fits any budget (a rate of 0 is not an unknown rate)
+    assert price("0", "500") == 1.0 and price("0", "0") == 1.0
+    assert price("100", "0") == 0.0
 
 
 def test_ties_are_ordered_by_provider_id() -> None:

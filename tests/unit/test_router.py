@@ -123,6 +123,38 @@ def test_a_given_cosine_head_and_thresholds_replace_fitting() -> None:
         Router().fit(labels, vectors, texts, head=head[:2])
 
 
+def test_a_decision_says_it_was_unfamiliar_even_where_the_reported_numbers_round_to_the_threshold() -> None:
+    """The explanation tells a customer why a task went to staff (unlike any category, or no category sure
+    enough): that must follow the unrounded comparison that decided, not the 4-decimal numbers it reports."""
+    labels, vectors, texts = SEPARATED
+    head = np.stack([unit(vectors[[lab == c for lab in labels]].mean(axis=0)) for c in ("design", "legal", "moving")])
+    probe = unit(AXES[1] + 0.5 * AXES[9])
+
+    def decide(similarity_threshold: float):  # confidence threshold 0: only familiarity can reject
+        return Router().fit(labels, vectors, texts, thresholds=(0.0, similarity_threshold), head=head).decide(probe)
+
+    reported = decide(-1.0).similarity
+    tied = set()
+    for t in np.arange(reported - 1e-4, reported + 1e-4, 2e-6):
+        d = decide(float(t))
+        assert d.unfamiliar == d.abstain
+        if d.similarity == d.similarity_threshold:
+            tied.add(d.unfamiliar)
+    assert tied == {True, False}  # equal reported numbers, either way round underneath
+
+
+def test_the_abstain_summary_gives_the_reason_that_decided() -> None:
+    from marketplace.domain.routing.services import _abstain_summary
+    from routing.router import Decision
+
+    def summary(unfamiliar: bool) -> str:
+        return _abstain_summary("Plumbing", 0.97, Decision(True, [], [("plumbing", 0.97)], 0.5, 0.5, 0.5,
+                                                           unfamiliar=unfamiliar))
+
+    assert "unlike the requests we have categories for" in summary(True)
+    assert "Plumbing, is only a 97% match" in summary(False)
+
+
 def test_held_out_categories_never_leak_into_the_calibration_training_part() -> None:
     labels, vectors, _ = examples({f"c{i}": AXES[i] for i in range(10)})
     router = Router()

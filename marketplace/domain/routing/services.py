@@ -66,7 +66,7 @@ class _Plan:
 
 
 def _abstain_summary(closest: str, confidence: float, decision: Any) -> str:
-    if decision.similarity < decision.similarity_threshold:
+    if decision.unfamiliar:
         why = "it is unlike the requests we have categories for"
     else:
         why = f"the closest category, {closest}, is only a {confidence:.0%} match"
