@@ -283,3 +283,36 @@ def test_a_refit_asked_for_while_another_runs_waits_then_fits_the_taxonomy_as_it
         job.join(10)
     assert outcomes == ["fitted", "fitted"] and fitted == ["a", "a,b"]
     assert [p.name for p in tmp_path.glob("*.npz")] == ["v2.npz"]  # only the current version's model is kept
+
+
+def test_a_refit_keeps_a_model_another_process_saved_while_it_ran(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker replicas share the model cache. A fit that finishes after another process saved the model of a
+    newer taxonomy must not delete that one (the scheduler would not ask for it again for an hour); models
+    saved before it began are older versions and go."""
+    import os
+
+    from marketplace.domain.routing import engine as engine_module
+
+    engine = engine_module.RoutingEngine(cache=tmp_path)
+    older = tmp_path / "v0.npz"
+    older.write_bytes(b"model")
+    os.utime(older, (time.time() - 60, time.time() - 60))
+    newer = tmp_path / "v2.npz"
+
+    class Fitted:
+        fit_seconds = 0.0
+
+        @staticmethod
+        def save(path: Path) -> None:
+            path.write_bytes(b"model")
+
+    def fit(*_args: Any, **_kwargs: Any) -> Fitted:
+        newer.write_bytes(b"model")  # another process's fit of the next version finishes meanwhile
+        os.utime(newer, (time.time(), time.time()))  # the precise clock: file times may lag by a tick
+        return Fitted()
+
+    monkeypatch.setattr(engine_module, "fit_routing_model", fit)
+    plan = engine_module.RefitPlan("v1", ["a"], ["x"], ["x"], tmp_path / "v1.npz")
+    assert engine.refit(lambda: plan) == "fitted"
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["v1.npz", "v2.npz"]

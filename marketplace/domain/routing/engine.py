@@ -250,6 +250,7 @@ class RoutingEngine:
         as it is by then, so that a job that waited never fits, and keeps, an older version than the one
         just fitted."""
         with self._fit_lock:
+            planned_at = time.time()
             plan = read_plan()
             if plan is None or plan.path.exists():
                 return "present"
@@ -258,9 +259,11 @@ class RoutingEngine:
                                       config=self.tuning)
             model.save(plan.path)
             # Older models were fitted on examples that may since have been erased (learned examples live
-            # as long as their task): only the current taxonomy's model is kept.
+            # as long as their task): only the current taxonomy's model is kept. A file saved after this fit
+            # read its plan is another process's fit of a taxonomy at least as new (worker replicas share the
+            # cache): it stays, whether or not this one is still current; the next refit removes it if stale.
             for old in self.cache.glob("*.npz"):
-                if old != plan.path:
+                if old != plan.path and _saved_before(old, planned_at):
                     old.unlink(missing_ok=True)
         log.info("routing.model_fitted", tuned=True, taxonomy_version=plan.taxonomy_version,
                  seconds=round(model.fit_seconds, 1), path=str(plan.path))
@@ -411,6 +414,13 @@ class RoutingEngine:
             )
             for p in profiles
         ]
+
+
+def _saved_before(path: Path, moment: float) -> bool:
+    try:
+        return path.stat().st_mtime < moment
+    except FileNotFoundError:
+        return False
 
 
 _engine: RoutingEngine | None = None
