@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -216,6 +217,10 @@ def refit_router() -> None:
         with runtime.database().session(readonly=True) as session:  # read the examples, then let go of the DB
             return engine.refit_plan(session)
 
-    outcome = engine.refit(read_plan)
+    def read_current() -> Path:
+        with runtime.database().session(readonly=True) as session:
+            return engine.current_tuned_path(session)
+
+    outcome = engine.refit(read_plan, read_current)
     log.info("refit_router.done", outcome=outcome)
 

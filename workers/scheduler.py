@@ -37,18 +37,14 @@ def request_refit(settings: Settings, db: Any) -> int:
     if not settings.router_tuning:
         return 0
     from marketplace.domain.categories.services import load_taxonomy
-    from marketplace.domain.routing.engine import NoTaxonomy, get_engine
+    from marketplace.domain.routing.engine import get_engine
 
     with db.session() as session:
         version = load_taxonomy(session).version
         asked = _refit_asked.get(version)
         if asked is not None and time.monotonic() - asked < REFIT_RETRY_S:
             return 0
-        try:
-            needed = get_engine().needs_tuning(session)
-        except NoTaxonomy:  # not loaded yet
-            return 0
-        if not needed:
+        if not get_engine().needs_tuning(session):  # also with no taxonomy loaded yet
             return 0
         jobs.enqueue(session, "refit_router")
     _refit_asked[version] = time.monotonic()
@@ -58,7 +54,11 @@ def request_refit(settings: Settings, db: Any) -> int:
 
 def run_once() -> dict[str, int]:
     settings, db = runtime.settings(), runtime.database()
-    refits = request_refit(settings, db)
+    try:
+        refits = request_refit(settings, db)
+    except Exception:  # the model cannot be loaded, say: the other duties do not wait for it
+        log.exception("scheduler.refit_request_failed")
+        refits = 0
     with db.session() as session:
         relayed = jobs.relay_pending(session, settings)
     with db.session() as session:

@@ -219,3 +219,28 @@ def test_dispatched_outbox_rows_are_purged_after_a_week(api: Api, settings, db) 
         assert jobs.purge_dispatched(session, timedelta(days=7)) == 0
     with time_machine.travel(now() + timedelta(days=8), tick=False), db.session() as session:
         assert jobs.purge_dispatched(session, timedelta(days=7)) == 1
+
+
+@pytest.mark.model
+def test_a_scheduler_tick_does_its_other_duties_when_asking_for_a_refit_fails(
+    api: Api, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asking for a tuned model loads the encoder; if that fails (unreadable weights, say), offers must still
+    expire and be re-offered, the outbox relayed, stalled routing handed to staff."""
+    from marketplace.domain.routing import engine as engine_module
+    from workers import runtime, scheduler
+
+    bookkeepers(api, 4)
+    _, customer_h = api.user("customer")
+    api.post_task(customer_h, *TASK)
+    api.drain()
+
+    def broken(*_args: object, **_kwargs: object) -> bool:
+        raise RuntimeError("the model's weights cannot be read")
+
+    monkeypatch.setattr(engine_module.RoutingEngine, "needs_tuning", broken)
+    monkeypatch.setattr(scheduler, "_refit_asked", {})
+    monkeypatch.setattr(runtime, "_settings", settings.with_(router_tuning=True))
+    with time_machine.travel(now() + timedelta(hours=settings.offer_window_hours, minutes=1), tick=False):
+        result = scheduler.run_once()
+    assert result["refits_requested"] == 0 and result["expired"] == 3

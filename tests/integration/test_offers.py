@@ -310,6 +310,23 @@ def test_sending_a_task_back_to_routing_asks_the_model_again_instead_of_keeping_
     assert task["routing"]["categories"][0]["slug"] == "tax-preparation"
 
 
+def test_sending_a_routed_task_back_to_routing_withdraws_the_offers_made_in_the_models_category(api: Api, db) -> None:
+    c = api.client
+    providers = bookkeepers(api, 4)
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    first = {o["id"] for _, h in providers for o in open_offers(api, h)}
+    assert len(first) == 3
+    staff_h = api.staff(db)
+    c.post(f"/api/v1/staff/tasks/{task_id}/transition", headers=staff_h,
+           json={"to": "routing", "reason": "route it again"}).raise_for_status()
+    api.drain()
+    still_open = {o["id"] for _, h in providers for o in open_offers(api, h)}
+    assert not first & still_open  # the category may change: no offer from the earlier decision stays open
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=staff_h).json()["routing"]["evidence"]["source"] == "model"
+
+
 def test_drafts_are_written_with_no_write_transaction_open(api: Api, settings, db,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The generative drafter takes seconds; on SQLite a write transaction would lock every other writer out

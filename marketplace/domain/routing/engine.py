@@ -240,9 +240,16 @@ class RoutingEngine:
         labels, texts, quotable = self._examples(session, taxonomy)
         return RefitPlan(taxonomy.version, labels, texts, quotable, self._tuned_file(session, taxonomy))
 
-    def refit(self, read_plan: Callable[[], RefitPlan | None]) -> str:
+    def current_tuned_path(self, session: Session) -> Path:
+        """Where the tuned model of the taxonomy as it is now is (or will be) saved."""
+        return self._tuned_file(session, self.taxonomy(session))
+
+    def refit(self, read_plan: Callable[[], RefitPlan | None],
+              read_current: Callable[[], Path] | None = None) -> str:
         """Fit and save a tuned model for the current taxonomy. Minutes of CPU: run it in a job, with no
-        transaction open. ``read_plan`` reads what to fit (``refit_plan`` in a session of its own).
+        transaction open. ``read_plan`` reads what to fit (``refit_plan`` in a session of its own);
+        ``read_current``, called once the model is saved, where the model of the taxonomy as it is by then
+        belongs (``current_tuned_path``; without it, the fitted model is taken to be current).
 
         One fit at a time: a fit of an earlier taxonomy version may be running (staff added an example
         meanwhile). This one waits for it instead of giving up (the scheduler, in another process, does not
@@ -250,7 +257,6 @@ class RoutingEngine:
         as it is by then, so that a job that waited never fits, and keeps, an older version than the one
         just fitted."""
         with self._fit_lock:
-            planned_at = time.time()
             plan = read_plan()
             if plan is None or plan.path.exists():
                 return "present"
@@ -259,12 +265,18 @@ class RoutingEngine:
                                       config=self.tuning)
             model.save(plan.path)
             # Older models were fitted on examples that may since have been erased (learned examples live
-            # as long as their task): only the current taxonomy's model is kept. A file saved after this fit
-            # read its plan is another process's fit of a taxonomy at least as new (worker replicas share the
-            # cache): it stays, whether or not this one is still current; the next refit removes it if stale.
-            for old in self.cache.glob("*.npz"):
-                if old != plan.path and _saved_before(old, planned_at):
-                    old.unlink(missing_ok=True)
+            # as long as their task, or until their customer objects to AI processing): only the current
+            # taxonomy's model is kept. Current as read now, not as planned: worker replicas share the cache,
+            # so another process may have saved a newer taxonomy's model while this one fitted (it stays),
+            # or an older one (it goes, as does this one if the taxonomy has moved on since).
+            try:
+                current = read_current() if read_current is not None else plan.path
+            except Exception:  # the cache is left as it is: the next refit tidies it
+                log.warning("routing.refit_cleanup_skipped", exc_info=True)
+            else:
+                for old in self.cache.glob("*.npz"):
+                    if old != current:
+                        old.unlink(missing_ok=True)
         log.info("routing.model_fitted", tuned=True, taxonomy_version=plan.taxonomy_version,
                  seconds=round(model.fit_seconds, 1), path=str(plan.path))
         return "fitted"
@@ -414,13 +426,6 @@ class RoutingEngine:
             )
             for p in profiles
         ]
-
-
-def _saved_before(path: Path, moment: float) -> bool:
-    try:
-        return path.stat().st_mtime < moment
-    except FileNotFoundError:
-        return False
 
 
 _engine: RoutingEngine | None = None

@@ -102,8 +102,10 @@ def override(session: Session, principal: Principal, task_id: uuid.UUID, to: str
     if target in (TaskStatus.SUBMITTED, TaskStatus.ROUTING) and task.category_id is not None \
             and not _placed_by_staff(session, task):
         # Routing takes a waiting task's category as staff's choice and only ranks providers. The category
-        # here is the model's (the one providers may have said was wrong): the model decides afresh.
+        # here is the model's (the one providers may have said was wrong): the model decides afresh, and
+        # offers still open in that category are withdrawn.
         task.category_id = None
+        withdraw_open_offers(session, task.id)
     if target is TaskStatus.ROUTING:
         jobs.enqueue(session, "route_task", task.id)
     return task
