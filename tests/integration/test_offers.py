@@ -272,6 +272,42 @@ def test_wrong_category_votes_count_against_the_category_they_were_cast_on_and_a
         assert [(e.category.slug, e.source) for e in learned] == [("bookkeeping-accounting", "staff")]
 
 
+def test_wrong_category_votes_count_when_the_api_hosts_clock_runs_ahead_of_the_workers(
+    api: Api, db, settings
+) -> None:
+    """Staff place a task on the API host; the worker, on another host, makes the offers a moment later. If
+    the API's clock is ahead, the offers look older than the placement: votes on them must still count."""
+    from marketplace import jobs
+    from marketplace.auth import Principal
+    from marketplace.db.models import Role
+    from marketplace.domain.accounts.services import create_account
+    from marketplace.domain.staff.services import override, route_by_hand
+
+    c = api.client
+    providers = [api.provider(["tax-preparation"], f"Tax adviser number {i}",
+                              "I prepare personal and company tax returns.") for i in range(4)]
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    with db.session() as session:
+        staff = create_account(session, f"staff-{uuid.uuid4().hex[:6]}@relay.example", "a staff password 1",
+                               Role.STAFF, "Staff member")
+        me = Principal(staff.id, Role.STAFF, uuid.uuid4())
+    with time_machine.travel(now() + timedelta(seconds=30), tick=False), db.session() as session:
+        if c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] != "needs_review":
+            override(session, me, uuid.UUID(task_id), "needs_review", "check it")
+        route_by_hand(session, me, uuid.UUID(task_id), "tax-preparation", "")
+    with db.session() as session:  # the job reaches the worker, whose clock is right
+        jobs.relay_pending(session, settings)
+    api.drain()
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "routed"
+    for _ in range(2):
+        offer, headers = next((o, h) for _, h in providers for o in open_offers(api, h) if o["task_id"] == task_id)
+        wrong_category(api, headers, offer["id"])
+        api.drain()
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "needs_review"
+
+
 def test_sending_a_task_back_to_routing_asks_the_model_again_instead_of_keeping_its_rejected_category(
     api: Api, db
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -22,7 +22,6 @@ from marketplace.db.models import (
     Role,
     Task,
     TaskStatus,
-    TaskTransition,
 )
 from marketplace.domain.categories.services import get_by_slug
 from marketplace.domain.offers.schemas import OfferOut, OfferPage
@@ -93,13 +92,14 @@ def make_offers(session: Session, settings: Settings, task: Task, candidates: li
     return len(picked)
 
 
-def add_offers(session: Session, settings: Settings,
-               picked: list[tuple[uuid.UUID, uuid.UUID, int, float]]) -> list[uuid.UUID]:
+def add_offers(session: Session, settings: Settings, picked: list[tuple[uuid.UUID, uuid.UUID, int, float]],
+               at: datetime | None = None) -> list[uuid.UUID]:
     """Open offers, one per ``(task, provider, rank, score)``, and the jobs that draft the providers'
-    proposals for them: one INSERT per table however many there are (routing writes a batch's at once)."""
+    proposals for them: one INSERT per table however many there are (routing writes a batch's at once).
+    ``at``: when they are made (routing gives its decisions' time)."""
     if not picked:
         return []
-    at = now()
+    at = at or now()
     expires = at + timedelta(hours=settings.offer_window_hours)
     ids = [uuid.uuid4() for _ in picked]
     session.execute(insert(Offer.__table__), [
@@ -252,14 +252,14 @@ def decline(session: Session, settings: Settings, principal: Principal, offer_id
 def _wrong_category_review(session: Session, task: Task) -> bool:
     """Send the task to staff when enough providers said its category is wrong. True when it was sent.
 
-    Only votes on offers made since the task last went into routing count: they are about the category it has
-    now. Votes against the category staff (or the model, when staff sent the task back) replaced are settled.
-    Offers are always made after that transition, in its transaction or a later one."""
-    placed_at = session.scalar(select(func.max(TaskTransition.at)).where(
-        TaskTransition.task_id == task.id, TaskTransition.to_status == TaskStatus.ROUTING))
+    Only votes on offers made since the routing decision that gave the task its category count: they are
+    about the category it has now. Votes against a category staff (or the model, when staff sent the task
+    back) replaced are settled. A decision's own offers carry its time exactly (one clock, one value), so
+    nothing here depends on two processes' clocks agreeing; re-offers come later, after a decline or expiry."""
+    decision = latest_decision(session, task.id)
     query = select(Offer.suggested_category).where(Offer.task_id == task.id, Offer.decline_code == "wrong_category")
-    if placed_at is not None:
-        query = query.where(Offer.created_at >= placed_at)
+    if decision is not None:
+        query = query.where(Offer.created_at >= decision.created_at)
     votes = session.execute(query).scalars().all()
     if len(votes) < WRONG_CATEGORY_VOTES:
         return False

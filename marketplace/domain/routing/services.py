@@ -288,11 +288,13 @@ def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex
 
 
 def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
-    """One INSERT per table for the whole batch (ORM objects for hundreds of rows cost more than routing)."""
+    """One INSERT per table for the whole batch (ORM objects for hundreds of rows cost more than routing).
+    The decisions and their offers carry the same time (wrong-category votes count from a task's decision)."""
+    at = now()
     add_offers(session, settings, [
         (plan.task.id, provider_id, rank, score)
         for plan in plans for rank, (provider_id, score) in enumerate(plan.offers, start=plan.first_rank)
-    ])
+    ], at)
     # The tasks' categories: one executemany, not a flush of every task object (a tenth of the batch's time).
     placed = [p for p in plans if p.ranked and p.category_id != p.task.category_id]
     if placed:
@@ -302,7 +304,6 @@ def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
                         [{"b_task": p.task.id, "b_category": p.category_id} for p in placed])
         for plan in placed:
             set_committed_value(plan.task, "category_id", plan.category_id)
-    at = now()
     session.execute(insert(RoutingDecision.__table__), [
         {"id": uuid.uuid4(), "task_id": p.task.id, "outcome": p.outcome, "categories": p.categories,
          "explanation": p.explanation, "candidates": p.candidates, "model_id": p.model_id,
