@@ -14,6 +14,7 @@ caller that arrives while a pass is running joins the next pass together with ev
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -120,6 +121,14 @@ class Encoder:
         self.backend: str = self._impl.backend
         self.dim = int(self._impl.dim)
         self._passes: MicroBatcher[list[str], np.ndarray] = MicroBatcher(self._run)
+
+    @functools.cached_property
+    def build_key(self) -> str:
+        """Changes with the weights, the graph builder and the ONNX libraries: what a model fitted on top of
+        this encoder (a tuned router: its layers, head and thresholds) depends on besides its examples."""
+        from models.onnx_backend import artefact_key
+
+        return artefact_key(self._model_dir, "onnx")  # fp32: the same on every CPU, unlike int8 rounding
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if isinstance(texts, str):

@@ -166,7 +166,9 @@ def artefact_path(model_dir: Path, backend: str, directory: Path | None = None) 
     return (directory or cache_dir()) / f"all-MiniLM-L6-v2.{backend}.{artefact_key(model_dir, backend)}.onnx"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` through a temporary file of this writer's own: processes sharing a cache
+    may write the same file at once, and readers must never see a part of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -498,7 +500,7 @@ def load_or_build(
     log.info("building the %s encoder graph at %s", backend, path)
     data = build_model(model_dir, backend)
     try:
-        _write_atomically(path, data)
+        write_atomically(path, data)
         _remove_stale(path, backend)
     except OSError as exc:
         log.warning("model cache %s is not writable (%s); using the graph from memory", path.parent, exc)
@@ -587,7 +589,12 @@ class OnnxEncoder:
             if self.artefact is None:
                 raise
             log.warning("cached encoder graph %s could not be loaded; rebuilding", self.artefact)
-            self.artefact.unlink(missing_ok=True)
+            try:
+                self.artefact.unlink(missing_ok=True)
+            except OSError as exc:  # a read-only cache: the graph is built in memory, as when it cannot be written
+                log.warning("could not remove %s (%s); using a graph built in memory", self.artefact, exc)
+                self.artefact = None
+                return _session(build_model(model_dir, backend))
             model, self.artefact = load_or_build(model_dir, backend)
             return _session(model)
 

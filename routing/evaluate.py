@@ -98,13 +98,15 @@ def metrics(truth: list[str | None], predicted: list[str | None]) -> dict[str, f
             fp[p] += 1
         if t is not None:
             fn[t] += 1
-    routes = {t for t in truth if t is not None}
-    f1 = [2 * tp[r] / (2 * tp[r] + fp[r] + fn[r]) if tp[r] + fp[r] + fn[r] else 1.0 for r in routes]
+    # Over every route the cases name or the router chose: a route with no cases of its own that the router
+    # sends cases to wrongly scores F1 = 0, as in scikit-learn's macro average (out of scope is not a class).
+    routes = {t for t in truth if t is not None} | {p for p in predicted if p is not None}
+    f1 = [2 * tp[r] / (2 * tp[r] + fp[r] + fn[r]) for r in routes]
     return {
         "in_scope_accuracy": sum(t == p for t, p in in_scope) / len(in_scope) if in_scope else None,
         "oos_recall": sum(p is None for p in oos) / len(oos) if oos else None,
         "oos_precision": sum(t is None for t in abstained) / len(abstained) if abstained else None,
-        "macro_f1": float(np.mean(f1)) if f1 else None,
+        "macro_f1": float(np.mean(f1)) if in_scope else None,  # a set of out-of-scope cases alone has none
     }
 
 

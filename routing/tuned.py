@@ -17,6 +17,7 @@ other categories, ``calibration_rounds``); then once on everything, which is wha
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import time
@@ -104,6 +105,8 @@ class RoutingModel:
 
     # -- persistence (tuned models only: a frozen one refits in seconds) ----------------------------------
     def save(self, path: Path) -> None:
+        from models.onnx_backend import write_atomically
+
         if self.overrides is None:
             raise ValueError("only tuned routing models are saved")
         router_arrays, meta = self.router.state()
@@ -111,11 +114,10 @@ class RoutingModel:
         arrays.update({f"router/{k}": v for k, v in router_arrays.items()})
         meta.update({"fingerprint": self.fingerprint, "fit_seconds": self.fit_seconds})
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        # another worker process may be saving the same version at this moment: the cache is shared
+        write_atomically(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path, base_encoder: Any, router: Router | None = None) -> RoutingModel:
@@ -132,10 +134,12 @@ class RoutingModel:
 
 
 def fingerprint(labels: list[str], texts: list[str], base_encoder: Any, tune: bool, config: Any = None) -> str:
-    """Names a fit: same examples, encoder, backend and settings give the same fingerprint."""
+    """Names a fit: same examples, encoder, backend and settings give the same fingerprint. The encoder counts by
+    its weights and how its graph is built (``build_key``), not only its name: a saved tuned model's layers sit
+    on the base encoder's lower layers, so new weights or a new graph builder need a new fit."""
     h = hashlib.sha256()
     for part in (FIT_VERSION, str(getattr(base_encoder, "model_id", "")), str(getattr(base_encoder, "backend", "")),
-                 str(tune), repr(config)):
+                 str(getattr(base_encoder, "build_key", "")), str(tune), repr(config)):
         h.update(part.encode() + b"\0")
     for label, text in sorted(zip(labels, texts, strict=True)):
         h.update(label.encode() + b"\x1f" + text.encode() + b"\x1e")

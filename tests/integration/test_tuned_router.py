@@ -318,3 +318,27 @@ def test_a_refit_keeps_the_model_of_the_taxonomy_as_it_is_when_the_fit_ends(
     plan = engine_module.RefitPlan("v1", ["a"], ["x"], ["x"], tmp_path / "v1.npz")
     assert engine.refit(lambda: plan, lambda: current["path"]) == "fitted"
     assert [p.name for p in tmp_path.glob("*.npz")] == ["v2.npz" if moved_on else "v1.npz"]
+
+
+def test_processes_saving_the_same_tuned_model_at_once_leave_one_whole_file(tmp_path: Path) -> None:
+    """Worker replicas share the cache and may fit the same taxonomy version: their saves must not share a
+    temporary file (one's rename would take the other's half-written file, or fail)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from routing.router import Router
+    from routing.tuned import RoutingModel
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    router = Router().fit([f"c{i % 4}" for i in range(40)], vectors, [f"t{i}" for i in range(40)])
+    model = RoutingModel(None, router, True, "f" * 64, 1.0, {"layer.0.weight": rng.normal(size=(256, 256))})
+    path = tmp_path / "v1.npz"
+    with ThreadPoolExecutor(4) as pool:
+        for future in [pool.submit(model.save, path) for _ in range(24)]:
+            future.result()  # none failed
+    with np.load(path) as data:
+        assert data["override/layer.0.weight"].shape == (256, 256)
+    assert [p.name for p in tmp_path.iterdir()] == ["v1.npz"]  # no temporary file left behind

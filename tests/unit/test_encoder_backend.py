@@ -179,6 +179,47 @@ def test_cache_is_reused_and_rebuilt_when_deleted_stale_or_corrupt(
     np.testing.assert_allclose(fourth.encode(VARIED[:5]), expected, atol=1e-6)
 
 
+def test_a_corrupt_graph_in_a_read_only_cache_is_replaced_by_one_built_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAY_MODEL_CACHE", str(tmp_path))
+    artefact = onnx_backend.artefact_path(packaged_model_dir(), "onnx-int8")
+    artefact.write_bytes(b"truncated")
+    real_unlink = Path.unlink
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        if self.parent == tmp_path:
+            raise PermissionError(13, "Read-only file system", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", read_only)  # root ignores file modes: the failure is simulated
+    encoder = Encoder(backend="onnx-int8")
+    vectors = encoder.encode(VARIED[:3])
+    assert vectors.shape == (3, encoder.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert artefact.read_bytes() == b"truncated"  # left as it was: it could not be replaced
+
+
+def test_a_tuned_router_is_named_by_the_encoders_weights_and_graph_builder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A saved tuned model's layers sit on the base encoder's lower layers: new weights or a new graph builder
+    (same model name) must not find the old file."""
+    from types import SimpleNamespace
+
+    from routing.tuned import fingerprint
+
+    key = Encoder.build_key.func(SimpleNamespace(_model_dir=packaged_model_dir()))  # type: ignore[attr-defined]
+    assert key == onnx_backend.artefact_key(packaged_model_dir(), "onnx")
+    monkeypatch.setattr(onnx_backend, "BUILDER_VERSION", onnx_backend.BUILDER_VERSION + ".next")
+    rebuilt = onnx_backend.artefact_key(packaged_model_dir(), "onnx")
+    assert rebuilt != key
+
+    def named(build_key: str) -> str:
+        encoder = SimpleNamespace(model_id="sentence-transformers/all-MiniLM-L6-v2", backend="onnx-int8",
+                                  build_key=build_key)
+        return fingerprint(["a", "b"], ["x", "y"], encoder, True)
+
+    assert named(key) == named(key) and named(key) != named(rebuilt)
+
+
 def test_cache_key_follows_the_weights_and_the_backend(tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     model_dir.mkdir()

@@ -22,6 +22,12 @@ def test_metrics_count_abstaining_as_wrong_in_scope_and_right_out_of_scope() -> 
     assert m["macro_f1"] == pytest.approx(0.25)
 
 
+def test_macro_f1_counts_a_route_the_router_chose_that_no_case_is_about() -> None:
+    # "refund" has examples but no cases; sending a case there is a wrong answer its F1 of 0 must show
+    m = metrics(["pay", "pay", "book", "book"], ["pay", "refund", "book", "book"])
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+
+
 def test_metrics_of_a_perfect_router() -> None:
     truth = ["pay", "book", None]
     assert metrics(truth, list(truth)) == {"in_scope_accuracy": 1.0, "oos_recall": 1.0, "oos_precision": 1.0,
