@@ -74,6 +74,8 @@ def test_roles_are_enforced_with_403(api: Api, world: dict) -> None:
         ("get", "/api/v1/providers/me", "a_h"),
         ("get", "/api/v1/partners/me/referrals", "a_h"),
         ("get", "/api/v1/partners/me/referrals", "p1_h"),
+        ("get", "/api/v1/partners/me", "a_h"),
+        ("put", "/api/v1/partners/me", "p1_h"),
         ("get", "/api/v1/staff/review-queue", "a_h"),
         ("get", "/api/v1/staff/review-queue", "p1_h"),
         ("get", "/api/v1/staff/review-queue", "partner_h"),
@@ -83,6 +85,8 @@ def test_roles_are_enforced_with_403(api: Api, world: dict) -> None:
     ]
     for method, path, who in checks:
         kwargs = {"json": {"to": "cancelled", "reason": "because"}} if "transition" in path else {}
+        if (method, path) == ("put", "/api/v1/partners/me"):
+            kwargs = {"json": {"expertise": ["translation"]}}
         if path == "/api/v1/tasks":
             kwargs = {"json": {"title": "A task", "description": "A long enough description."}}
         r = getattr(c, method)(path, headers=world[who], **kwargs)

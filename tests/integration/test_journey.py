@@ -183,3 +183,36 @@ def test_staff_placements_become_examples_and_the_router_refits(api: Api, db) ->
     assert after["taxonomy_version"] != before["taxonomy_version"]
     # a learned example is never quoted back to a customer
     assert all("cousin" not in e["text"] for e in after["nearest_examples"])
+
+
+def test_partners_with_the_tasks_expertise_are_suggested_to_staff_as_assisting_partners(api: Api, db) -> None:
+    import uuid
+
+    from sqlalchemy import update
+
+    from marketplace.db.models import Account
+
+    c = api.client
+    web, web_h = api.user("partner")
+    retired, retired_h = api.user("partner")
+    _, books_h = api.user("partner")
+    assert c.get("/api/v1/partners/me", headers=web_h).json()["expertise"] == []
+    r = c.put("/api/v1/partners/me", json={"expertise": ["web-development", "no-such-category"]}, headers=web_h)
+    assert r.status_code == 422 and "no-such-category" in r.text
+    for headers, expertise in ((web_h, ["ux-ui-design", "web-development", "web-development"]),
+                               (retired_h, ["web-development"]), (books_h, ["bookkeeping-accounting"])):
+        r = c.put("/api/v1/partners/me", json={"expertise": expertise}, headers=headers)
+        assert r.status_code == 200, r.text
+    assert c.get("/api/v1/partners/me", headers=web_h).json()["expertise"] == ["ux-ui-design", "web-development"]
+    with db.session() as session:  # an account closed since: no longer suggested
+        session.execute(update(Account).where(Account.id == uuid.UUID(retired["id"])).values(is_active=False))
+
+    setup_web_providers(api)
+    _, customer_h = api.user("customer")
+    task_id = api.post_task(customer_h, *WEB_TASK)
+    api.drain()
+    staff_view = c.get(f"/api/v1/tasks/{task_id}", headers=api.staff(db)).json()["routing"]
+    assert staff_view["categories"][0]["slug"] == "web-development"
+    assert staff_view["evidence"]["suggested_partner_ids"] == [web["id"]]
+    customer_view = c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["routing"]
+    assert "suggested_partner_ids" not in customer_view["evidence"]

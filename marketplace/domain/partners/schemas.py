@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
+
+Slug = Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+
+
+class PartnerProfileIn(msgspec.Struct, forbid_unknown_fields=True):
+    # the categories the partner can assist with: routing suggests them as assisting partners on such tasks
+    expertise: Annotated[list[Slug], msgspec.Meta(max_length=10)]
+
+
+class PartnerProfileOut(msgspec.Struct):
+    referral_code: str
+    expertise: list[str]
 
 
 class ReferredTask(msgspec.Struct):

@@ -13,8 +13,14 @@ from sqlalchemy.orm import Session
 
 from marketplace.clock import now
 from marketplace.db.models import Category, PartnerProfile, Referral, Task, TaskStatus, TaskTransition
-from marketplace.domain.partners.schemas import ReferralsOut, ReferredCustomer, ReferredTask
-from marketplace.errors import NotFound
+from marketplace.domain.partners.schemas import (
+    PartnerProfileIn,
+    PartnerProfileOut,
+    ReferralsOut,
+    ReferredCustomer,
+    ReferredTask,
+)
+from marketplace.errors import InvalidInput, NotFound
 from marketplace.security import keyed_hash
 
 
@@ -23,10 +29,34 @@ def customer_ref(secret: str, partner_id: uuid.UUID, customer_id: uuid.UUID) -> 
     return "C-" + keyed_hash(secret, "referral", str(partner_id), str(customer_id), length=12).upper()
 
 
-def referrals(session: Session, secret: str, partner_id: uuid.UUID, limit: int, offset: int) -> ReferralsOut:
+def _profile(session: Session, partner_id: uuid.UUID) -> PartnerProfile:
     profile = session.get(PartnerProfile, partner_id)
     if profile is None:
         raise NotFound("Partner profile not found.")
+    return profile
+
+
+def profile_out(session: Session, partner_id: uuid.UUID) -> PartnerProfileOut:
+    profile = _profile(session, partner_id)
+    return PartnerProfileOut(profile.referral_code, list(profile.expertise or []))
+
+
+def update_expertise(session: Session, partner_id: uuid.UUID, data: PartnerProfileIn) -> PartnerProfileOut:
+    """Replace the categories the partner assists with (active category slugs, each once, in the given order)."""
+    profile = _profile(session, partner_id)
+    slugs = list(dict.fromkeys(s.strip() for s in data.expertise if s.strip()))
+    known = set(session.scalars(select(Category.slug).where(Category.slug.in_(slugs), Category.active.is_(True))))
+    unknown = [s for s in slugs if s not in known]
+    if unknown:
+        raise InvalidInput(f"Unknown categories: {', '.join(unknown)}. See GET /api/v1/categories.",
+                           errors=[{"field": "expertise", "message": f"unknown: {', '.join(unknown)}"}])
+    profile.expertise = slugs
+    session.flush()
+    return profile_out(session, partner_id)
+
+
+def referrals(session: Session, secret: str, partner_id: uuid.UUID, limit: int, offset: int) -> ReferralsOut:
+    profile = _profile(session, partner_id)
     base = select(Referral).where(Referral.partner_id == partner_id)
     total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
     rows = session.scalars(base.order_by(Referral.created_at.desc(), Referral.id).limit(limit).offset(offset)).all()

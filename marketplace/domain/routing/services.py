@@ -228,7 +228,10 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
     (another process's offers took the last slots), pick again on a fresh read of the providers, once."""
     if not plans:
         return
-    partners = list(session.execute(select(PartnerProfile.account_id, PartnerProfile.expertise)))
+    partners = list(session.execute(  # active accounts, in a stable order (staff read them as a list)
+        select(PartnerProfile.account_id, PartnerProfile.expertise)
+        .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True))
+        .order_by(PartnerProfile.account_id)))
     primaries = {p.categories[0]["slug"] for p in plans}
     category_ids = dict(session.execute(
         select(Category.slug, Category.id).where(Category.slug.in_(primaries))).all())
