@@ -3,21 +3,28 @@ the privacy page with the AI-processing objection switch."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.enums import RequestEncodingType
-from litestar.params import Body
 from sqlalchemy.orm import Session
 
 from marketplace.domain.accounts import services as accounts
 from marketplace.domain.accounts.schemas import SignupIn
 from marketplace.errors import DomainError, TooManyAttempts, Unauthenticated
-from marketplace.portal.web import HOME, Form, Viewer, redirect, render, require, safe_next, session_cookie
+from marketplace.portal.web import (
+    HOME,
+    Form,
+    FormData,
+    Viewer,
+    redirect,
+    render,
+    require,
+    safe_next,
+    session_cookie,
+)
 from marketplace.settings import Settings
 
-FormData = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 SIGNUP_ROLES = (("customer", "Customer", "I want to get work done"),
                 ("provider", "Provider", "I do work for customers"),
                 ("partner", "Partner", "I refer customers and follow their progress"))

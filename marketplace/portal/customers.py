@@ -7,11 +7,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.enums import RequestEncodingType
-from litestar.params import Body
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,10 +19,19 @@ from marketplace.domain.routing.suggest import suggest_categories
 from marketplace.domain.tasks import services as tasks
 from marketplace.domain.tasks.schemas import Money, TaskIn
 from marketplace.errors import DomainError
-from marketplace.portal.web import Form, Pager, Viewer, is_htmx, redirect, render, require, safe_next
+from marketplace.portal.web import (
+    Form,
+    FormData,
+    Pager,
+    Viewer,
+    is_htmx,
+    redirect,
+    render,
+    require,
+    safe_next,
+)
 from marketplace.settings import Settings
 
-FormData = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 CURRENCIES = ("EUR", "USD", "GBP")
 CANCELLABLE = {TaskStatus.SUBMITTED, TaskStatus.ROUTING, TaskStatus.ROUTED, TaskStatus.NEEDS_REVIEW,
                TaskStatus.ASSIGNED}

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.enums import RequestEncodingType
-from litestar.params import Body
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,10 +19,9 @@ from marketplace.domain.providers import services as providers
 from marketplace.domain.providers.schemas import ProviderProfileIn
 from marketplace.domain.tasks import services as tasks
 from marketplace.errors import DomainError
-from marketplace.portal.web import Form, Pager, Viewer, redirect, render, require
+from marketplace.portal.web import Form, FormData, Pager, Viewer, redirect, render, require
 from marketplace.settings import Settings
 
-FormData = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 DECLINE_LABELS = {
     "too_busy": "I am too busy right now",
     "budget_too_low": "The budget is too low for this work",

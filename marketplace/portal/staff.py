@@ -4,21 +4,17 @@ routing, and status overrides with a recorded reason (on the task page)."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.enums import RequestEncodingType
-from litestar.params import Body
 from sqlalchemy.orm import Session
 
 from marketplace.db.models import Role
 from marketplace.domain.categories.services import list_categories
 from marketplace.domain.staff import services as staff
 from marketplace.errors import InvalidInput
-from marketplace.portal.web import Form, Pager, Viewer, redirect, render, require
+from marketplace.portal.web import Form, FormData, Pager, Viewer, redirect, render, require
 from marketplace.settings import Settings
-
-FormData = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 
 class StaffPages(Controller):

@@ -6,11 +6,13 @@ import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from litestar import Request
 from litestar.datastructures import Cookie
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from marketplace.auth import Principal, lookup
@@ -21,6 +23,8 @@ from marketplace.settings import Settings
 SESSION_COOKIE = "relay_session"
 FLASH_COOKIE = "relay_flash"
 PAGE_SIZE = 20
+# A submitted HTML form's fields (a list where a name repeats, as checkboxes do).
+FormData = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 HOME = {Role.CUSTOMER: "/tasks", Role.PROVIDER: "/offers", Role.PARTNER: "/referrals", Role.STAFF: "/review"}
 
