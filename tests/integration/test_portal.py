@@ -287,6 +287,24 @@ def test_with_no_categories_yet_the_new_task_form_suggests_nothing_instead_of_fa
     assert r.status_code == 200 and "Looks like" not in r.text and "not sure" not in r.text
 
 
+def test_a_partner_chooses_the_categories_they_assist_with(portal: Portal, other: Portal) -> None:
+    _, headers = portal.new_user("partner")
+    page = portal.get("/referrals").text
+    assert 'name="expertise" id="exp-web-development" value="web-development">' in page  # none chosen yet
+    r = portal.post("/referrals/expertise", {"expertise": ["web-development", "ux-ui-design"]})
+    assert r.status_code == 303
+    assert portal.api.client.get("/api/v1/partners/me", headers=headers).json()["expertise"] == [
+        "web-development", "ux-ui-design"]
+    assert 'id="exp-ux-ui-design" value="ux-ui-design" checked>' in portal.get("/referrals").text
+    r = portal.post("/referrals/expertise", {"expertise": ["web-development", "no-such-category"]})
+    assert r.status_code == 422 and "Unknown categories: no-such-category" in r.text
+    assert portal.post("/referrals/expertise", {}).status_code == 303  # none: no longer suggested
+    assert portal.api.client.get("/api/v1/partners/me", headers=headers).json()["expertise"] == []
+    other.new_user("customer")
+    other.get("/tasks")
+    assert other.post("/referrals/expertise", {"expertise": ["web-development"]}).status_code == 403
+
+
 def test_a_partner_sees_counts_and_pseudonyms_never_task_text_or_contacts(portal: Portal, other: Portal) -> None:
     partner, _ = portal.new_user("partner")
     code = portal.api.client.get("/api/v1/me", headers=portal.api.login(partner["email"])).json()["referral_code"]
