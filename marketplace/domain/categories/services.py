@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from marketplace.db.models import Category, CategoryExample
+from marketplace.errors import InvalidInput
 from routing.taxonomy import CategorySpec, Taxonomy
 
 
@@ -15,6 +16,15 @@ def list_categories(session: Session) -> list[Category]:
 
 def get_by_slug(session: Session, slug: str) -> Category | None:
     return session.scalar(select(Category).where(Category.slug == slug, Category.active.is_(True)))
+
+
+def require_active(session: Session, slugs: list[str], field: str) -> None:
+    """Raise InvalidInput (on ``field``) naming every slug that is not an active category."""
+    known = set(session.scalars(select(Category.slug).where(Category.slug.in_(slugs), Category.active.is_(True))))
+    unknown = [s for s in slugs if s not in known]
+    if unknown:
+        raise InvalidInput(f"Unknown categories: {', '.join(unknown)}. See GET /api/v1/categories.",
+                           errors=[{"field": field, "message": f"unknown: {', '.join(unknown)}"}])
 
 
 def taxonomy_mark(session: Session) -> tuple[object, ...]:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.clock import now
 from marketplace.db.models import Category, PartnerProfile, Referral, Task, TaskStatus, TaskTransition
+from marketplace.domain.categories.services import require_active
 from marketplace.domain.partners.schemas import (
     PartnerProfileIn,
     PartnerProfileOut,
@@ -20,7 +21,7 @@ from marketplace.domain.partners.schemas import (
     ReferredCustomer,
     ReferredTask,
 )
-from marketplace.errors import InvalidInput, NotFound
+from marketplace.errors import NotFound
 from marketplace.security import keyed_hash
 
 
@@ -45,11 +46,7 @@ def update_expertise(session: Session, partner_id: uuid.UUID, data: PartnerProfi
     """Replace the categories the partner assists with (active category slugs, each once, in the given order)."""
     profile = _profile(session, partner_id)
     slugs = list(dict.fromkeys(s.strip() for s in data.expertise if s.strip()))
-    known = set(session.scalars(select(Category.slug).where(Category.slug.in_(slugs), Category.active.is_(True))))
-    unknown = [s for s in slugs if s not in known]
-    if unknown:
-        raise InvalidInput(f"Unknown categories: {', '.join(unknown)}. See GET /api/v1/categories.",
-                           errors=[{"field": "expertise", "message": f"unknown: {', '.join(unknown)}"}])
+    require_active(session, slugs, "expertise")
     profile.expertise = slugs
     session.flush()
     return profile_out(session, partner_id)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from marketplace.db.models import Category, ProviderProfile
+from marketplace.db.models import ProviderProfile
+from marketplace.domain.categories.services import require_active
 from marketplace.domain.providers.schemas import ProviderProfileIn, ProviderProfileOut
 from marketplace.errors import InvalidInput, NotFound
 
@@ -32,11 +32,7 @@ def get_profile(session: Session, account_id: uuid.UUID) -> ProviderProfile:
 def update_profile(session: Session, account_id: uuid.UUID, data: ProviderProfileIn) -> ProviderProfile:
     profile = get_profile(session, account_id)
     slugs = _dedupe(data.categories)
-    known = set(session.scalars(select(Category.slug).where(Category.slug.in_(slugs), Category.active.is_(True))))
-    unknown = [s for s in slugs if s not in known]
-    if unknown:
-        raise InvalidInput(f"Unknown categories: {', '.join(unknown)}. See GET /api/v1/categories.",
-                           errors=[{"field": "categories", "message": f"unknown: {', '.join(unknown)}"}])
+    require_active(session, slugs, "categories")
     if data.hourly_rate is not None and not (data.hourly_rate.is_finite() and 0 <= data.hourly_rate <= 100_000):
         raise InvalidInput("Hourly rate must be between 0 and 100000.",
                            errors=[{"field": "hourly_rate", "message": "must be between 0 and 100000"}])
