@@ -15,6 +15,7 @@ caller that arrives while a pass is running joins the next pass together with ev
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
 import os
@@ -126,9 +127,15 @@ class Encoder:
     def build_key(self) -> str:
         """Changes with the weights, the graph builder and the ONNX libraries: what a model fitted on top of
         this encoder (a tuned router: its layers, head and thresholds) depends on besides its examples."""
-        from models.onnx_backend import artefact_key
+        try:
+            from models.onnx_backend import artefact_key
 
-        return artefact_key(self._model_dir, "onnx")  # fp32: the same on every CPU, unlike int8 rounding
+            return artefact_key(self._model_dir, "onnx")  # fp32: the same on every CPU, unlike int8 rounding
+        except ImportError:  # the torch fallback of an install whose ONNX libraries do not load: the weights alone
+            digest = hashlib.sha256()
+            for name in ("model.safetensors", "config.json"):
+                digest.update((self._model_dir / name).read_bytes())
+            return "torch-" + digest.hexdigest()[:20]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if isinstance(texts, str):

@@ -308,6 +308,24 @@ def test_wrong_category_votes_count_when_the_api_hosts_clock_runs_ahead_of_the_w
     assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "needs_review"
 
 
+def test_a_vote_on_a_re_offer_counts_when_the_workers_clock_runs_ahead_of_the_api_hosts(api: Api) -> None:
+    """The worker dates the decision; a decline on the API host re-offers the task, dated by that host's clock.
+    With the worker's clock ahead, the re-offer must not look older than the decision it comes from."""
+    c = api.client
+    providers = bookkeepers(api, 4)
+    _, customer_h = api.user("customer")
+    with time_machine.travel(now() + timedelta(seconds=30), tick=False):  # the worker's clock, ahead
+        task_id = api.post_task(customer_h, *TASK)
+        api.drain()
+    offered = [(o, h) for _, h in providers for o in open_offers(api, h) if o["task_id"] == task_id]
+    waiting = [h for _, h in providers if not open_offers(api, h)]
+    wrong_category(api, offered[0][1], offered[0][0]["id"])  # one vote: the task is re-offered
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "routed"
+    re_offer = open_offers(api, waiting[0])[0]
+    wrong_category(api, waiting[0], re_offer["id"])  # the second vote, on the re-offer
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "needs_review"
+
+
 def test_sending_a_task_back_to_routing_asks_the_model_again_instead_of_keeping_its_rejected_category(
     api: Api, db
 ) -> None:

@@ -219,6 +219,13 @@ def test_a_tuned_router_is_named_by_the_encoders_weights_and_graph_builder(monke
 
     assert named(key) == named(key) and named(key) != named(rebuilt)
 
+    def no_onnx(*_args: object) -> str:
+        raise ImportError("libonnxruntime.so: cannot open shared object file")
+
+    monkeypatch.setattr(onnx_backend, "artefact_key", no_onnx)  # the torch fallback of a broken install
+    fallback = Encoder.build_key.func(SimpleNamespace(_model_dir=packaged_model_dir()))  # type: ignore[attr-defined]
+    assert fallback.startswith("torch-") and fallback not in (key, rebuilt)
+
 
 def test_cache_key_follows_the_weights_and_the_backend(tmp_path: Path) -> None:
     model_dir = tmp_path / "model"

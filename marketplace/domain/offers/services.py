@@ -58,8 +58,9 @@ def provider_loads(session: Session, provider_ids: list[uuid.UUID] | None = None
 
 
 def make_offers(session: Session, settings: Settings, task: Task, candidates: list[dict[str, Any]],
-                wanted: int) -> int:
+                wanted: int, not_before: datetime | None = None) -> int:
     """Offer the task to the next ``wanted`` candidates that still have capacity. Returns offers made.
+    ``not_before``: the offers are dated no earlier (the decision they come from, dated by another host's clock).
 
     The caller holds the task's lock. Candidates' profiles are locked in id order (every path locks the
     task first, then providers by id), so two tasks cannot both take a provider's last free slot and
@@ -88,7 +89,8 @@ def make_offers(session: Session, settings: Settings, task: Task, candidates: li
         if profile is None or not profile.accepting_work or loads.get(provider_id, 0) >= profile.capacity:
             continue
         picked.append((task.id, provider_id, len(already) + len(picked) + 1, scores[provider_id]))
-    add_offers(session, settings, picked)
+    at = now()
+    add_offers(session, settings, picked, max(at, not_before) if not_before is not None else at)
     return len(picked)
 
 
@@ -148,7 +150,8 @@ def refill(session: Session, settings: Settings, task: Task, wanted: int = 1) ->
     if task.status is not TaskStatus.ROUTED:
         return 0
     decision = latest_decision(session, task.id)
-    made = make_offers(session, settings, task, decision.candidates if decision else [], wanted)
+    made = make_offers(session, settings, task, decision.candidates if decision else [], wanted,
+                       decision.created_at if decision else None)
     if made == 0 and open_offers(session, task.id) == 0:
         transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM,
                    reason="every suitable provider declined or let the offer expire")
@@ -254,8 +257,9 @@ def _wrong_category_review(session: Session, task: Task) -> bool:
 
     Only votes on offers made since the routing decision that gave the task its category count: they are
     about the category it has now. Votes against a category staff (or the model, when staff sent the task
-    back) replaced are settled. A decision's own offers carry its time exactly (one clock, one value), so
-    nothing here depends on two processes' clocks agreeing; re-offers come later, after a decline or expiry."""
+    back) replaced are settled. A decision's own offers carry its time exactly, and re-offers (made on another
+    host, whose clock may be behind the worker's) are dated no earlier than it, so no clock skew between hosts
+    drops a vote."""
     decision = latest_decision(session, task.id)
     query = select(Offer.suggested_category).where(Offer.task_id == task.id, Offer.decline_code == "wrong_category")
     if decision is not None:
