@@ -19,12 +19,18 @@ def open_offers(api: Api, headers: dict) -> list[dict]:
     return api.client.get("/api/v1/offers?status=open", headers=headers).json()["items"]
 
 
-def test_decline_with_reason_offers_the_task_to_the_next_provider(api: Api, settings) -> None:
-    c = api.client
-    providers = bookkeepers(api, 4)
+def post_and_route(api: Api) -> tuple[dict, str]:
+    """A new customer posts TASK and the worker routes it: the customer's headers and the task's id."""
     _, customer_h = api.user("customer")
     task_id = api.post_task(customer_h, *TASK)
     api.drain()
+    return customer_h, task_id
+
+
+def test_decline_with_reason_offers_the_task_to_the_next_provider(api: Api, settings) -> None:
+    c = api.client
+    providers = bookkeepers(api, 4)
+    _, task_id = post_and_route(api)
     offered = [(a, h) for a, h in providers if open_offers(api, h)]
     waiting = [(a, h) for a, h in providers if not open_offers(api, h)]
     assert len(offered) == settings.offers_per_task == 3 and len(waiting) == 1
@@ -47,9 +53,7 @@ def test_decline_with_reason_offers_the_task_to_the_next_provider(api: Api, sett
 def test_when_everyone_declines_the_task_goes_to_review(api: Api) -> None:
     c = api.client
     providers = bookkeepers(api, 2)
-    _, customer_h = api.user("customer")
-    task_id = api.post_task(customer_h, *TASK)
-    api.drain()
+    customer_h, task_id = post_and_route(api)
     for _, headers in providers:
         for offer in open_offers(api, headers):
             assert c.post(f"/api/v1/offers/{offer['id']}/decline", json={"reason": "not my field"},
@@ -62,9 +66,7 @@ def test_when_everyone_declines_the_task_goes_to_review(api: Api) -> None:
 def test_offers_expire_and_the_task_is_re_offered(api: Api, settings, db) -> None:
     c = api.client
     providers = bookkeepers(api, 4)
-    _, customer_h = api.user("customer")
-    task_id = api.post_task(customer_h, *TASK)
-    api.drain()
+    customer_h, task_id = post_and_route(api)
     first_round = {a["id"] for a, h in providers if open_offers(api, h)}
     assert len(first_round) == 3
     # nothing expires before the window ends
@@ -107,9 +109,7 @@ def test_no_provider_gets_offers_beyond_capacity(api: Api) -> None:
 def test_first_accept_wins(api: Api) -> None:
     c = api.client
     providers = bookkeepers(api, 3)
-    _, customer_h = api.user("customer")
-    task_id = api.post_task(customer_h, *TASK)
-    api.drain()
+    customer_h, task_id = post_and_route(api)
     results = []
     for _, headers in providers:
         offer = c.get("/api/v1/offers", headers=headers).json()["items"][0]
@@ -123,9 +123,7 @@ def test_first_accept_wins(api: Api) -> None:
 def test_cancelling_withdraws_open_offers_and_is_recorded(api: Api) -> None:
     c = api.client
     providers = bookkeepers(api, 2)
-    _, customer_h = api.user("customer")
-    task_id = api.post_task(customer_h, *TASK)
-    api.drain()
+    customer_h, task_id = post_and_route(api)
     r = c.post(f"/api/v1/tasks/{task_id}/cancel", json={"reason": "found someone locally"}, headers=customer_h)
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     assert r.json()["transitions"][-1]["reason"] == "found someone locally"
@@ -138,9 +136,7 @@ def test_cancelling_withdraws_open_offers_and_is_recorded(api: Api) -> None:
 def test_illegal_transitions_are_rejected_with_a_clear_error(api: Api) -> None:
     c = api.client
     (_, provider_h), = bookkeepers(api, 1)
-    _, customer_h = api.user("customer")
-    task_id = api.post_task(customer_h, *TASK)
-    api.drain()
+    customer_h, task_id = post_and_route(api)
     offer = open_offers(api, provider_h)[0]
     c.post(f"/api/v1/offers/{offer['id']}/accept", headers=provider_h)
     r = c.post(f"/api/v1/tasks/{task_id}/deliver", headers=provider_h)
@@ -176,9 +172,7 @@ def test_providers_saying_wrong_category_send_the_task_to_staff_whose_placement_
 
     c = api.client
     providers = bookkeepers(api, 4)
-    _, customer_h = api.user("customer")
-    task_id = api.post_task(customer_h, *TASK)
-    api.drain()
+    customer_h, task_id = post_and_route(api)
     offered = [h for _, h in providers if open_offers(api, h)]
     first, second = (open_offers(api, h)[0] for h in offered[:2])
 
@@ -234,9 +228,7 @@ def test_wrong_category_votes_count_against_the_category_they_were_cast_on_and_a
     providers = bookkeepers(api, 3) + [api.provider(["tax-preparation"], f"Tax adviser number {i}",
                                                     "I prepare personal and company tax returns.")
                                        for i in range(4)]
-    _, customer_h = api.user("customer")
-    task_id = api.post_task(customer_h, *TASK)
-    api.drain()
+    customer_h, task_id = post_and_route(api)
 
     def offered() -> list[tuple[dict, dict]]:
         return [(o, h) for _, h in providers for o in open_offers(api, h) if o["task_id"] == task_id]
@@ -286,9 +278,7 @@ def test_wrong_category_votes_count_when_the_api_hosts_clock_runs_ahead_of_the_w
     c = api.client
     providers = [api.provider(["tax-preparation"], f"Tax adviser number {i}",
                               "I prepare personal and company tax returns.") for i in range(4)]
-    _, customer_h = api.user("customer")
-    task_id = api.post_task(customer_h, *TASK)
-    api.drain()
+    customer_h, task_id = post_and_route(api)
     with db.session() as session:
         staff = create_account(session, f"staff-{uuid.uuid4().hex[:6]}@relay.example", "a staff password 1",
                                Role.STAFF, "Staff member")
@@ -331,9 +321,7 @@ def test_sending_a_task_back_to_routing_asks_the_model_again_instead_of_keeping_
 ) -> None:
     c = api.client
     providers = bookkeepers(api, 4)
-    _, customer_h = api.user("customer")
-    task_id = api.post_task(customer_h, *TASK)
-    api.drain()
+    customer_h, task_id = post_and_route(api)
     for _, headers in providers:
         for offer in open_offers(api, headers)[:1]:
             if c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "routed":
@@ -367,9 +355,7 @@ def test_sending_a_task_back_to_routing_asks_the_model_again_instead_of_keeping_
 def test_sending_a_routed_task_back_to_routing_withdraws_the_offers_made_in_the_models_category(api: Api, db) -> None:
     c = api.client
     providers = bookkeepers(api, 4)
-    _, customer_h = api.user("customer")
-    task_id = api.post_task(customer_h, *TASK)
-    api.drain()
+    _, task_id = post_and_route(api)
     first = {o["id"] for _, h in providers for o in open_offers(api, h)}
     assert len(first) == 3
     staff_h = api.staff(db)
