@@ -162,6 +162,9 @@ class Matcher:
         share = recent / recent.sum() if recent.sum() > 0 else np.zeros(rows.size, dtype=np.float32)
         cap = max(MAX_SHARE, SHARE_CAP_FACTOR / rows.size)
         capped = (share > cap) & (recent.sum() >= MIN_OFFERS_FOR_CAP) & (rows.size > 1)
+        # the score is the weighted sum of the components as shown (rounded), so anyone can recompute it
+        semantic, category, availability, price, rating, fairness = (
+            np.round(c.astype(np.float64), 4) for c in (semantic, category, availability, price, rating, fairness))
         w = self.weights
         total = (w["semantic"] * semantic + w["category"] * category + w["availability"] * availability
                  + w["price"] * price + w.get("rating", 0.0) * rating + w["fairness"] * fairness)

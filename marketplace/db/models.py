@@ -295,6 +295,9 @@ class Offer(Base):
     status: Mapped[OfferStatus] = data(C.OPERATIONAL, None, _enum(OfferStatus), default=OfferStatus.OPEN)
     rank: Mapped[int] = data(C.OPERATIONAL, None, Integer)
     score: Mapped[float] = data(C.AI_OUTPUT, "offer_lifetime", Numeric(6, 4))
+    # What the score is made of (routing.matcher: semantic fit, category, availability, price, rating,
+    # fairness), as ranked when the offer was made; the provider sees their own, staff see every candidate's.
+    components: Mapped[dict[str, float] | None] = data(C.AI_OUTPUT, "offer_lifetime", JSON, nullable=True)
     created_at: Mapped[datetime] = data(C.ACTIVITY, "offer_lifetime", UTCDateTime, default=now)
     expires_at: Mapped[datetime] = data(C.OPERATIONAL, None, UTCDateTime)
     responded_at: Mapped[datetime | None] = data(C.ACTIVITY, "offer_lifetime", UTCDateTime, nullable=True)

@@ -32,6 +32,11 @@ DECLINE_LABELS = {
 OFFER_TABS = (("open", "Waiting for you"), ("accepted", "Accepted"), ("declined", "Declined"),
               ("expired", "Expired"), ("withdrawn", "Taken by others or cancelled"))
 
+# The matcher's score components (routing.matcher.WEIGHTS), as a provider reads them on an offer.
+WHY_LABELS = (("semantic", "How well your profile fits the request"), ("category", "Your categories"),
+              ("availability", "Your free capacity"), ("price", "Your rate against the budget"),
+              ("rating", "Your customer ratings"), ("fairness", "Fair share (fewer recent offers score higher)"))
+
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
@@ -106,7 +111,7 @@ class ProviderPages(Controller):
         return render(request, "provider/offers.html", viewer, offers=result.items, tab=tab.value, tabs=OFFER_TABS,
                       drafts=drafts, pager=pager.counted(result.total),
                       decline_codes=[(c, DECLINE_LABELS[c]) for c in DECLINE_CODES], categories=categories,
-                      names={c.slug: c.name for c in categories}, profile=profile)
+                      names={c.slug: c.name for c in categories}, profile=profile, why_labels=WHY_LABELS)
 
     @post("/offers/{offer_id:uuid}/accept", sync_to_thread=True)
     def accept(self, request: Request[Any, Any, Any], offer_id: uuid.UUID, data: FormData, viewer: Viewer | None,

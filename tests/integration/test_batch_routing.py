@@ -20,7 +20,7 @@ from marketplace.db.models import (
     TaskStatus,
     TaskTransition,
 )
-from marketplace.domain.offers.services import add_offers
+from marketplace.domain.offers.services import Pick, add_offers
 from marketplace.domain.routing.engine import get_engine, task_text
 from marketplace.domain.routing.recent import RecentItems
 from marketplace.domain.routing.services import encode_ahead, route_task, route_tasks, routing_texts
@@ -112,7 +112,7 @@ def test_a_stale_provider_snapshot_never_overbooks(api: Api, db: Any, settings: 
     with db.session(readonly=True) as session:  # this process reads the provider as free...
         engine.refresh_providers(session)
     with db.session() as session:  # ...then another worker takes the provider's only slot
-        add_offers(session, settings, [(elsewhere, provider_id, 1, 0.9)])
+        add_offers(session, settings, [Pick(elsewhere, provider_id, 1, 0.9)])
 
     with db.session() as session:  # the capacity check finds the snapshot stale and reads the providers again
         assert route_task(session, settings, engine, first) == "needs_review"

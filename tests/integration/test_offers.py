@@ -10,6 +10,7 @@ import time_machine
 
 from marketplace.clock import now
 from marketplace.domain.offers.services import expire_due
+from routing.matcher import WEIGHTS
 from tests.conftest import BOOKKEEPING_TASK as TASK
 from tests.conftest import Api, bookkeepers
 
@@ -104,6 +105,34 @@ def test_no_provider_gets_offers_beyond_capacity(api: Api) -> None:
     assert len(offers) == 1
     statuses = {t: c.get(f"/api/v1/tasks/{t}", headers=customer_h).json()["status"] for t in (first, second)}
     assert sorted(statuses.values()) == ["needs_review", "routed"]
+
+
+def test_providers_see_what_their_offer_score_is_made_of_and_staff_see_every_ranked_provider(api: Api, db) -> None:
+    c = api.client
+    providers = bookkeepers(api, 4)
+    customer_h, task_id = post_and_route(api)
+    mine = {}
+    for account, headers in providers:
+        for offer in open_offers(api, headers):
+            assert set(WEIGHTS) <= set(offer["components"])
+            assert abs(offer["score"] - sum(w * offer["components"][k] for k, w in WEIGHTS.items())) <= 5.1e-5
+            mine[account["id"]] = offer
+    assert len(mine) == 3
+
+    ranked = c.get(f"/api/v1/tasks/{task_id}", headers=api.staff(db)).json()["routing"]["providers"]
+    names = {a["id"]: a["display_name"] for a, _ in providers}
+    assert {p["provider_id"] for p in ranked} == set(names)  # all four bookkeepers, best first
+    assert [p["score"] for p in ranked] == sorted((p["score"] for p in ranked), reverse=True)
+    for p in ranked:
+        assert p["name"] == names[p["provider_id"]]
+        if p["provider_id"] in mine:
+            assert p["offer"] == "open" and p["components"] == mine[p["provider_id"]]["components"]
+        else:
+            assert p["offer"] is None and set(WEIGHTS) <= set(p["components"])
+    # nobody else sees the other providers or their scores
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["routing"]["providers"] is None
+    headers = next(h for a, h in providers if a["id"] in mine)
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=headers).json()["routing"]["providers"] is None
 
 
 def test_first_accept_wins(api: Api) -> None:

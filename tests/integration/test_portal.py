@@ -379,6 +379,10 @@ def test_a_proposal_records_whether_it_came_from_the_draft_and_was_edited(portal
     page = portal.get("/offers").text
     assert draft.split("\n")[0] in page, "the inbox shows the draft as the proposal"
     assert "Where each part of the draft came from" in page and "playbook" in page
+    # and why this provider got the offer: the score and its components, as the API gives them
+    assert f"match score {offer['score'] * 100:.0f} of 100" in page
+    assert f"<dt>Your categories</dt><dd>{offer['components']['category'] * 100:.0f}%</dd>" in page
+    assert f"<dt>How well your profile fits the request</dt><dd>{offer['components']['semantic'] * 100:.0f}%" in page
     assert portal.post(f"/offers/{offer['id']}/accept", {"proposal": draft, "from_draft": "1"}).status_code == 303
     seen = portal.api.client.get(f"/api/v1/tasks/{task_id}", headers=customer).json()
     assert seen["proposal"] == {"text": draft.strip(), "from_draft": True, "edited": False}

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from routing.matcher import Matcher, ProviderRecord
+from routing.matcher import WEIGHTS, Matcher, ProviderRecord
 
 DIM = 8
 TASK = np.eye(DIM, dtype=np.float32)[0]
@@ -71,6 +71,21 @@ def test_every_candidate_exposes_its_components() -> None:
     assert c.components == {"semantic": 0.5, "category": 1.0, "availability": 0.75, "price": 1.0,
                              "rating": 0.75, "fairness": 1.0, "recent_share": 0.0, "over_share_cap": 0.0}
     assert c.score == round(0.35 * 0.5 + 0.35 * 1.0 + 0.1 * 0.75 + 0.1 * 1.0 + 0.05 * 0.75 + 0.05 * 1.0, 4)
+
+
+def test_the_score_is_the_weighted_sum_of_the_components_as_shown() -> None:
+    """Staff and providers see the components; the score must be what they add up to, to the last digit."""
+    rng = np.random.default_rng(7)
+    pool = [provider(f"p{i}", sim=float(rng.uniform(0.05, 0.99)), capacity=int(rng.integers(1, 9)),
+                     rate=f"{rng.uniform(5, 150):.2f}") for i in range(300)]
+    pool = [ProviderRecord(p.provider_id, p.vector, p.categories, p.capacity, int(rng.integers(0, p.capacity)),
+                           True, p.hourly_rate, recent_offers=int(rng.integers(0, 30)),
+                           rating_sum=int(rng.integers(0, 50)), rating_count=int(rng.integers(0, 10)))
+            for p in pool]
+    ranked = Matcher().rank(TASK, ["design"], pool, budget=Decimal("777.77"))
+    assert len(ranked) == 300
+    for c in ranked:  # the sum rounded to 4 places (a sum that ends in 5 at the fifth may round either way)
+        assert abs(c.score - sum(w * c.components[k] for k, w in WEIGHTS.items())) <= 0.00005 + 1e-12, c
 
 
 def test_price_fit_depends_on_ten_hours_at_the_rate() -> None:

@@ -31,6 +31,9 @@ class OfferOut(msgspec.Struct):
     proposal: str | None = None  # what the provider sent with their acceptance
     proposal_from_draft: bool | None = None
     proposal_edited: bool | None = None
+    # Why this provider was chosen: the components of ``score`` (routing.matcher.WEIGHTS), as ranked when the
+    # offer was made. None for offers made before components were recorded.
+    components: dict[str, float] | None = None
 
 
 class OfferPage(msgspec.Struct):

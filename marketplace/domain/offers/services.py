@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
@@ -80,23 +80,35 @@ def make_offers(session: Session, settings: Settings, task: Task, candidates: li
         )
     }
     loads = provider_loads(session, ordered)
-    scores = {uuid.UUID(c["provider_id"]): c.get("score", 0.0) for c in candidates}
-    picked: list[tuple[uuid.UUID, uuid.UUID, int, float]] = []
+    ranked = {uuid.UUID(c["provider_id"]): c for c in candidates}
+    picked: list[Pick] = []
     for provider_id in ordered:
         if len(picked) >= wanted:
             break
         profile = profiles.get(provider_id)
         if profile is None or not profile.accepting_work or loads.get(provider_id, 0) >= profile.capacity:
             continue
-        picked.append((task.id, provider_id, len(already) + len(picked) + 1, scores[provider_id]))
+        candidate = ranked[provider_id]
+        picked.append(Pick(task.id, provider_id, len(already) + len(picked) + 1, candidate.get("score", 0.0),
+                           candidate.get("components")))
     at = now()
     add_offers(session, settings, picked, max(at, not_before) if not_before is not None else at)
     return len(picked)
 
 
-def add_offers(session: Session, settings: Settings, picked: list[tuple[uuid.UUID, uuid.UUID, int, float]],
+class Pick(NamedTuple):
+    """An offer about to be made: to whom, at which rank, with the ranking's score and its components."""
+
+    task_id: uuid.UUID
+    provider_id: uuid.UUID
+    rank: int
+    score: float
+    components: dict[str, float] | None = None
+
+
+def add_offers(session: Session, settings: Settings, picked: list[Pick],
                at: datetime | None = None) -> list[uuid.UUID]:
-    """Open offers, one per ``(task, provider, rank, score)``, and the jobs that draft the providers'
+    """Open offers, one per :class:`Pick`, and the jobs that draft the providers'
     proposals for them: one INSERT per table however many there are (routing writes a batch's at once).
     ``at``: when they are made (routing gives its decisions' time)."""
     if not picked:
@@ -105,9 +117,10 @@ def add_offers(session: Session, settings: Settings, picked: list[tuple[uuid.UUI
     expires = at + timedelta(hours=settings.offer_window_hours)
     ids = [uuid.uuid4() for _ in picked]
     session.execute(insert(Offer.__table__), [
-        {"id": offer_id, "task_id": task_id, "provider_id": provider_id, "status": OfferStatus.OPEN,
-         "rank": rank, "score": score, "created_at": at, "expires_at": expires}
-        for offer_id, (task_id, provider_id, rank, score) in zip(ids, picked, strict=True)
+        {"id": offer_id, "task_id": pick.task_id, "provider_id": pick.provider_id, "status": OfferStatus.OPEN,
+         "rank": pick.rank, "score": pick.score, "components": pick.components, "created_at": at,
+         "expires_at": expires}
+        for offer_id, pick in zip(ids, picked, strict=True)
     ])
     jobs.enqueue_many(session, "draft_for_offer", [(offer_id,) for offer_id in ids])
     return ids
@@ -324,7 +337,7 @@ def offer_out(session: Session, offer: Offer, slugs: dict[uuid.UUID, str] | None
         task_description=task.description if offer.status in VISIBLE_BRIEF else "", category=slugs.get(task.category_id),
         budget_amount=task.budget_amount, budget_currency=task.budget_currency, deadline=task.deadline,
         draft_ready=has_draft, proposal=offer.proposal, proposal_from_draft=offer.proposal_from_draft,
-        proposal_edited=offer.proposal_edited,
+        proposal_edited=offer.proposal_edited, components=offer.components,
     )
 
 

@@ -28,12 +28,12 @@ from marketplace.db.models import (
     TaskStatus,
 )
 from marketplace.db.sql import likely
-from marketplace.domain.offers.services import add_offers, overbooked
+from marketplace.domain.offers.services import Pick, add_offers, overbooked
 from marketplace.domain.routing.engine import RoutingEngine, task_text
 from marketplace.domain.tasks.lifecycle import SYSTEM, transition, transition_all
 from marketplace.errors import Conflict
 from marketplace.settings import Settings
-from routing.matcher import ProviderIndex
+from routing.matcher import Candidate, ProviderIndex
 from routing.taxonomy import Taxonomy
 from routing.tuned import RoutingModel
 
@@ -54,7 +54,7 @@ class _Plan:
     model_id: str = "none"
     taxonomy_version: str = "none"
     vector: np.ndarray | None = None
-    offers: list[tuple[uuid.UUID, float]] = field(default_factory=list)  # (provider, score), best first
+    offers: list[Candidate] = field(default_factory=list)  # the providers to offer it to, best first
     ranked: bool = False  # providers were ranked for it in ``category_id`` (written with the batch)
     category_id: uuid.UUID | None = None
     first_rank: int = 1  # after the offers of an earlier routing of the same task
@@ -248,7 +248,7 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
             plan.explanation["summary"] = summary
             _pick_offers(settings, engine, index, plan, partners, category_ids.get(plan.categories[0]["slug"]),
                          offered[plan.task.id])
-        planned = Counter(pid for p in plans for pid, _ in p.offers)
+        planned = Counter(uuid.UUID(c.provider_id) for p in plans for c in p.offers)
         taken = overbooked(session, planned)
         if not taken:
             engine.count_offers(session, Counter({str(pid): n for pid, n in planned.items()}))
@@ -269,14 +269,14 @@ def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex
                                                  if slugs[0] in (expertise or [])]
     plan.ranked, plan.category_id = True, category_id
     plan.first_rank = len(offered) + 1
-    for candidate in plan.candidates:
+    for candidate in ranked:
         if len(plan.offers) >= settings.offers_per_task:
             break
-        provider_id, row = uuid.UUID(candidate["provider_id"]), index.row_of[candidate["provider_id"]]
-        if provider_id in offered or index.load[row] >= index.capacity[row]:
+        row = index.row_of[candidate.provider_id]
+        if uuid.UUID(candidate.provider_id) in offered or index.load[row] >= index.capacity[row]:
             continue
-        plan.offers.append((provider_id, candidate["score"]))
-        index.record_offer(candidate["provider_id"])
+        plan.offers.append(candidate)
+        index.record_offer(candidate.provider_id)
     plan.explanation["offered"] = len(plan.offers)
     if not plan.offers:
         plan.explanation["summary"] += (" No provider in this category is available right now, so staff "
@@ -295,8 +295,8 @@ def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
     The decisions and their offers carry the same time (wrong-category votes count from a task's decision)."""
     at = now()
     add_offers(session, settings, [
-        (plan.task.id, provider_id, rank, score)
-        for plan in plans for rank, (provider_id, score) in enumerate(plan.offers, start=plan.first_rank)
+        Pick(plan.task.id, uuid.UUID(c.provider_id), rank, c.score, c.components)
+        for plan in plans for rank, c in enumerate(plan.offers, start=plan.first_rank)
     ], at)
     # The tasks' categories: one executemany, not a flush of every task object (a tenth of the batch's time).
     placed = [p for p in plans if p.ranked and p.category_id != p.task.category_id]

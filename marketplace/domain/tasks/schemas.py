@@ -37,12 +37,24 @@ class CategoryScore(msgspec.Struct):
     name: str | None = None
 
 
+class ProviderCandidateOut(msgspec.Struct):
+    """A provider as the matcher ranked them for a task, with what their score is made of (staff only)."""
+
+    provider_id: str
+    name: str | None
+    score: float
+    components: dict[str, float]
+    offer: str | None = None  # the status of this provider's offer for the task, if they got one
+
+
 class RoutingOut(msgspec.Struct):
     decision: str | None  # routed | needs_review | None while routing is pending
     categories: list[CategoryScore]
     explanation: str
     evidence: dict[str, object] = {}
     decided_at: datetime | None = None
+    # staff only: the ranked providers of the latest decision, best first (None for everyone else)
+    providers: list[ProviderCandidateOut] | None = None
 
 
 class TransitionOut(msgspec.Struct):

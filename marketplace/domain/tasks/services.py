@@ -35,6 +35,7 @@ from marketplace.domain.tasks.schemas import (
     Money,
     Page,
     ProposalOut,
+    ProviderCandidateOut,
     ProviderRef,
     RoutingOut,
     TaskIn,
@@ -130,7 +131,8 @@ def routing_out(session: Session, task: Task, principal: Principal | None = None
         pending = task.status in (TaskStatus.SUBMITTED, TaskStatus.ROUTING)
         return RoutingOut(None, [], "Routing is in progress." if pending else "Not routed.")
     names = dict(session.execute(select(Category.slug, Category.name)).all())
-    hidden = {"summary"} if principal is not None and principal.role is Role.STAFF else CUSTOMER_HIDDEN_EVIDENCE
+    staff = principal is not None and principal.role is Role.STAFF
+    hidden = {"summary"} if staff else CUSTOMER_HIDDEN_EVIDENCE
     evidence: dict[str, Any] = {k: v for k, v in decision.explanation.items() if k not in hidden}
     return RoutingOut(
         decision=decision.outcome.value,
@@ -138,7 +140,20 @@ def routing_out(session: Session, task: Task, principal: Principal | None = None
         explanation=decision.explanation.get("summary", ""),
         evidence=evidence,
         decided_at=decision.created_at,
+        providers=_ranked_providers(session, task, decision) if staff else None,
     )
+
+
+def _ranked_providers(session: Session, task: Task, decision: RoutingDecision) -> list[ProviderCandidateOut]:
+    """The decision's ranked providers with their score components, names and offers (for staff)."""
+    ids = [uuid.UUID(c["provider_id"]) for c in decision.candidates]
+    names = dict(session.execute(select(Account.id, Account.display_name).where(Account.id.in_(ids))).all())
+    offers = dict(session.execute(select(Offer.provider_id, Offer.status).where(Offer.task_id == task.id)).all())
+    return [
+        ProviderCandidateOut(c["provider_id"], names.get(pid), float(c["score"]), dict(c.get("components") or {}),
+                             offers[pid].value if pid in offers else None)
+        for c, pid in zip(decision.candidates, ids, strict=True)
+    ]
 
 
 def task_out(session: Session, task: Task, principal: Principal) -> TaskOut:
