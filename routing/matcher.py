@@ -107,19 +107,21 @@ class Matcher:
 
     def rank(self, task_vector: np.ndarray | None, categories: list[str], providers: list[ProviderRecord],
              budget: Decimal | None = None, exclude: set[str] | None = None,
-             limit: int | None = None, require_category: bool = True) -> list[Candidate]:
+             limit: int | None = None, require_category: bool = True, include_full: bool = False) -> list[Candidate]:
         """Eligible providers (accepting work, spare capacity, not excluded), best first."""
         return self.rank_index(ProviderIndex(providers), task_vector, categories, budget, exclude, limit,
-                               require_category)
+                               require_category, include_full)
 
     def rank_index(self, index: ProviderIndex, task_vector: np.ndarray | None, categories: list[str],
                    budget: Decimal | None = None, exclude: set[str] | None = None, limit: int | None = None,
-                   require_category: bool = True) -> list[Candidate]:
+                   require_category: bool = True, include_full: bool = False) -> list[Candidate]:
         """Rank the providers of an index.
 
         With ``require_category`` (the default) only providers who declared one of the task's categories
         are candidates: a good semantic match from another trade is not someone the customer asked for.
         Without a task vector (the customer objected to AI processing) semantic fit counts as 0.
+        ``include_full``: providers with no spare capacity now are ranked too, behind every provider who has
+        some (availability 0), so that a task can be re-offered to them once they have room.
         """
         if len(index) == 0 or limit == 0:
             return []
@@ -149,19 +151,24 @@ class Matcher:
             keep = np.ones(n, dtype=bool)
             keep[[index.row_of[pid] for pid in exclude if pid in index.row_of]] = False
             rows = rows[keep[rows]]
-        rows = rows[index.accepting[rows] & (index.load[rows] < index.capacity[rows])]
+        rows = rows[index.accepting[rows] & (index.capacity[rows] > 0)]
+        full = index.load[rows] >= index.capacity[rows]
+        if not include_full:
+            rows, full = rows[~full], full[~full]
         if rows.size == 0:
             return []
         semantic = np.maximum(semantic_all[rows], 0.0)
         category = category_all[rows]
-        availability = 1 - index.load[rows] / index.capacity[rows]
+        availability = np.maximum(1 - index.load[rows] / index.capacity[rows], 0.0)
         price = self._price_fit(index.rate[rows], budget)
         rating = index.rating[rows]
         recent = index.recent_offers[rows]
         fairness = HALF_EXPOSURE / (HALF_EXPOSURE + recent)
-        share = recent / recent.sum() if recent.sum() > 0 else np.zeros(rows.size, dtype=np.float32)
-        cap = max(MAX_SHARE, SHARE_CAP_FACTOR / rows.size)
-        capped = (share > cap) & (recent.sum() >= MIN_OFFERS_FOR_CAP) & (rows.size > 1)
+        # shares among the providers who can take the task now (full ones, ranked behind them, change nothing)
+        offers, open_rows = float(recent[~full].sum()), int((~full).sum())
+        share = recent / offers if offers > 0 else np.zeros(rows.size, dtype=np.float32)
+        cap = max(MAX_SHARE, SHARE_CAP_FACTOR / max(open_rows, 1))
+        capped = (share > cap) & (offers >= MIN_OFFERS_FOR_CAP) & (open_rows > 1)
         # the score is the weighted sum of the components as shown (rounded), so anyone can recompute it
         semantic, category, availability, price, rating, fairness = (
             np.round(c.astype(np.float64), 4) for c in (semantic, category, availability, price, rating, fairness))
@@ -172,12 +179,12 @@ class Matcher:
         k = rows.size if limit is None else min(limit, rows.size)
         # best first, providers over the share cap last; ties broken by provider id so the order never depends
         # on insertion order
-        order_key = total - 10.0 * capped
+        order_key = total - 10.0 * capped - 20.0 * full
         if k < rows.size:  # every row at or above the k-th best key: the id decides among those tied at the cut
             top = np.flatnonzero(order_key >= -np.partition(-order_key, k - 1)[k - 1])
         else:
             top = np.arange(rows.size)
-        top = sorted(top, key=lambda i: (bool(capped[i]), -total[i], index.ids[rows[i]]))[:k]
+        top = sorted(top, key=lambda i: (bool(full[i]), bool(capped[i]), -total[i], index.ids[rows[i]]))[:k]
         return [
             Candidate(index.ids[rows[i]], float(total[i]), {
                 "semantic": round(float(semantic[i]), 4), "category": round(float(category[i]), 4),

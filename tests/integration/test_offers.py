@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,9 @@ from tests.conftest import Api, bookkeepers
 pytestmark = pytest.mark.model
 
 def open_offers(api: Api, headers: dict) -> list[dict]:
-    return api.client.get("/api/v1/offers?status=open", headers=headers).json()["items"]
+    r = api.client.get("/api/v1/offers?status=open", headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
 
 
 def post_and_route(api: Api) -> tuple[dict, str]:
@@ -191,6 +194,77 @@ def test_equally_good_providers_share_the_offers(settings) -> None:
         counts = sorted(len(client.get("/api/v1/offers", headers=h).json()["items"]) for _, h in providers)
     # without fairness the better-ranked of two near-identical profiles would get all four
     assert counts == [2, 2]
+
+
+@pytest.fixture
+def one_offer_api(settings) -> Iterator[Api]:
+    """The API with one offer per task, so who gets a re-offer is plain to see."""
+    from litestar.testing import TestClient
+
+    from marketplace.asgi import build
+
+    with TestClient(build(settings.with_(offers_per_task=1))) as client:
+        yield Api(client)
+
+
+def decline_all(api: Api, headers: dict) -> None:
+    for offer in open_offers(api, headers):
+        r = api.client.post(f"/api/v1/offers/{offer['id']}/decline", json={"reason": "cannot"}, headers=headers)
+        assert r.status_code == 200
+
+
+def test_a_provider_who_was_full_when_the_task_was_routed_gets_it_once_they_have_room(one_offer_api: Api) -> None:
+    api = one_offer_api
+    (_, x_h), (_, y_h) = bookkeepers(api, 2, capacity=1)
+    post_and_route(api)
+    first_to, second_to = (x_h, y_h) if open_offers(api, x_h) else (y_h, x_h)
+    customer_h, second = post_and_route(api)  # the first provider is full: only the other can take it
+    assert [o["task_id"] for o in open_offers(api, second_to)] == [second]
+    decline_all(api, first_to)  # room again
+    decline_all(api, second_to)
+    assert [o["task_id"] for o in open_offers(api, first_to)] == [second]
+    assert api.client.get(f"/api/v1/tasks/{second}", headers=customer_h).json()["status"] == "routed"
+
+
+def test_a_re_offer_skips_a_provider_who_has_left_the_category_since(one_offer_api: Api) -> None:
+    api = one_offer_api
+    providers = bookkeepers(api, 2)
+    customer_h, task_id = post_and_route(api)
+    (offered_h,) = [h for _, h in providers if open_offers(api, h)]
+    (other_h,) = [h for _, h in providers if h is not offered_h]
+    profile = api.client.get("/api/v1/providers/me", headers=other_h).json()
+    profile["categories"] = ["web-development"]
+    body = {k: profile[k] for k in ("headline", "description", "skills", "categories", "languages", "capacity",
+                                    "accepting_work", "hourly_rate")}
+    assert api.client.put("/api/v1/providers/me", json=body, headers=other_h).status_code == 200
+    decline_all(api, offered_h)
+    assert open_offers(api, other_h) == []  # web development now: not offered a bookkeeping task
+    assert api.client.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "needs_review"
+
+
+def test_a_deactivated_provider_is_neither_offered_new_tasks_nor_re_offered_old_ones(
+    one_offer_api: Api, db
+) -> None:
+    from sqlalchemy import select, update
+
+    from marketplace.db.models import Account, Offer
+
+    api = one_offer_api
+    providers = bookkeepers(api, 3)
+    _, task_id = post_and_route(api)
+    (offered_h,) = [h for _, h in providers if open_offers(api, h)]
+    waiting = [(a, h) for a, h in providers if h is not offered_h]
+    with db.session() as session:  # an account closed by staff: it can no longer sign in to answer
+        session.execute(update(Account).where(Account.id == uuid.UUID(waiting[0][0]["id"])).values(is_active=False))
+    decline_all(api, offered_h)
+    assert [o["task_id"] for o in open_offers(api, waiting[1][1])] == [task_id]
+    # new tasks go to the active providers only
+    for _ in range(3):
+        customer_h, task = post_and_route(api)
+        assert api.client.get(f"/api/v1/tasks/{task}", headers=customer_h).json()["status"] == "routed"
+    with db.session() as session:
+        closed = uuid.UUID(waiting[0][0]["id"])
+        assert session.scalars(select(Offer).where(Offer.provider_id == closed)).all() == []
 
 
 def test_providers_saying_wrong_category_send_the_task_to_staff_whose_placement_teaches_the_router(

@@ -88,6 +88,19 @@ def test_the_score_is_the_weighted_sum_of_the_components_as_shown() -> None:
         assert abs(c.score - sum(w * c.components[k] for k, w in WEIGHTS.items())) <= 0.00005 + 1e-12, c
 
 
+def test_full_providers_can_be_ranked_behind_everyone_with_room_for_later_re_offers() -> None:
+    pool = [provider("best-but-full", sim=0.99, capacity=2, load=2), provider("overloaded", sim=0.98, capacity=1, load=3),
+            provider("free", sim=0.3), provider("half", sim=0.6, capacity=2, load=1),
+            provider("paused", accepting=False), provider("no-capacity", capacity=0)]
+    now_open = Matcher().rank(TASK, ["design"], pool)
+    ranked = Matcher().rank(TASK, ["design"], pool, include_full=True)
+    assert ids(now_open) == ["half", "free"]
+    assert ids(ranked) == ["half", "free", "best-but-full", "overloaded"]
+    assert ranked[:2] == now_open  # those with room rank and score exactly as without the full ones
+    assert [c.components["availability"] for c in ranked[2:]] == [0.0, 0.0]
+    assert ids(Matcher().rank(TASK, ["design"], pool, include_full=True, limit=3)) == ["half", "free", "best-but-full"]
+
+
 def test_price_fit_depends_on_ten_hours_at_the_rate() -> None:
     def price(rate: str | None, budget: str | None) -> float:
         (c,) = Matcher().rank(TASK, ["design"], [provider("p", rate=rate)],

@@ -14,6 +14,7 @@ from marketplace import jobs
 from marketplace.auth import Principal
 from marketplace.clock import now
 from marketplace.db.models import (
+    Account,
     Category,
     Draft,
     Offer,
@@ -58,8 +59,10 @@ def provider_loads(session: Session, provider_ids: list[uuid.UUID] | None = None
 
 
 def make_offers(session: Session, settings: Settings, task: Task, candidates: list[dict[str, Any]],
-                wanted: int, not_before: datetime | None = None) -> int:
-    """Offer the task to the next ``wanted`` candidates that still have capacity. Returns offers made.
+                wanted: int, not_before: datetime | None = None, categories: set[str] | None = None) -> int:
+    """Offer the task to the next ``wanted`` candidates who can still take it: their account is active, they
+    accept work, have spare capacity and (with ``categories``, the task's) still declare one of those
+    categories; a profile may have changed since the candidates were ranked. Returns offers made.
     ``not_before``: the offers are dated no earlier (the decision they come from, dated by another host's clock).
 
     The caller holds the task's lock. Candidates' profiles are locked in id order (every path locks the
@@ -79,6 +82,7 @@ def make_offers(session: Session, settings: Settings, task: Task, candidates: li
             .order_by(ProviderProfile.account_id).with_for_update()
         )
     }
+    active = set(session.scalars(select(Account.id).where(Account.id.in_(ordered), Account.is_active.is_(True))))
     loads = provider_loads(session, ordered)
     ranked = {uuid.UUID(c["provider_id"]): c for c in candidates}
     picked: list[Pick] = []
@@ -86,7 +90,9 @@ def make_offers(session: Session, settings: Settings, task: Task, candidates: li
         if len(picked) >= wanted:
             break
         profile = profiles.get(provider_id)
-        if profile is None or not profile.accepting_work or loads.get(provider_id, 0) >= profile.capacity:
+        if profile is None or provider_id not in active or not profile.accepting_work \
+                or loads.get(provider_id, 0) >= profile.capacity \
+                or (categories is not None and not categories.intersection(profile.categories or ())):
             continue
         candidate = ranked[provider_id]
         picked.append(Pick(task.id, provider_id, len(already) + len(picked) + 1, candidate.get("score", 0.0),
@@ -128,8 +134,8 @@ def add_offers(session: Session, settings: Settings, picked: list[Pick],
 
 def overbooked(session: Session, planned: dict[uuid.UUID, int]) -> set[uuid.UUID]:
     """Lock the profiles of providers about to receive ``planned[p]`` new offers, in id order (the order every
-    path locks them in), and return those who can no longer take them: stopped accepting work, or their
-    load changed since it was read. Callers that chose providers from an unlocked snapshot check here."""
+    path locks them in), and return those who can no longer take them: stopped accepting work, their account
+    was deactivated, or their load changed since it was read. Callers that chose providers from an unlocked snapshot check here."""
     if not planned:
         return set()
     ids = sorted(planned)
@@ -137,6 +143,7 @@ def overbooked(session: Session, planned: dict[uuid.UUID, int]) -> set[uuid.UUID
     profiles = {  # plain columns: a routing batch checks dozens of providers, ORM objects cost more
         pid: (accepting, capacity) for pid, accepting, capacity in session.execute(
             select(P.account_id, P.accepting_work, P.capacity).where(P.account_id.in_(ids))
+            .where(P.account_id.in_(select(Account.id).where(Account.is_active.is_(True))))
             .order_by(P.account_id).with_for_update()
         )
     }
@@ -164,7 +171,8 @@ def refill(session: Session, settings: Settings, task: Task, wanted: int = 1) ->
         return 0
     decision = latest_decision(session, task.id)
     made = make_offers(session, settings, task, decision.candidates if decision else [], wanted,
-                       decision.created_at if decision else None)
+                       decision.created_at if decision else None,
+                       {c["slug"] for c in decision.categories} or None if decision else None)
     if made == 0 and open_offers(session, task.id) == 0:
         transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM,
                    reason="every suitable provider declined or let the offer expire")

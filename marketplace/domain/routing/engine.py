@@ -25,7 +25,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from marketplace.clock import now
-from marketplace.db.models import CategoryExample, Offer, ProviderProfile, Rating
+from marketplace.db.models import Account, CategoryExample, Offer, ProviderProfile, Rating
 from marketplace.domain.categories.services import load_taxonomy, taxonomy_mark
 from marketplace.domain.providers.services import profile_text
 from marketplace.domain.routing.recent import RecentItems, cached_recently
@@ -391,9 +391,10 @@ class RoutingEngine:
         """The profiles open for work (rows of the columns ranking needs), with the vectors of new or edited
         ones computed and cached: the profile texts are loaded only for those."""
         P = ProviderProfile
-        rows = session.execute(
+        rows = session.execute(  # a deactivated account cannot sign in to answer an offer
             select(P.account_id, P.updated_at, P.categories, P.capacity, P.accepting_work, P.hourly_rate)
-            .where(P.accepting_work.is_(True), P.capacity > 0)
+            .join(Account, Account.id == P.account_id)
+            .where(P.accepting_work.is_(True), P.capacity > 0, Account.is_active.is_(True))
         ).all()
         with self._lock:  # providers no longer open for work (closed, erased accounts) leave no vector behind
             for gone in self._vectors.keys() - {r.account_id for r in rows}:

@@ -262,7 +262,8 @@ def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex
                  partners: list[Any], category_id: uuid.UUID | None, offered: set[uuid.UUID]) -> None:
     task, slugs = plan.task, [c["slug"] for c in plan.categories]
     ranked = engine.matcher.rank_index(index, plan.vector, slugs, budget=task.budget_amount,
-                                       exclude={str(task.customer_id)}, limit=MAX_STORED_CANDIDATES)
+                                       exclude={str(task.customer_id)}, limit=MAX_STORED_CANDIDATES,
+                                       include_full=True)  # stored: re-offers reach those who free up
     plan.candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
                        for c in ranked]
     plan.explanation["suggested_partner_ids"] = [str(pid) for pid, expertise in partners
