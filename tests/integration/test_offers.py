@@ -322,6 +322,25 @@ def wrong_category(api: Api, headers: dict, offer_id: str) -> None:
                     json={"reason": "not my kind of work", "code": "wrong_category"}).raise_for_status()
 
 
+def test_a_task_placed_again_is_ranked_among_providers_who_have_not_seen_it(api: Api, db) -> None:
+    c = api.client
+    providers = bookkeepers(api, 6)
+    customer_h, task_id = post_and_route(api)
+    first = [h for _, h in providers if open_offers(api, h)]
+    for headers in first[:2]:  # the first vote re-offers the task to a fourth bookkeeper, the second sends it back
+        wrong_category(api, headers, open_offers(api, headers)[0]["id"])
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "needs_review"
+    offered = {a["id"] for a, h in providers if c.get("/api/v1/offers", headers=h).json()["items"]}
+    assert len(offered) == 4
+    staff_h = api.staff(db)
+    c.post(f"/api/v1/staff/tasks/{task_id}/route", headers=staff_h,
+           json={"category": "bookkeeping-accounting", "reason": "it is bookkeeping"}).raise_for_status()
+    api.drain()
+    ranked = c.get(f"/api/v1/tasks/{task_id}", headers=staff_h).json()["routing"]["providers"]
+    fresh = {a["id"] for a, _ in providers} - offered
+    assert {p["provider_id"] for p in ranked} == fresh and [p["offer"] for p in ranked] == ["open", "open"]
+
+
 def test_wrong_category_votes_count_against_the_category_they_were_cast_on_and_a_new_placement_replaces_the_old(
     api: Api, db
 ) -> None:

@@ -312,7 +312,8 @@ class RoutingEngine:
         offers are not in it, so offers picked on it must be checked against the database under lock before
         they are written (``offers.services.overbooked``)."""
         snapshot = self._provider_snapshot(session, fresh)
-        index = snapshot.index.working_copy()
+        with self._providers_lock:  # another thread's commit updates its loads and recent offers in place
+            index = snapshot.index.working_copy()
         for provider_id, n in self._missing_from(snapshot, session).items():  # this transaction's own
             if provider_id in index.row_of:  # (one who has stopped taking work since is not in it)
                 index.record_offer(provider_id, n)

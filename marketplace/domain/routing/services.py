@@ -261,8 +261,11 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
 def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex, plan: _Plan,
                  partners: list[Any], category_id: uuid.UUID | None, offered: set[uuid.UUID]) -> None:
     task, slugs = plan.task, [c["slug"] for c in plan.categories]
+    # a task placed again is not offered twice to the same provider: those offered it before are left out of
+    # its candidates, where they would take places from providers who have not seen it
     ranked = engine.matcher.rank_index(index, plan.vector, slugs, budget=task.budget_amount,
-                                       exclude={str(task.customer_id)}, limit=MAX_STORED_CANDIDATES,
+                                       exclude={str(task.customer_id)} | {str(p) for p in offered},
+                                       limit=MAX_STORED_CANDIDATES,
                                        include_full=True)  # stored: re-offers reach those who free up
     plan.candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
                        for c in ranked]
@@ -274,7 +277,7 @@ def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex
         if len(plan.offers) >= settings.offers_per_task:
             break
         row = index.row_of[candidate.provider_id]
-        if uuid.UUID(candidate.provider_id) in offered or index.load[row] >= index.capacity[row]:
+        if index.load[row] >= index.capacity[row]:
             continue
         plan.offers.append(candidate)
         index.record_offer(candidate.provider_id)
