@@ -43,6 +43,7 @@ class ProviderRecord:
     recent_offers: int = 0  # offers received over the last few days
     rating_sum: int = 0  # stars received from customers, summed
     rating_count: int = 0
+    rate_currency: str | None = None  # ISO 4217 code of hourly_rate
 
 
 def rating_component(stars_sum: float, count: int) -> float:
@@ -73,6 +74,10 @@ class ProviderIndex:
         self.rating = np.array([rating_component(p.rating_sum, p.rating_count) for p in records], dtype=np.float32)
         self.rate = np.array([float(p.hourly_rate) if p.hourly_rate is not None else np.nan for p in records],
                              dtype=np.float64)
+        # currencies as small codes (a rate is compared with a budget only in the same currency)
+        self.currency_code: dict[str, int] = {}
+        self.currency = np.array([self.currency_code.setdefault(p.rate_currency.upper(), len(self.currency_code))
+                                  if p.rate_currency else -1 for p in records], dtype=np.int16)
         rows: dict[str, list[int]] = {}
         for i, p in enumerate(records):
             for slug in p.categories:
@@ -107,14 +112,16 @@ class Matcher:
 
     def rank(self, task_vector: np.ndarray | None, categories: list[str], providers: list[ProviderRecord],
              budget: Decimal | None = None, exclude: set[str] | None = None,
-             limit: int | None = None, require_category: bool = True, include_full: bool = False) -> list[Candidate]:
+             limit: int | None = None, require_category: bool = True, include_full: bool = False,
+             budget_currency: str | None = None) -> list[Candidate]:
         """Eligible providers (accepting work, spare capacity, not excluded), best first."""
         return self.rank_index(ProviderIndex(providers), task_vector, categories, budget, exclude, limit,
-                               require_category, include_full)
+                               require_category, include_full, budget_currency)
 
     def rank_index(self, index: ProviderIndex, task_vector: np.ndarray | None, categories: list[str],
                    budget: Decimal | None = None, exclude: set[str] | None = None, limit: int | None = None,
-                   require_category: bool = True, include_full: bool = False) -> list[Candidate]:
+                   require_category: bool = True, include_full: bool = False,
+                   budget_currency: str | None = None) -> list[Candidate]:
         """Rank the providers of an index.
 
         With ``require_category`` (the default) only providers who declared one of the task's categories
@@ -122,6 +129,8 @@ class Matcher:
         Without a task vector (the customer objected to AI processing) semantic fit counts as 0.
         ``include_full``: providers with no spare capacity now are ranked too, behind every provider who has
         some (availability 0), so that a task can be re-offered to them once they have room.
+        ``budget_currency``: the budget's currency; a rate in another currency (or in none) is not compared
+        with it (price fit unknown, 0.5). Without it every rate is taken to be in the budget's currency.
         """
         if len(index) == 0 or limit == 0:
             return []
@@ -160,7 +169,11 @@ class Matcher:
         semantic = np.maximum(semantic_all[rows], 0.0)
         category = category_all[rows]
         availability = np.maximum(1 - index.load[rows] / index.capacity[rows], 0.0)
-        price = self._price_fit(index.rate[rows], budget)
+        rate = index.rate[rows]
+        if budget is not None and budget_currency is not None:  # another currency's rate: not comparable
+            same = index.currency[rows] == index.currency_code.get(budget_currency.upper(), -2)
+            rate = np.where(same, rate, np.nan)
+        price = self._price_fit(rate, budget)
         rating = index.rating[rows]
         recent = index.recent_offers[rows]
         fairness = HALF_EXPOSURE / (HALF_EXPOSURE + recent)

@@ -118,11 +118,13 @@ class Api:
         return account, self.login(account["email"])
 
     def provider(self, categories: list[str], headline: str, description: str = "", capacity: int = 3,
-                 accepting_work: bool = True, hourly_rate: str | None = "40") -> tuple[dict[str, Any], dict[str, str]]:
+                 accepting_work: bool = True, hourly_rate: str | None = "40",
+                 rate_currency: str = "USD") -> tuple[dict[str, Any], dict[str, str]]:
         account, headers = self.user("provider", display_name=headline[:30])
         body = {"headline": headline, "description": description or headline, "skills": [headline.split()[0]],
                 "categories": categories, "languages": ["en"], "capacity": capacity,
-                "accepting_work": accepting_work, "hourly_rate": hourly_rate}
+                "accepting_work": accepting_work, "hourly_rate": hourly_rate,
+                "rate_currency": rate_currency if hourly_rate is not None else None}
         r = self.client.put("/api/v1/providers/me", json=body, headers=headers)
         assert r.status_code == 200, r.text
         return account, headers

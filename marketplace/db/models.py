@@ -138,6 +138,8 @@ class ProviderProfile(Base):
     categories: Mapped[list[str]] = data(C.PROFILE, "account_lifetime", JSON, default=list)
     languages: Mapped[list[str]] = data(C.PROFILE, "account_lifetime", JSON, default=list)
     hourly_rate: Mapped[Decimal | None] = data(C.FINANCIAL, "account_lifetime", Numeric(10, 2), nullable=True)
+    # ISO 4217 code of hourly_rate; the matcher compares a rate with a budget only in the same currency
+    rate_currency: Mapped[str | None] = data(C.FINANCIAL, "account_lifetime", String(3), nullable=True)
     capacity: Mapped[int] = data(C.PROFILE, "account_lifetime", Integer, default=1)
     accepting_work: Mapped[bool] = data(C.PROFILE, "account_lifetime", Boolean, default=False)
     # indexed: routing checks the newest change before every batch (RoutingEngine.provider_index)

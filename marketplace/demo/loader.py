@@ -71,7 +71,7 @@ def load_people(session: Session) -> dict[str, int]:
         profile = session.get(ProviderProfile, account.id)
         profile.headline, profile.description = p["headline"], p["description"]
         profile.skills, profile.categories, profile.languages = p["skills"], p["categories"], p["languages"]
-        profile.hourly_rate = Decimal(str(p["hourly_rate"]))
+        profile.hourly_rate, profile.rate_currency = Decimal(str(p["hourly_rate"])), p["rate_currency"]
         profile.capacity, profile.accepting_work = p["capacity"], p["accepting_work"]
         counts["providers"] += 1
     partners: dict[str, Account] = {}

@@ -19,6 +19,7 @@ from marketplace.domain.providers import services as providers
 from marketplace.domain.providers.schemas import ProviderProfileIn
 from marketplace.domain.tasks import services as tasks
 from marketplace.errors import DomainError
+from marketplace.portal.customers import CURRENCIES
 from marketplace.portal.web import Form, FormData, Pager, Viewer, redirect, render, require
 from marketplace.settings import Settings
 
@@ -53,8 +54,10 @@ class ProviderPages(Controller):
         form = Form({"headline": p.headline, "description": p.description, "skills": ", ".join(p.skills),
                      "categories": list(p.categories), "languages": ", ".join(p.languages),
                      "hourly_rate": "" if p.hourly_rate is None else str(p.hourly_rate),
+                     "rate_currency": p.rate_currency or CURRENCIES[0],
                      "capacity": str(p.capacity), "accepting_work": "on" if p.accepting_work else ""})
-        return render(request, "provider/profile.html", viewer, form=form, categories=list_categories(db_session))
+        return render(request, "provider/profile.html", viewer, form=form, categories=list_categories(db_session),
+                      currencies=[(c, c) for c in CURRENCIES])
 
     @post("/profile", sync_to_thread=True)
     def save_profile(self, request: Request[Any, Any, Any], data: FormData, viewer: Viewer | None,
@@ -67,6 +70,9 @@ class ProviderPages(Controller):
                 rate = Decimal(form.get("hourly_rate").replace(",", ""))
             except InvalidOperation:
                 form.add("hourly_rate", "Write the rate as a number, for example 45")
+        currency = form.get("rate_currency") or CURRENCIES[0]
+        if currency not in CURRENCIES:
+            form.add("rate_currency", f"Choose one of {', '.join(CURRENCIES)}")
         try:
             capacity = int(form.get("capacity") or 0)
             if not 0 <= capacity <= 20:
@@ -88,14 +94,15 @@ class ProviderPages(Controller):
                 providers.update_profile(db_session, me.account_id, ProviderProfileIn(
                     headline=form.get("headline")[:120], description=form.get("description")[:4000], skills=skills,
                     categories=form.getall("categories"), languages=languages, capacity=capacity,
-                    accepting_work=form.get("accepting_work") == "on", hourly_rate=rate))
+                    accepting_work=form.get("accepting_work") == "on", hourly_rate=rate,
+                    rate_currency=currency if rate is not None else None))
             except DomainError as exc:
                 form.absorb(exc)
             else:
                 return redirect("/profile", settings, "Profile saved. New offers are matched on it from now on.")
         form.message = form.message or "Please correct the fields below."
         return render(request, "provider/profile.html", viewer, status=422, form=form,
-                      categories=list_categories(db_session))
+                      categories=list_categories(db_session), currencies=[(c, c) for c in CURRENCIES])
 
     @get("/offers", sync_to_thread=True)
     def inbox(self, request: Request[Any, Any, Any], viewer: Viewer | None, db_session: Session,

@@ -112,7 +112,7 @@ def test_journey_across_processes(stack: dict[str, Any]) -> None:
         r = c.put("/api/v1/providers/me", headers=h, json={
             "headline": headline, "description": "Monthly bookkeeping and bank reconciliation.",
             "skills": ["QuickBooks", "Xero"], "categories": ["bookkeeping-accounting"], "languages": ["en"],
-            "capacity": 2, "accepting_work": True, "hourly_rate": "35"})
+            "capacity": 2, "accepting_work": True, "hourly_rate": "35", "rate_currency": "USD"})
         assert r.status_code == 200, r.text
         providers.append((account, h))
 

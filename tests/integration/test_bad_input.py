@@ -65,6 +65,12 @@ def test_malformed_bodies(api: Api) -> None:
         ("put", "/api/v1/providers/me", provider_h, json.dumps({
             "headline": "Dev", "description": "", "skills": [], "categories": [], "languages": ["en"],
             "capacity": 1, "accepting_work": True, "hourly_rate": "-20"}).encode()),
+        ("put", "/api/v1/providers/me", provider_h, json.dumps({  # a rate without its currency
+            "headline": "Dev", "description": "", "skills": [], "categories": [], "languages": ["en"],
+            "capacity": 1, "accepting_work": True, "hourly_rate": "20"}).encode()),
+        ("put", "/api/v1/providers/me", provider_h, json.dumps({
+            "headline": "Dev", "description": "", "skills": [], "categories": [], "languages": ["en"],
+            "capacity": 1, "accepting_work": True, "hourly_rate": "20", "rate_currency": "euro"}).encode()),
         ("get", "/api/v1/tasks?limit=0", customer_h, None),
         ("get", "/api/v1/tasks?limit=abc", customer_h, None),
         ("get", "/api/v1/tasks?status=flying", customer_h, None),

@@ -150,7 +150,7 @@ def test_lowering_capacity_blocks_accepting_open_offers(api: Api) -> None:
     assert len(offers) == 2
     profile = c.get("/api/v1/providers/me", headers=provider_h).json()
     body = {k: profile[k] for k in ("headline", "description", "skills", "categories", "languages",
-                                    "accepting_work", "hourly_rate")}
+                                    "accepting_work", "hourly_rate", "rate_currency")}
     assert c.put("/api/v1/providers/me", json={**body, "capacity": 1}, headers=provider_h).status_code == 200
     assert c.post(f"/api/v1/offers/{offers[0]['id']}/accept", headers=provider_h).status_code == 200
     refused = c.post(f"/api/v1/offers/{offers[1]['id']}/accept", headers=provider_h)

@@ -235,7 +235,7 @@ def test_a_re_offer_skips_a_provider_who_has_left_the_category_since(one_offer_a
     profile = api.client.get("/api/v1/providers/me", headers=other_h).json()
     profile["categories"] = ["web-development"]
     body = {k: profile[k] for k in ("headline", "description", "skills", "categories", "languages", "capacity",
-                                    "accepting_work", "hourly_rate")}
+                                    "accepting_work", "hourly_rate", "rate_currency")}
     assert api.client.put("/api/v1/providers/me", json=body, headers=other_h).status_code == 200
     decline_all(api, offered_h)
     assert open_offers(api, other_h) == []  # web development now: not offered a bookkeeping task

@@ -353,18 +353,20 @@ def test_staff_place_a_task_in_one_click_and_others_cannot(portal: Portal, other
 def test_the_profile_editor_validates_and_saves_what_matching_reads(portal: Portal) -> None:
     _, headers = portal.new_user("provider")
     portal.get("/profile")
-    r = portal.post("/profile", {"headline": "", "capacity": "50", "languages": "english"})
+    r = portal.post("/profile", {"headline": "", "capacity": "50", "languages": "english", "rate_currency": "XYZ"})
     assert r.status_code == 422
-    for field in ("headline", "capacity", "languages"):
+    for field in ("headline", "capacity", "languages", "rate_currency"):
         assert f'href="#{field}"' in r.text
     r = portal.post("/profile", {"headline": "Plumber for homes", "description": "Taps, pipes, boilers.",
                                  "skills": "taps, pipes", "categories": ["plumbing", "electrical-work"],
-                                 "languages": "en, DE", "hourly_rate": "45", "capacity": "4",
-                                 "accepting_work": "on"})
+                                 "languages": "en, DE", "hourly_rate": "45", "rate_currency": "GBP",
+                                 "capacity": "4", "accepting_work": "on"})
     assert r.status_code == 303
     profile = portal.api.client.get("/api/v1/providers/me", headers=headers).json()
     assert profile["categories"] == ["plumbing", "electrical-work"] and profile["languages"] == ["en", "de"]
     assert profile["capacity"] == 4 and profile["accepting_work"] is True and profile["skills"] == ["taps", "pipes"]
+    assert profile["hourly_rate"] == "45.00" and profile["rate_currency"] == "GBP"
+    assert '<option value="GBP" selected>' in portal.get("/profile").text
 
 
 def test_a_proposal_records_whether_it_came_from_the_draft_and_was_edited(portal: Portal) -> None:

@@ -101,6 +101,22 @@ def test_full_providers_can_be_ranked_behind_everyone_with_room_for_later_re_off
     assert ids(Matcher().rank(TASK, ["design"], pool, include_full=True, limit=3)) == ["half", "free", "best-but-full"]
 
 
+def test_a_rate_is_compared_with_a_budget_only_in_the_same_currency() -> None:
+    pool = [ProviderRecord(pid, vec(0.8), frozenset({"design"}), 3, 0, True, Decimal("100"), rate_currency=cur)
+            for pid, cur in (("usd", "USD"), ("eur", "eur"), ("unknown", None))]
+
+    def price(budget: str, currency: str | None) -> dict[str, float]:
+        ranked = Matcher().rank(TASK, ["design"], pool, budget=Decimal(budget), budget_currency=currency)
+        return {c.provider_id: c.components["price"] for c in ranked}
+
+    # 10,000 yen is no budget for ten hours at 100 dollars, nor at 100 euros: not comparable, so unknown
+    assert price("10000", "JPY") == {"usd": 0.5, "eur": 0.5, "unknown": 0.5}
+    assert price("400", "USD") == {"usd": 0.4, "eur": 0.5, "unknown": 0.5}  # four of ten hours, in dollars
+    assert price("2000", "EUR") == {"usd": 0.5, "eur": 1.0, "unknown": 0.5}
+    assert price("250", "usd") == {"usd": 0.25, "eur": 0.5, "unknown": 0.5}
+    assert price("250", None) == {"usd": 0.25, "eur": 0.25, "unknown": 0.25}  # currency not given: not checked
+
+
 def test_price_fit_depends_on_ten_hours_at_the_rate() -> None:
     def price(rate: str | None, budget: str | None) -> float:
         (c,) = Matcher().rank(TASK, ["design"], [provider("p", rate=rate)],

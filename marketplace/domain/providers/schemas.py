@@ -11,6 +11,7 @@ import msgspec
 Skill = Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
 Slug = Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
 Language = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}$")]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{3}$")]
 
 
 class ProviderProfileIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -22,6 +23,7 @@ class ProviderProfileIn(msgspec.Struct, forbid_unknown_fields=True):
     capacity: Annotated[int, msgspec.Meta(ge=0, le=20)]
     accepting_work: bool
     hourly_rate: Decimal | None = None  # 0 to 100000, checked by the service (msgspec has no Decimal bounds)
+    rate_currency: Currency | None = None  # ISO 4217 code of hourly_rate; required with it
 
 
 class ProviderProfileOut(msgspec.Struct):
@@ -35,4 +37,5 @@ class ProviderProfileOut(msgspec.Struct):
     capacity: int
     accepting_work: bool
     hourly_rate: Decimal | None
+    rate_currency: str | None
     updated_at: datetime

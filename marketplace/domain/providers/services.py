@@ -36,6 +36,9 @@ def update_profile(session: Session, account_id: uuid.UUID, data: ProviderProfil
     if data.hourly_rate is not None and not (data.hourly_rate.is_finite() and 0 <= data.hourly_rate <= 100_000):
         raise InvalidInput("Hourly rate must be between 0 and 100000.",
                            errors=[{"field": "hourly_rate", "message": "must be between 0 and 100000"}])
+    if data.hourly_rate is not None and data.rate_currency is None:
+        raise InvalidInput("Say which currency your hourly rate is in.",
+                           errors=[{"field": "rate_currency", "message": "required with hourly_rate"}])
     if not data.headline.strip():
         raise InvalidInput("Headline is blank.", errors=[{"field": "headline", "message": "must not be blank"}])
     profile.headline = data.headline.strip()
@@ -46,6 +49,7 @@ def update_profile(session: Session, account_id: uuid.UUID, data: ProviderProfil
     profile.capacity = data.capacity
     profile.accepting_work = data.accepting_work
     profile.hourly_rate = data.hourly_rate.quantize(Decimal("0.01")) if data.hourly_rate is not None else None
+    profile.rate_currency = data.rate_currency.upper() if data.hourly_rate is not None and data.rate_currency else None
     session.flush()
     return profile
 
@@ -55,7 +59,7 @@ def profile_out(profile: ProviderProfile) -> ProviderProfileOut:
         account_id=str(profile.account_id), display_name=profile.account.display_name, headline=profile.headline,
         description=profile.description, skills=list(profile.skills), categories=list(profile.categories),
         languages=list(profile.languages), capacity=profile.capacity, accepting_work=profile.accepting_work,
-        hourly_rate=profile.hourly_rate, updated_at=profile.updated_at,
+        hourly_rate=profile.hourly_rate, rate_currency=profile.rate_currency, updated_at=profile.updated_at,
     )
 
 

@@ -393,7 +393,8 @@ class RoutingEngine:
         ones computed and cached: the profile texts are loaded only for those."""
         P = ProviderProfile
         rows = session.execute(  # a deactivated account cannot sign in to answer an offer
-            select(P.account_id, P.updated_at, P.categories, P.capacity, P.accepting_work, P.hourly_rate)
+            select(P.account_id, P.updated_at, P.categories, P.capacity, P.accepting_work, P.hourly_rate,
+                   P.rate_currency)
             .join(Account, Account.id == P.account_id)
             .where(P.accepting_work.is_(True), P.capacity > 0, Account.is_active.is_(True))
         ).all()
@@ -422,7 +423,7 @@ class RoutingEngine:
             ProviderRecord(
                 provider_id=str(p.account_id), vector=self._vectors[p.account_id][1],
                 categories=frozenset(p.categories), capacity=p.capacity, load=loads.get(p.account_id, 0),
-                accepting_work=p.accepting_work, hourly_rate=p.hourly_rate,
+                accepting_work=p.accepting_work, hourly_rate=p.hourly_rate, rate_currency=p.rate_currency,
                 recent_offers=recent.get(p.account_id, 0),
                 rating_sum=ratings.get(p.account_id, (0, 0))[0], rating_count=ratings.get(p.account_id, (0, 0))[1],
             )

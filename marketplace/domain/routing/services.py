@@ -264,6 +264,7 @@ def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex
     # a task placed again is not offered twice to the same provider: those offered it before are left out of
     # its candidates, where they would take places from providers who have not seen it
     ranked = engine.matcher.rank_index(index, plan.vector, slugs, budget=task.budget_amount,
+                                       budget_currency=task.budget_currency,
                                        exclude={str(task.customer_id)} | {str(p) for p in offered},
                                        limit=MAX_STORED_CANDIDATES,
                                        include_full=True)  # stored: re-offers reach those who free up
