@@ -23,6 +23,11 @@ CPU shares (user, system, idle, steal) while its tasks were waiting (idle cores 
 that it is short of CPU) and the worker process's CPU time per routed task, encoder included (the steadiest
 measure on a shared machine).
 
+The router is the frozen one (the shared encoder and a head over its vectors: one encoder pass per task) unless
+``BENCH_TUNED=1``: then the demo taxonomy's tuned model (the app's default for a taxonomy of at least five
+categories with a median of ten examples) is fitted first, outside the clock, and every task is encoded twice,
+by the shared encoder (its vector ranks the providers) and by the tuned one (it decides the category).
+
 Needs Redis (``RELAY_BENCH_REDIS_URL``, default redis://127.0.0.1:6379/0). The database is a fresh SQLite
 file, or a fresh database on the PostgreSQL server of ``RELAY_BENCH_POSTGRES_URL`` (an admin URL such as
 postgresql+psycopg://postgres@127.0.0.1:5432/test).
@@ -41,7 +46,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 
@@ -129,6 +136,7 @@ def main() -> None:
     threads = int(os.environ.get("BENCH_WORKER_THREADS", "96"))
     redis_url = os.environ.get("RELAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     pg_admin = os.environ.get("RELAY_BENCH_POSTGRES_URL")
+    tuned = os.environ.get("BENCH_TUNED", "0") == "1"
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     pg_name = None
     if pg_admin:
@@ -137,7 +145,8 @@ def main() -> None:
         db_url = f"sqlite:///{tmp / 'bench.db'}"
     namespace = f"relay-bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "RELAY_DATABASE_URL": db_url, "RELAY_BROKER": "redis", "RELAY_REDIS_URL": redis_url,
-           "RELAY_REDIS_NAMESPACE": namespace, "RELAY_SECRET_KEY": "bench", "RELAY_ROUTER_TUNING": "0",
+           "RELAY_REDIS_NAMESPACE": namespace, "RELAY_SECRET_KEY": "bench",
+           "RELAY_ROUTER_TUNING": "1" if tuned else "0",
            "RELAY_INPROCESS_WORKER": "0", "HF_HUB_OFFLINE": "1"}
     os.environ.update({k: v for k, v in env.items() if k.startswith("RELAY_")})
     worker = None
@@ -154,6 +163,7 @@ def main() -> None:
             OfferStatus,
             ProviderProfile,
             Role,
+            RoutingDecision,
             Task,
             TaskStatus,
             TaskTransition,
@@ -167,7 +177,7 @@ def main() -> None:
         from models import Encoder
 
         settings = Settings(database_url=db_url, broker="redis", redis_url=redis_url, redis_namespace=namespace,
-                            router_tuning=False, run_inprocess_worker=False)
+                            router_tuning=tuned, run_inprocess_worker=False)
         db = get_database(db_url)
         with db.session() as session:
             session.execute(update(ProviderProfile).values(capacity=1_000_000))
@@ -180,6 +190,20 @@ def main() -> None:
 
         encoder = Encoder()
         encoder.encode([task_text(t, d) for t, d in bodies(10 * n_tasks)][:64])  # warm up
+        fit_s = None
+        if tuned:  # fitted here and saved to the shared model cache, where the worker finds it
+            from marketplace.domain.routing.engine import RoutingEngine
+
+            fitter = RoutingEngine(encoder)
+
+            def read_plan() -> Any:
+                with db.session(readonly=True) as session:
+                    return fitter.refit_plan(session)
+
+            started_fit = time.perf_counter()
+            if fitter.refit(read_plan) not in ("fitted", "present"):
+                raise SystemExit("the tuned model could not be fitted")
+            fit_s = round(time.perf_counter() - started_fit, 1)
 
         with open(tmp / "worker.log", "w") as log:  # the worker writes to its own copy of the descriptor
             worker = subprocess.Popen(
@@ -262,6 +286,8 @@ def main() -> None:
                             **cpu_per_task, **_cpu_shares(first_cpu, busy_cpu)})
         with db.session(readonly=True) as session:
             offers = int(session.scalar(select(func.count()).select_from(Offer)) or 0)
+            models = Counter(session.scalars(select(RoutingDecision.model_id).where(
+                RoutingDecision.created_at >= send_started)))
         median = sorted(results, key=lambda x: x["ratio"])[len(results) // 2]
         median_with_send = sorted(x["ratio_with_send"] for x in results)[len(results) // 2]
         print(json.dumps({
@@ -273,6 +299,8 @@ def main() -> None:
             "ratio_min": min(x["ratio"] for x in results), "ratio_mean": round(statistics.mean(
                 x["ratio"] for x in results), 3),
             "ratio_with_send_median": median_with_send,
+            "router": "tuned" if tuned else "frozen", "tuned_fit_s": fit_s,
+            "last_round_models": dict(models),  # which routing model decided the last round's tasks
         }))
     finally:
         if worker is not None:
