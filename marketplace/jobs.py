@@ -34,6 +34,7 @@ JOBS: dict[str, str] = {
     "route_tasks": "routing",  # several route_task jobs sent at once, as one message (GROUPED)
     "draft_for_offer": "drafting",
     "draft_for_offers": "drafting",  # several draft_for_offer jobs sent at once (GROUPED)
+    "reoffer_task": "routing",  # a routed task whose stored candidates ran out: ranked again among everyone
     "draft_clarifying_question": "drafting",  # for staff to send when routing could not place a task
     "refit_router": "training",  # minutes of CPU: its own queue so it never delays routing
 }

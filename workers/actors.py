@@ -20,7 +20,7 @@ from marketplace.domain.offers.drafting import (
     save_offer_draft,
 )
 from marketplace.domain.routing.engine import RECENT_TEXTS, NoTaxonomy, RefitPlan, get_engine
-from marketplace.domain.routing.services import encode_ahead, routing_texts
+from marketplace.domain.routing.services import encode_ahead, reoffer, routing_texts
 from marketplace.domain.routing.services import route_tasks as route_service
 from marketplace.jobs import GROUPED, JOBS
 from models import Drafter
@@ -176,6 +176,15 @@ def _draft(key: uuid.UUID, inputs_of: Callable[[Any, uuid.UUID], tuple[Any, ...]
     result = write(*inputs)
     with unit_of_work(runtime.database(), runtime.settings()) as session:
         return save(session, key, result)
+
+
+@dramatiq.actor(actor_name="reoffer_task", queue_name=JOBS["reoffer_task"], **RETRY)
+def reoffer_task(task_id: str, wanted: str = "1") -> None:
+    """Rank the providers again for a routed task whose stored candidates ran out (offers.services.refill)."""
+    settings, engine = runtime.settings(), get_engine()
+    with unit_of_work(runtime.database(), settings) as session:
+        outcome = reoffer(session, settings, engine, uuid.UUID(task_id), int(wanted))
+    log.info("reoffer_task.done", task_id=task_id, outcome=outcome)
 
 
 @dramatiq.actor(actor_name="draft_for_offer", queue_name=JOBS["draft_for_offer"], **RETRY)

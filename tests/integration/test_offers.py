@@ -62,6 +62,7 @@ def test_when_everyone_declines_the_task_goes_to_review(api: Api) -> None:
         for offer in open_offers(api, headers):
             assert c.post(f"/api/v1/offers/{offer['id']}/decline", json={"reason": "not my field"},
                           headers=headers).status_code == 200
+    api.drain()  # the worker ranks the providers again, finds nobody new and hands the task to staff
     task = c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()
     assert task["status"] == "needs_review"
     assert "declined" in task["transitions"][-1]["reason"]
@@ -226,6 +227,44 @@ def test_a_provider_who_was_full_when_the_task_was_routed_gets_it_once_they_have
     assert api.client.get(f"/api/v1/tasks/{second}", headers=customer_h).json()["status"] == "routed"
 
 
+def test_a_provider_who_joins_after_routing_is_offered_the_task_once_its_candidates_have_declined(
+    one_offer_api: Api, db
+) -> None:
+    api = one_offer_api
+    providers = bookkeepers(api, 2)
+    customer_h, task_id = post_and_route(api)
+    (first_h,) = [h for _, h in providers if open_offers(api, h)]
+    decline_all(api, first_h)  # the task goes to the other stored candidate
+    (newcomer, newcomer_h), = bookkeepers(api, 1)  # joins after the task was routed
+    decline_all(api, next(h for _, h in providers if h is not first_h))
+    api.drain()
+    assert [o["task_id"] for o in open_offers(api, newcomer_h)] == [task_id]
+    assert api.client.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "routed"
+    ranked = api.client.get(f"/api/v1/tasks/{task_id}", headers=api.staff(db)).json()["routing"]["providers"]
+    assert [p["offer"] for p in ranked if p["provider_id"] == newcomer["id"]] == ["open"]
+    assert sorted(p["offer"] for p in ranked) == ["declined", "declined", "open"]
+
+
+def test_a_routed_task_left_without_offers_by_a_failed_re_offer_goes_to_staff(
+    one_offer_api: Api, db, settings, monkeypatch
+) -> None:
+    from marketplace import jobs
+    from marketplace.domain.routing.services import sweep_stalled
+
+    api = one_offer_api
+    (_, headers), = bookkeepers(api, 1)
+    customer_h, task_id = post_and_route(api)
+    monkeypatch.setattr(jobs, "_send", lambda *_: (_ for _ in ()).throw(ConnectionError("broker down")))
+    decline_all(api, headers)  # its re-offer job cannot be sent
+    assert api.client.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "routed"
+    with db.session() as session:
+        assert sweep_stalled(session, timedelta(minutes=30)) == 0
+    with time_machine.travel(now() + timedelta(minutes=31), tick=False), db.session() as session:
+        assert sweep_stalled(session, timedelta(minutes=30)) == 1
+    task = api.client.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()
+    assert task["status"] == "needs_review" and "declined" in task["transitions"][-1]["reason"]
+
+
 def test_a_re_offer_skips_a_provider_who_has_left_the_category_since(one_offer_api: Api) -> None:
     api = one_offer_api
     providers = bookkeepers(api, 2)
@@ -238,6 +277,7 @@ def test_a_re_offer_skips_a_provider_who_has_left_the_category_since(one_offer_a
                                     "accepting_work", "hourly_rate", "rate_currency")}
     assert api.client.put("/api/v1/providers/me", json=body, headers=other_h).status_code == 200
     decline_all(api, offered_h)
+    api.drain()
     assert open_offers(api, other_h) == []  # web development now: not offered a bookkeeping task
     assert api.client.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "needs_review"
 

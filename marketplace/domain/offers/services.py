@@ -165,8 +165,14 @@ DECLINE_CODES = ("wrong_category", "too_busy", "budget_too_low", "deadline_too_s
 WRONG_CATEGORY_VOTES = 2  # one provider's view is not enough to override the router
 
 
+NOBODY_LEFT = "every suitable provider declined or let the offer expire"
+
+
 def refill(session: Session, settings: Settings, task: Task, wanted: int = 1) -> int:
-    """Re-offer a routed task after declines or expiries; with nobody left it goes to staff review."""
+    """Re-offer a routed task after declines or expiries, to the next of the candidates its routing stored.
+    When they have run out and no offer is open, the routing worker ranks the providers again
+    (``reoffer_task``: providers who joined or freed up since count too); with nobody left there, the task goes
+    to staff review."""
     if task.status is not TaskStatus.ROUTED:
         return 0
     decision = latest_decision(session, task.id)
@@ -174,8 +180,10 @@ def refill(session: Session, settings: Settings, task: Task, wanted: int = 1) ->
                        decision.created_at if decision else None,
                        {c["slug"] for c in decision.categories} or None if decision else None)
     if made == 0 and open_offers(session, task.id) == 0:
-        transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM,
-                   reason="every suitable provider declined or let the offer expire")
+        if decision is not None and decision.categories:
+            jobs.enqueue(session, "reoffer_task", task.id, wanted)
+        else:
+            transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM, reason=NOBODY_LEFT)
     return made
 
 

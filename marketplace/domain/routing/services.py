@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import structlog
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -21,6 +21,7 @@ from marketplace.db.models import (
     Account,
     Category,
     Offer,
+    OfferStatus,
     PartnerProfile,
     RoutingDecision,
     RoutingOutcome,
@@ -28,9 +29,10 @@ from marketplace.db.models import (
     TaskStatus,
 )
 from marketplace.db.sql import likely
-from marketplace.domain.offers.services import Pick, add_offers, overbooked
+from marketplace.domain.offers.services import NOBODY_LEFT, Pick, add_offers, open_offers, overbooked
 from marketplace.domain.routing.engine import RoutingEngine, task_text
 from marketplace.domain.tasks.lifecycle import SYSTEM, transition, transition_all
+from marketplace.domain.tasks.services import latest_decision
 from marketplace.errors import Conflict
 from marketplace.settings import Settings
 from routing.matcher import Candidate, ProviderIndex
@@ -330,9 +332,40 @@ def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
                        and p.explanation.get("source") == "model" and not p.categories])
 
 
+def reoffer(session: Session, settings: Settings, engine: RoutingEngine, task_id: uuid.UUID, wanted: int) -> str:
+    """Rank the providers again for a routed task whose stored candidates have all been offered it (or left,
+    or filled up) and which has no open offer: in its category, among everyone who has not been offered it,
+    on the providers as they are now (new ones included). Up to ``wanted`` offers; with nobody, the task goes to
+    staff review. The decision stays the task's decision (wrong-category votes still count against its
+    category); the new candidates are added to its list. Idempotent: ``skipped`` when there is nothing to do."""
+    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+    if task is None or task.status is not TaskStatus.ROUTED or open_offers(session, task.id):
+        return "skipped"
+    decision = latest_decision(session, task.id)
+    if decision is None or not decision.categories:
+        transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM, reason=NOBODY_LEFT)
+        return "needs_review"
+    plan = _Plan(task, categories=decision.categories, explanation={"summary": ""})
+    customer = session.get(Account, task.customer_id)
+    if customer is not None and not customer.ai_processing_objection:
+        plan.vector = engine.encode(engine.encoder, [task_text(task.title, task.description)])[0]
+    _choose_providers(session, settings.with_(offers_per_task=max(1, wanted)), engine, [plan])
+    if not plan.offers:
+        transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM, reason=NOBODY_LEFT)
+        return "needs_review"
+    add_offers(session, settings, [
+        Pick(task.id, uuid.UUID(c.provider_id), rank, c.score, c.components)
+        for rank, c in enumerate(plan.offers, start=plan.first_rank)
+    ], max(now(), decision.created_at))  # dated no earlier than their decision, whatever this host's clock says
+    listed = {c["provider_id"] for c in decision.candidates}
+    decision.candidates = [*decision.candidates, *(c for c in plan.candidates if c["provider_id"] not in listed)]
+    return "reoffered"
+
+
 def sweep_stalled(session: Session, older_than: timedelta, limit: int = 200) -> int:
     """Hand tasks whose routing never finished (a job that failed every retry) to staff instead of leaving
-    them waiting forever. A routing job that turns up later finds them in review and does nothing."""
+    them waiting forever, and routed tasks left with no offer open or accepted for as long (a re-offer job
+    that failed every retry). A job that turns up later finds them in review and does nothing."""
     stalled = session.scalars(
         select(Task).where(Task.status.in_((TaskStatus.SUBMITTED, TaskStatus.ROUTING)),
                            Task.updated_at < now() - older_than)
@@ -341,4 +374,13 @@ def sweep_stalled(session: Session, older_than: timedelta, limit: int = 200) -> 
     for task in stalled:
         transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM,
                    reason="routing did not finish in time; staff will place the task")
-    return len(stalled)
+    live = select(Offer.task_id).where(Offer.status.in_((OfferStatus.OPEN, OfferStatus.ACCEPTED)))
+    last_answer = select(Offer.task_id).group_by(Offer.task_id).having(
+        func.max(Offer.responded_at) < now() - older_than)
+    unoffered = session.scalars(
+        select(Task).where(Task.status == TaskStatus.ROUTED, Task.id.not_in(live), Task.id.in_(last_answer))
+        .order_by(Task.id).limit(limit).with_for_update(skip_locked=True)
+    ).all()
+    for task in unoffered:
+        transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM, reason=NOBODY_LEFT)
+    return len(stalled) + len(unoffered)
