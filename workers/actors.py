@@ -182,6 +182,12 @@ def _draft(key: uuid.UUID, inputs_of: Callable[[Any, uuid.UUID], tuple[Any, ...]
 def reoffer_task(task_id: str, wanted: str = "1") -> None:
     """Rank the providers again for a routed task whose stored candidates ran out (offers.services.refill)."""
     settings, engine = runtime.settings(), get_engine()
+    # As _prepare does for routing: the provider snapshot (hours old by now) and the task's vector are read and
+    # computed before the write transaction, which on SQLite holds the database's write lock.
+    with runtime.database().session(readonly=True) as session:
+        encode_ahead(engine, [(text, False) for text, _ in routing_texts(session, [uuid.UUID(task_id)],
+                                                                            routed=True)])
+        engine.refresh_providers(session)
     with unit_of_work(runtime.database(), settings) as session:
         outcome = reoffer(session, settings, engine, uuid.UUID(task_id), int(wanted))
     log.info("reoffer_task.done", task_id=task_id, outcome=outcome)

@@ -39,6 +39,13 @@ WHY_LABELS = (("semantic", "How well your profile fits the request"), ("category
               ("rating", "Your customer ratings"), ("fairness", "Fair share (fewer recent offers score higher)"))
 
 
+def _currency_options(current: str | None) -> list[tuple[str, str]]:
+    """The portal's currencies, plus the one the profile has if the API set another; "—" when it has none
+    (a profile from before currencies were recorded: the provider chooses, nothing is assumed)."""
+    codes = list(CURRENCIES) + ([current.upper()] if current and current.upper() not in CURRENCIES else [])
+    return [("", "—")] + [(c, c) for c in codes]
+
+
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
 
@@ -54,10 +61,10 @@ class ProviderPages(Controller):
         form = Form({"headline": p.headline, "description": p.description, "skills": ", ".join(p.skills),
                      "categories": list(p.categories), "languages": ", ".join(p.languages),
                      "hourly_rate": "" if p.hourly_rate is None else str(p.hourly_rate),
-                     "rate_currency": p.rate_currency or CURRENCIES[0],
+                     "rate_currency": p.rate_currency or "",
                      "capacity": str(p.capacity), "accepting_work": "on" if p.accepting_work else ""})
         return render(request, "provider/profile.html", viewer, form=form, categories=list_categories(db_session),
-                      currencies=[(c, c) for c in CURRENCIES])
+                      currencies=_currency_options(p.rate_currency))
 
     @post("/profile", sync_to_thread=True)
     def save_profile(self, request: Request[Any, Any, Any], data: FormData, viewer: Viewer | None,
@@ -70,8 +77,10 @@ class ProviderPages(Controller):
                 rate = Decimal(form.get("hourly_rate").replace(",", ""))
             except InvalidOperation:
                 form.add("hourly_rate", "Write the rate as a number, for example 45")
-        currency = form.get("rate_currency") or CURRENCIES[0]
-        if currency not in CURRENCIES:
+        currency = form.get("rate_currency").upper()
+        if rate is not None and not currency:
+            form.add("rate_currency", "Choose the currency of your rate")
+        elif currency and not (len(currency) == 3 and currency.isalpha() and currency.isascii()):
             form.add("rate_currency", f"Choose one of {', '.join(CURRENCIES)}")
         try:
             capacity = int(form.get("capacity") or 0)
@@ -102,7 +111,7 @@ class ProviderPages(Controller):
                 return redirect("/profile", settings, "Profile saved. New offers are matched on it from now on.")
         form.message = form.message or "Please correct the fields below."
         return render(request, "provider/profile.html", viewer, status=422, form=form,
-                      categories=list_categories(db_session), currencies=[(c, c) for c in CURRENCIES])
+                      categories=list_categories(db_session), currencies=_currency_options(form.get("rate_currency")))
 
     @get("/offers", sync_to_thread=True)
     def inbox(self, request: Request[Any, Any, Any], viewer: Viewer | None, db_session: Session,

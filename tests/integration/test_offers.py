@@ -118,7 +118,7 @@ def test_providers_see_what_their_offer_score_is_made_of_and_staff_see_every_ran
     mine = {}
     for account, headers in providers:
         for offer in open_offers(api, headers):
-            assert set(WEIGHTS) <= set(offer["components"])
+            assert set(offer["components"]) == set(WEIGHTS)  # not the fairness bookkeeping of the category
             assert abs(offer["score"] - sum(w * offer["components"][k] for k, w in WEIGHTS.items())) <= 5.1e-5
             mine[account["id"]] = offer
     assert len(mine) == 3
@@ -130,7 +130,8 @@ def test_providers_see_what_their_offer_score_is_made_of_and_staff_see_every_ran
     for p in ranked:
         assert p["name"] == names[p["provider_id"]]
         if p["provider_id"] in mine:
-            assert p["offer"] == "open" and p["components"] == mine[p["provider_id"]]["components"]
+            assert p["offer"] == "open"
+            assert {k: p["components"][k] for k in WEIGHTS} == mine[p["provider_id"]]["components"]
         else:
             assert p["offer"] is None and set(WEIGHTS) <= set(p["components"])
     # nobody else sees the other providers or their scores
@@ -223,7 +224,11 @@ def test_a_provider_who_was_full_when_the_task_was_routed_gets_it_once_they_have
     assert [o["task_id"] for o in open_offers(api, second_to)] == [second]
     decline_all(api, first_to)  # room again
     decline_all(api, second_to)
-    assert [o["task_id"] for o in open_offers(api, first_to)] == [second]
+    (reoffer,) = open_offers(api, first_to)
+    assert reoffer["task_id"] == second
+    # scored as they are now, with room, not as they were when the task was routed (full: availability 0)
+    assert reoffer["components"]["availability"] == 1.0
+    assert abs(reoffer["score"] - sum(w * reoffer["components"][k] for k, w in WEIGHTS.items())) <= 5.1e-5
     assert api.client.get(f"/api/v1/tasks/{second}", headers=customer_h).json()["status"] == "routed"
 
 
@@ -263,6 +268,27 @@ def test_a_routed_task_left_without_offers_by_a_failed_re_offer_goes_to_staff(
         assert sweep_stalled(session, timedelta(minutes=30)) == 1
     task = api.client.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()
     assert task["status"] == "needs_review" and "declined" in task["transitions"][-1]["reason"]
+
+
+def test_a_task_staff_force_to_routed_without_offers_goes_back_to_them_and_a_fresh_one_does_not(
+    api: Api, db
+) -> None:
+    from marketplace.domain.routing.services import sweep_stalled
+
+    c = api.client
+    bookkeepers(api, 1)
+    _, customer_h = api.user("customer")  # objects to AI: routing sends the task to staff, with no offer
+    c.put("/api/v1/me/privacy", json={"ai_processing_objection": True}, headers=customer_h)
+    task_id = api.post_task(customer_h, *TASK)
+    api.drain()
+    staff_h = api.staff(db)
+    c.post(f"/api/v1/staff/tasks/{task_id}/transition", headers=staff_h,
+           json={"to": "routed", "reason": "arranged by phone"}).raise_for_status()
+    with db.session() as session:
+        assert sweep_stalled(session, timedelta(minutes=30)) == 0  # just routed
+    with time_machine.travel(now() + timedelta(minutes=31), tick=False), db.session() as session:
+        assert sweep_stalled(session, timedelta(minutes=30)) == 1
+    assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "needs_review"
 
 
 def test_a_re_offer_skips_a_provider_who_has_left_the_category_since(one_offer_api: Api) -> None:

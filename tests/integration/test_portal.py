@@ -353,7 +353,7 @@ def test_staff_place_a_task_in_one_click_and_others_cannot(portal: Portal, other
 def test_the_profile_editor_validates_and_saves_what_matching_reads(portal: Portal) -> None:
     _, headers = portal.new_user("provider")
     portal.get("/profile")
-    r = portal.post("/profile", {"headline": "", "capacity": "50", "languages": "english", "rate_currency": "XYZ"})
+    r = portal.post("/profile", {"headline": "", "capacity": "50", "languages": "english", "rate_currency": "euro"})
     assert r.status_code == 422
     for field in ("headline", "capacity", "languages", "rate_currency"):
         assert f'href="#{field}"' in r.text
@@ -367,6 +367,10 @@ def test_the_profile_editor_validates_and_saves_what_matching_reads(portal: Port
     assert profile["capacity"] == 4 and profile["accepting_work"] is True and profile["skills"] == ["taps", "pipes"]
     assert profile["hourly_rate"] == "45.00" and profile["rate_currency"] == "GBP"
     assert '<option value="GBP" selected>' in portal.get("/profile").text
+    # a rate needs its currency: nothing is assumed
+    r = portal.post("/profile", {"headline": "Plumber for homes", "hourly_rate": "45", "rate_currency": "",
+                                 "capacity": "4", "languages": "en"})
+    assert r.status_code == 422 and 'href="#rate_currency"' in r.text
 
 
 def test_a_proposal_records_whether_it_came_from_the_draft_and_was_edited(portal: Portal) -> None:

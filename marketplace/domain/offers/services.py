@@ -31,6 +31,7 @@ from marketplace.domain.tasks.services import latest_decision, withdraw_open_off
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.settings import Settings
 from models.drafter import was_edited
+from routing.matcher import WEIGHTS
 
 # Delivered work counts until the customer accepts it: they may still send it back for changes.
 ACTIVE_WORK = (TaskStatus.ASSIGNED, TaskStatus.IN_PROGRESS, TaskStatus.DELIVERED)
@@ -94,12 +95,21 @@ def make_offers(session: Session, settings: Settings, task: Task, candidates: li
                 or loads.get(provider_id, 0) >= profile.capacity \
                 or (categories is not None and not categories.intersection(profile.categories or ())):
             continue
-        candidate = ranked[provider_id]
-        picked.append(Pick(task.id, provider_id, len(already) + len(picked) + 1, candidate.get("score", 0.0),
-                           candidate.get("components")))
+        score, components = _as_now(ranked[provider_id], loads.get(provider_id, 0), profile.capacity)
+        picked.append(Pick(task.id, provider_id, len(already) + len(picked) + 1, score, components))
     at = now()
     add_offers(session, settings, picked, max(at, not_before) if not_before is not None else at)
     return len(picked)
+
+
+def _as_now(candidate: dict[str, Any], load: int, capacity: int) -> tuple[float, dict[str, float] | None]:
+    """A stored candidate's score and components with its availability as it is now (it was ranked when the
+    task was routed, perhaps full then, with room now)."""
+    components = candidate.get("components")
+    if not components or capacity <= 0:
+        return candidate.get("score", 0.0), components
+    components = {**components, "availability": round(max(1 - load / capacity, 0.0), 4)}
+    return round(sum(w * components.get(k, 0.0) for k, w in WEIGHTS.items()), 4), components
 
 
 class Pick(NamedTuple):
@@ -353,7 +363,10 @@ def offer_out(session: Session, offer: Offer, slugs: dict[uuid.UUID, str] | None
         task_description=task.description if offer.status in VISIBLE_BRIEF else "", category=slugs.get(task.category_id),
         budget_amount=task.budget_amount, budget_currency=task.budget_currency, deadline=task.deadline,
         draft_ready=has_draft, proposal=offer.proposal, proposal_from_draft=offer.proposal_from_draft,
-        proposal_edited=offer.proposal_edited, components=offer.components,
+        proposal_edited=offer.proposal_edited,
+        # the score's own components; not the fairness bookkeeping (recent_share is a share of the category's
+        # offers, which would tell a provider how many others got)
+        components={k: v for k, v in offer.components.items() if k in WEIGHTS} if offer.components else None,
     )
 
 

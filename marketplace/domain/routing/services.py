@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import structlog
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -152,17 +152,19 @@ def _waiting(session: Session, task_ids: Sequence[uuid.UUID], lock: bool
     return {t.id for t in found}, waiting, placed, objecting
 
 
-def routing_texts(session: Session, task_ids: Sequence[uuid.UUID]) -> list[tuple[str, bool]]:
+def routing_texts(session: Session, task_ids: Sequence[uuid.UUID], routed: bool = False) -> list[tuple[str, bool]]:
     """What routing these tasks will encode: each waiting task's text (none for customers who object to AI
     processing) and whether the routing model decides its category (staff have not placed it). Workers read
     and encode them (:func:`encode_ahead`) before :func:`route_tasks`' write transaction, which on SQLite holds
-    the database's write lock: it then finds the vectors ready. Skipping that changes nothing but speed."""
+    the database's write lock: it then finds the vectors ready. Skipping that changes nothing but speed.
+    ``routed``: the tasks are routed already (a re-offer ranks providers for them again)."""
     # Plain columns, not ORM objects: this runs for every batch, and the write transaction loads the tasks anyway.
     rows = session.execute(
         select(Task.title, Task.description, Task.category_id)
         .join(Account, Account.id == Task.customer_id)
         .where(Task.id.in_(set(task_ids)),
-               likely(Task.status.in_((TaskStatus.SUBMITTED, TaskStatus.ROUTING))),
+               Task.status == TaskStatus.ROUTED if routed
+               else likely(Task.status.in_((TaskStatus.SUBMITTED, TaskStatus.ROUTING))),
                Account.ai_processing_objection.is_not(True))
         .order_by(Task.id)
     ).all()
@@ -374,13 +376,20 @@ def sweep_stalled(session: Session, older_than: timedelta, limit: int = 200) -> 
     for task in stalled:
         transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM,
                    reason="routing did not finish in time; staff will place the task")
-    live = select(Offer.task_id).where(Offer.status.in_((OfferStatus.OPEN, OfferStatus.ACCEPTED)))
-    last_answer = select(Offer.task_id).group_by(Offer.task_id).having(
-        func.max(Offer.responded_at) < now() - older_than)
+    # Routed (or forced to routed by staff) that long ago, with no offer open or accepted and none answered
+    # since: per routed task, two index lookups (the offers table is never scanned as a whole).
+    cutoff = now() - older_than
+    live = select(Offer.id).where(Offer.task_id == Task.id,
+                                  Offer.status.in_((OfferStatus.OPEN, OfferStatus.ACCEPTED))).exists()
+    recent = select(Offer.id).where(Offer.task_id == Task.id, Offer.responded_at >= cutoff).exists()
     unoffered = session.scalars(
-        select(Task).where(Task.status == TaskStatus.ROUTED, Task.id.not_in(live), Task.id.in_(last_answer))
+        select(Task).where(Task.status == TaskStatus.ROUTED, Task.updated_at < cutoff, ~live, ~recent)
         .order_by(Task.id).limit(limit).with_for_update(skip_locked=True)
     ).all()
+    swept = 0
     for task in unoffered:
+        if open_offers(session, task.id):  # a late re-offer committed between the query and the lock
+            continue
         transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM, reason=NOBODY_LEFT)
-    return len(stalled) + len(unoffered)
+        swept += 1
+    return len(stalled) + swept
