@@ -61,6 +61,11 @@ class _Plan:
     category_id: uuid.UUID | None = None
     first_rank: int = 1  # after the offers of an earlier routing of the same task
 
+    def picks(self) -> list[Pick]:
+        """The offers to make, ranked after any the task had before."""
+        return [Pick(self.task.id, uuid.UUID(c.provider_id), rank, c.score, c.components)
+                for rank, c in enumerate(self.offers, start=self.first_rank)]
+
     def review(self, reason: str, explanation: dict[str, Any] | None = None) -> None:
         self.outcome, self.reason = RoutingOutcome.NEEDS_REVIEW, reason
         if explanation is not None:
@@ -303,10 +308,7 @@ def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
     """One INSERT per table for the whole batch (ORM objects for hundreds of rows cost more than routing).
     The decisions and their offers carry the same time (wrong-category votes count from a task's decision)."""
     at = now()
-    add_offers(session, settings, [
-        Pick(plan.task.id, uuid.UUID(c.provider_id), rank, c.score, c.components)
-        for plan in plans for rank, c in enumerate(plan.offers, start=plan.first_rank)
-    ], at)
+    add_offers(session, settings, [pick for plan in plans for pick in plan.picks()], at)
     # The tasks' categories: one executemany, not a flush of every task object (a tenth of the batch's time).
     placed = [p for p in plans if p.ranked and p.category_id != p.task.category_id]
     if placed:
@@ -355,10 +357,8 @@ def reoffer(session: Session, settings: Settings, engine: RoutingEngine, task_id
     if not plan.offers:
         transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM, reason=NOBODY_LEFT)
         return "needs_review"
-    add_offers(session, settings, [
-        Pick(task.id, uuid.UUID(c.provider_id), rank, c.score, c.components)
-        for rank, c in enumerate(plan.offers, start=plan.first_rank)
-    ], max(now(), decision.created_at))  # dated no earlier than their decision, whatever this host's clock says
+    # dated no earlier than their decision, whatever this host's clock says
+    add_offers(session, settings, plan.picks(), max(now(), decision.created_at))
     listed = {c["provider_id"] for c in decision.candidates}
     decision.candidates = [*decision.candidates, *(c for c in plan.candidates if c["provider_id"] not in listed)]
     return "reoffered"
