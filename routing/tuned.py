@@ -22,7 +22,6 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,23 +84,17 @@ class RoutingModel:
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode(texts)
 
-    def decide(self, text: str, base_vector: np.ndarray | None = None) -> Decision:
-        """``base_vector``: the text's vector from the shared base encoder, if the caller has it already (a
-        frozen model decides on it; a tuned one must encode the text with its own layers)."""
-        base = None if base_vector is None else np.asarray(base_vector).reshape(1, -1)
-        return self.decide_many([text], base)[0]
+    def decide(self, text: str, vector: np.ndarray | None = None) -> Decision:
+        """``vector``: the text's vector from this model's encoder, if the caller has it already."""
+        return self.decide_many([text], None if vector is None else np.asarray(vector).reshape(1, -1))[0]
 
-    def decide_many(self, texts: list[str], base_vectors: np.ndarray | None = None,
-                    encode: Callable[[Any, list[str]], np.ndarray] | None = None) -> list[Decision]:
-        """:meth:`decide` for several texts, with one encoder pass for all of them. ``encode(encoder, texts)``
-        runs this model's encoder (a caller may pass one that remembers recent texts)."""
+    def decide_many(self, texts: list[str], vectors: np.ndarray | None = None) -> list[Decision]:
+        """:meth:`decide` for several texts, with one encoder pass for all of them. ``vectors``: theirs from
+        this model's encoder (``self.encoder``), if the caller has them (a routing batch ranks providers with
+        the same vectors)."""
         if not texts:
             return []
-        if base_vectors is not None and not self.tuned:
-            vectors = base_vectors
-        else:
-            vectors = encode(self.encoder, texts) if encode else self.encoder.encode(texts)
-        return self.router.decide_many(vectors)
+        return self.router.decide_many(self.encoder.encode(texts) if vectors is None else vectors)
 
     # -- persistence (tuned models only: a frozen one refits in seconds) ----------------------------------
     def save(self, path: Path) -> None:

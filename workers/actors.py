@@ -80,7 +80,7 @@ def route_batch(task_ids: list[uuid.UUID]) -> list[str | Exception]:
     return results
 
 
-def encode_batch(texts: list[tuple[str, bool]]) -> list[None]:
+def encode_batch(texts: list[str]) -> list[None]:
     """Encode the texts of concurrent jobs' tasks in one call (the vectors wait in the engine for the write
     stage). Only a matter of speed: a failure here is logged and routing encodes what it needs itself."""
     try:
@@ -117,16 +117,16 @@ ENCODE_BATCH = 256
 ROUTE_BATCH = 64
 ROUTE_LINGER = 0.003
 # Two stages, each one batch at a time: while one batch is written, the next one is being encoded.
-_encoded: MicroBatcher[tuple[str, bool], None] = MicroBatcher(encode_batch, max_size=ENCODE_BATCH,
+_encoded: MicroBatcher[str, None] = MicroBatcher(encode_batch, max_size=ENCODE_BATCH,
                                                               linger=ROUTE_LINGER)
 _routes: MicroBatcher[uuid.UUID, str] = MicroBatcher(route_batch, max_size=ROUTE_BATCH, linger=ROUTE_LINGER)
 # Tasks between the encode stage and the end of their write batch. Their vectors wait in the engine's cache of
 # recent vectors (RECENT_TEXTS of them); an encode stage further ahead than that would have its oldest vectors
 # evicted before the write stage got to them, and the write stage then encodes them again, a batch at a time,
 # inside its transaction. A backlog of 15,000 tasks (96 threads, 32 tasks a message: 3,072 encoded ahead) was
-# encoded twice and routed at half the rate of a burst of 3,000 (bench/README.md). A task can leave two
-# vectors (the shared and a tuned encoder's), and in the in-process worker the API's category suggestions use
-# the same cache: a quarter of it. 512 tasks are still two encoder calls and eight write batches.
+# encoded twice and routed at half the rate of a burst of 3,000 (bench/README.md). A quarter of the cache: a
+# task leaves one vector, but when the routing model changes (a tuned one takes over) the batches in between
+# encode theirs again in the new model's space. 512 tasks are still two encoder calls and eight write batches.
 ENCODE_AHEAD = RECENT_TEXTS // 4
 _ahead = StageLimit(ENCODE_AHEAD)
 
@@ -182,14 +182,18 @@ def _draft(key: uuid.UUID, inputs_of: Callable[[Any, uuid.UUID], tuple[Any, ...]
 def reoffer_task(task_id: str, wanted: str = "1") -> None:
     """Rank the providers again for a routed task whose stored candidates ran out (offers.services.refill)."""
     settings, engine = runtime.settings(), get_engine()
-    # As _prepare does for routing: the provider snapshot (hours old by now) and the task's vector are read and
-    # computed before the write transaction, which on SQLite holds the database's write lock.
+    # As _route does: the routing model (whose encoder's space providers are ranked in), the provider snapshot
+    # (hours old by now) and the task's vector are read and computed before the write transaction, which on
+    # SQLite holds the database's write lock.
     with runtime.database().session(readonly=True) as session:
-        encode_ahead(engine, [(text, False) for text, _ in routing_texts(session, [uuid.UUID(task_id)],
-                                                                            routed=True)])
-        engine.refresh_providers(session)
+        try:
+            encoder = engine.router(session, tuning=settings.router_tuning)[0].encoder
+        except NoTaxonomy:
+            encoder = engine.encoder
+        engine.encode(encoder, routing_texts(session, [uuid.UUID(task_id)], routed=True))
+        engine.refresh_providers(session, encoder)
     with unit_of_work(runtime.database(), settings) as session:
-        outcome = reoffer(session, settings, engine, uuid.UUID(task_id), int(wanted))
+        outcome = reoffer(session, settings, engine, uuid.UUID(task_id), int(wanted), encoder)
     log.info("reoffer_task.done", task_id=task_id, outcome=outcome)
 
 

@@ -5,6 +5,7 @@ switches to it once the scheduled refit job has fitted it."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -342,3 +343,84 @@ def test_processes_saving_the_same_tuned_model_at_once_leave_one_whole_file(tmp_
     with np.load(path) as data:
         assert data["override/layer.0.weight"].shape == (256, 256)
     assert [p.name for p in tmp_path.iterdir()] == ["v1.npz"]  # no temporary file left behind
+
+
+def test_a_tuned_model_ranks_providers_with_its_own_vectors_one_encoder_pass_per_task(
+    tuned: RoutingModel, api: Api, settings: Settings, db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the tuned model is in use, a task is encoded once, by the tuned encoder: its vector decides the
+    category and ranks the providers, whose profiles are embedded in the same space. The model takes over only
+    when every open profile has a vector there (a few per call of ``router``, as at 100,000 providers); until
+    then the frozen model decides and ranks. An edited profile gets a new vector in both spaces."""
+    import uuid
+
+    from sqlalchemy import select
+
+    from marketplace.db.models import Offer, ProviderProfile
+    from marketplace.domain.providers.services import profile_text
+    from marketplace.domain.routing import engine as engine_module
+    from marketplace.domain.routing.engine import RoutingEngine, task_text
+    from marketplace.domain.routing.services import route_task
+    from marketplace.domain.tasks.schemas import TaskIn
+    from marketplace.domain.tasks.services import create_task
+
+    abouts = {"Ann": "Leaking taps, dripping pipes and blocked drains fixed the same day.",
+              "Bo": "Boiler servicing, radiators and central heating repairs.",
+              "Cy": "Bathroom refits: showers, toilets and basins plumbed in."}
+    providers = [api.provider(["plumbing"], f"Plumber {name}", about) for name, about in abouts.items()]
+    monkeypatch.setattr(engine_module, "WARM_PROFILES", 2)
+    engine = RoutingEngine(cache=tmp_path, tuning=LIGHT)
+    with db.session(readonly=True) as session:
+        open_profiles = len(engine._open_profiles(session))  # the three, and any the test database seeds
+        path = engine.current_tuned_path(session)
+        tuned.save(path)
+        calls = 0
+        while not (model := engine.router(session, tuning=True)[0]).tuned:
+            calls += 1
+            assert engine.latest_model() is model and engine.ranking_encoder() is engine.encoder
+            assert len(engine._spaces[tuned.encoder.model_id]) == 2 * calls
+        assert calls == math.ceil(open_profiles / 2) - 1 >= 1
+    tuned_space = model.encoder
+    assert engine.ranking_encoder() is tuned_space and tuned_space.model_id == tuned.encoder.model_id
+
+    seen: list[str] = []
+    for encoder in (engine.encoder, tuned_space):
+        real = encoder.encode
+        monkeypatch.setattr(encoder, "encode", lambda texts, real=real: (seen.extend(texts), real(texts))[1])
+    customer, _ = api.user("customer")
+    title, description = "Dripping tap", "The kitchen tap drips all night and the pipe under the sink is wet."
+    with db.session() as session:
+        task_id = create_task(session, uuid.UUID(customer["id"]), TaskIn(title=title, description=description)).id
+    with db.session() as session:
+        assert route_task(session, settings, engine, task_id) == "routed"
+    text = task_text(title, description)
+    assert seen.count(text) == 1  # one pass, and no profile encoded again
+
+    task_vector = tuned_space.encode([text])[0]
+    ours = {p["id"] for p, _ in providers}
+    with db.session(readonly=True) as session:
+        offers = session.scalars(select(Offer).where(Offer.task_id == task_id)).all()
+    assert {str(o.provider_id) for o in offers} & ours
+    for offer in offers:
+        profile = engine._spaces[tuned_space.model_id][offer.provider_id][1]
+        assert offer.components["semantic"] == pytest.approx(max(float(profile @ task_vector), 0.0), abs=2e-4)
+        shared = engine._spaces[engine.encoder.model_id][offer.provider_id][1]
+        assert not np.allclose(profile, shared, atol=1e-3)  # a different space
+
+    # An edited profile: a new vector in the tuned space and in the shared one (for the next frozen model).
+    (ann, ann_h) = providers[0]
+    r = api.client.put("/api/v1/providers/me", headers=ann_h, json={
+        "headline": "Plumber Ann", "description": "Emergency leak repairs at night.", "skills": ["Plumber"],
+        "categories": ["plumbing"], "languages": ["en"], "capacity": 3, "accepting_work": True,
+        "hourly_rate": "40", "rate_currency": "USD"})
+    assert r.status_code == 200, r.text
+    with db.session(readonly=True) as session:
+        index = engine.provider_index(session, tuned_space)
+        row = index.row_of[ann["id"]]
+        edited = profile_text(session.get(ProviderProfile, uuid.UUID(ann["id"])))
+    assert "Emergency leak repairs" in edited
+    for space in (tuned_space, engine.encoder):
+        stored = engine._spaces[space.model_id][uuid.UUID(ann["id"])][1]
+        assert float(stored @ space.encode([edited])[0]) > 0.99
+    assert np.allclose(index.vectors[row], engine._spaces[tuned_space.model_id][uuid.UUID(ann["id"])][1])
+

@@ -3,6 +3,13 @@
 It holds the in-memory provider index described in DESIGN.md: one snapshot of the providers open for work
 (vectors, loads, ratings, recent offers) shared by the process's routing batches, and profile vectors cached
 by profile ``updated_at``, so an edited profile is re-embedded on the next decision and nothing else is.
+
+One encoder pass per task: a task's vector decides its category and ranks the providers, so profiles are
+embedded by the encoder of the routing model in use (its *space*). With a tuned model that is the tuned encoder,
+whose top layers were trained on the taxonomy; the shared encoder's profile vectors are kept as well, for the
+frozen model the next taxonomy version starts with. A newly fitted tuned model takes over once every open
+profile has a vector in its space (a few hundred more per call of :meth:`RoutingEngine.router`, so that at
+100,000 providers no routing batch and no category suggestion waits for them all).
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ PROVIDER_SNAPSHOT_AGE = 5.0
 # The taxonomy is read again when its mark (categories.services.taxonomy_mark) moves, and at least this often
 # (should two deletions and two additions ever leave the mark as it was).
 TAXONOMY_AGE = 60.0
+# Profiles embedded in a new tuned model's space per call of RoutingEngine.router (one per routing batch) until
+# all have a vector there and the model takes over: ~0.3 - 1 s of encoder time a call, and a demo-sized
+# marketplace switches on the first call.
+WARM_PROFILES = 512
 
 
 @cached_recently(RECENT_TEXTS, RECENT_SECONDS)
@@ -71,6 +82,7 @@ class _ProviderSnapshot:
     mark: tuple[Any, ...]  # (database, newest profile change, newest rating) when it was read
     taken: float  # time.monotonic() when its reading began
     session: int  # id() of the session it was read in: that transaction's own offers are in it
+    space: str  # model_id of the encoder its vectors come from
 
 
 # session.info key: the offers a session's routing made, not yet committed, as (time.monotonic(), per provider)
@@ -107,10 +119,15 @@ class RoutingEngine:
         self._unloadable: Path | None = None  # a tuned model file this process failed to build a model from
         self._model: RoutingModel | None = None
         self._taxonomy: Taxonomy | None = None
+        # a tuned model loaded (from this file) for the current taxonomy while its space fills with profile vectors
+        self._waiting: RoutingModel | None = None
+        self._waiting_file: Path | None = None
         # (taxonomy version, its tuned model's file): hashing every example once per version, not per call
         self._tuned_file_of: tuple[str, Path] | None = None
         self._read_taxonomy: tuple[tuple[object, ...], float, Taxonomy] | None = None  # (mark, when, taxonomy)
-        self._vectors: dict[uuid.UUID, tuple[datetime, np.ndarray]] = {}
+        # per space (encoder model_id): provider -> (profile updated_at, vector)
+        self._spaces: dict[str, dict[uuid.UUID, tuple[datetime, np.ndarray]]] = {}
+        self._spaces_lock = threading.Lock()
         self._recent: RecentItems[tuple[str, str], np.ndarray] = RecentItems(RECENT_TEXTS, RECENT_SECONDS)
         self._providers: _ProviderSnapshot | None = None
         self._providers_lock = threading.Lock()
@@ -215,17 +232,39 @@ class RoutingEngine:
                 return self._model, taxonomy  # type: ignore[return-value]
             if tuning:
                 path = self._tuned_file(session, taxonomy)
-                if path.exists() and (loaded := self._load_tuned(path)) is not None:
+                if self._waiting_file != path:
+                    self._waiting = None  # loaded for an earlier taxonomy version
+                waiting = self._waiting
+                if waiting is None and path.exists() and (waiting := self._load_tuned(path)) is not None:
                     log.info("routing.model_loaded", tuned=True, taxonomy_version=taxonomy.version)
-                    self._model, self._taxonomy = loaded, taxonomy
-                    return loaded, taxonomy
+                    self._waiting, self._waiting_file = waiting, path
+                if waiting is not None and self._fill_space(session, waiting.encoder, WARM_PROFILES):
+                    log.info("routing.model_in_use", tuned=True, taxonomy_version=taxonomy.version)
+                    self._model, self._taxonomy, self._waiting = waiting, taxonomy, None
+                    self._keep_spaces()
+                    return waiting, taxonomy
             if not current:
                 labels, texts, quotable = self._examples(session, taxonomy)
                 self._model = fit_routing_model(labels, texts, self.encoder, quotable, tune=False)
                 self._taxonomy = taxonomy
+                self._keep_spaces()
                 log.info("routing.model_fitted", tuned=False, taxonomy_version=taxonomy.version,
                          seconds=round(self._model.fit_seconds, 2))
             return self._model, self._taxonomy  # type: ignore[return-value]
+
+    def ranking_encoder(self) -> Encoder:
+        """The encoder whose vectors rank providers now: the routing model's (what :meth:`router` last
+        returned), or the shared one before any model. A guess for work done ahead of a routing batch; the
+        batch itself ranks in the space of the model it decides with."""
+        model = self.latest_model()
+        return self.encoder if model is None else model.encoder
+
+    def _keep_spaces(self) -> None:
+        """Drop the profile vectors of spaces no model here uses any more (called with ``_lock`` held)."""
+        keep = {self.encoder.model_id} | {m.encoder.model_id for m in (self._model, self._waiting) if m}
+        with self._spaces_lock:
+            for space in self._spaces.keys() - keep:
+                del self._spaces[space]
 
     def needs_tuning(self, session: Session) -> bool:
         """True when the current taxonomy has no saved tuned model and nobody here is fitting one."""
@@ -300,9 +339,10 @@ class RoutingEngine:
                 self._recent.put((encoder.model_id, texts[i]), vector)
         return out
 
-    def provider_index(self, session: Session, fresh: bool = False) -> ProviderIndex:
+    def provider_index(self, session: Session, encoder: Encoder | None = None, fresh: bool = False) -> ProviderIndex:
         """The providers open for work as routing ranks them, as a working copy: the caller records the offers
         it picks on it (``ProviderIndex.record_offer``) and reports those it makes with :meth:`count_offers`.
+        Profile vectors are ``encoder``'s (default: the shared encoder's), to compare with task vectors from it.
 
         Copied from one snapshot per process, not read per routing batch: at 100,000 providers, or with
         millions of offers in the fairness window, reading them cost more than routing the batch. Offers made
@@ -311,7 +351,7 @@ class RoutingEngine:
         PROVIDER_SNAPSHOT_AGE seconds, and with ``fresh``. Until then other processes' offers and closed
         offers are not in it, so offers picked on it must be checked against the database under lock before
         they are written (``offers.services.overbooked``)."""
-        snapshot = self._provider_snapshot(session, fresh)
+        snapshot = self._provider_snapshot(session, encoder or self.encoder, fresh)
         with self._providers_lock:  # another thread's commit updates its loads and recent offers in place
             index = snapshot.index.working_copy()
         for provider_id, n in self._missing_from(snapshot, session).items():  # this transaction's own
@@ -319,7 +359,7 @@ class RoutingEngine:
                 index.record_offer(provider_id, n)
         return index
 
-    def _provider_snapshot(self, session: Session, fresh: bool = False) -> _ProviderSnapshot:
+    def _provider_snapshot(self, session: Session, encoder: Encoder, fresh: bool = False) -> _ProviderSnapshot:
         # Two index lookups: a profile that changed (or joined) and a new rating show here at once. A deleted
         # profile does not; if picked, the capacity check finds it gone and the providers are read again.
         newest_profile, newest_rating = session.execute(select(
@@ -329,14 +369,14 @@ class RoutingEngine:
         mark = (session.get_bind().engine.url, newest_profile, newest_rating)
         with self._providers_lock:
             snapshot = self._providers
-            if fresh or snapshot is None or snapshot.mark != mark \
+            if fresh or snapshot is None or snapshot.mark != mark or snapshot.space != encoder.model_id \
                     or time.monotonic() - snapshot.taken > PROVIDER_SNAPSHOT_AGE:
                 from marketplace.domain.offers.services import provider_loads
 
                 started = time.monotonic()
-                records = self.provider_records(session, provider_loads(session))
+                records = self.provider_records(session, provider_loads(session), encoder)
                 snapshot = self._providers = _ProviderSnapshot(
-                    ProviderIndex(records, dim=self.encoder.dim), mark, started, id(session))
+                    ProviderIndex(records, dim=encoder.dim), mark, started, id(session), encoder.model_id)
                 # If this transaction rolls back, the snapshot may count offers that were never made.
                 event.listen(session, "after_rollback", functools.partial(self._forget, snapshot), once=True)
             return snapshot
@@ -351,10 +391,10 @@ class RoutingEngine:
                 missing.update(offers)
         return missing
 
-    def refresh_providers(self, session: Session) -> None:
-        """Bring the provider snapshot up to date (encoding new or edited profiles), e.g. ahead of a write
-        transaction that will rank providers."""
-        self._provider_snapshot(session)
+    def refresh_providers(self, session: Session, encoder: Encoder | None = None) -> None:
+        """Bring the provider snapshot in ``encoder``'s space (default :meth:`ranking_encoder`) up to date,
+        encoding new or edited profiles, e.g. ahead of a write transaction that will rank providers."""
+        self._provider_snapshot(session, encoder or self.ranking_encoder())
 
     def count_offers(self, session: Session, offers: Counter[str]) -> None:
         """``offers`` (per provider id) were made in ``session``'s transaction: once it commits, count them in
@@ -388,29 +428,44 @@ class RoutingEngine:
             if self._providers is snapshot:
                 self._providers = None
 
-    def _profiles(self, session: Session) -> list[Any]:
-        """The profiles open for work (rows of the columns ranking needs), with the vectors of new or edited
-        ones computed and cached: the profile texts are loaded only for those."""
+    def _open_profiles(self, session: Session) -> list[Any]:
+        """The profiles open for work: rows of the columns ranking needs."""
         P = ProviderProfile
-        rows = session.execute(  # a deactivated account cannot sign in to answer an offer
+        return list(session.execute(  # a deactivated account cannot sign in to answer an offer
             select(P.account_id, P.updated_at, P.categories, P.capacity, P.accepting_work, P.hourly_rate,
                    P.rate_currency)
             .join(Account, Account.id == P.account_id)
             .where(P.accepting_work.is_(True), P.capacity > 0, Account.is_active.is_(True))
-        ).all()
-        with self._lock:  # providers no longer open for work (closed, erased accounts) leave no vector behind
-            for gone in self._vectors.keys() - {r.account_id for r in rows}:
-                del self._vectors[gone]
-        stale = [r.account_id for r in rows if self._vectors.get(r.account_id, (None,))[0] != r.updated_at]
-        if stale:
-            profiles = session.scalars(select(P).where(P.account_id.in_(stale))).all()
-            vectors = self.encoder.encode([profile_text(p) or "provider" for p in profiles])
-            with self._lock:
-                for p, v in zip(profiles, vectors, strict=True):
-                    self._vectors[p.account_id] = (p.updated_at, v)
-        return list(rows)
+        ).all())
 
-    def provider_records(self, session: Session, loads: dict[uuid.UUID, int]) -> list[ProviderRecord]:
+    def _fill_space(self, session: Session, encoder: Encoder, most: int | None = None,
+                    rows: list[Any] | None = None) -> bool:
+        """Give the open profiles (``rows``, else read) vectors in ``encoder``'s space: the new or edited ones,
+        at most ``most`` of them. The profile texts are loaded only for those. True when none is left."""
+        rows = self._open_profiles(session) if rows is None else rows
+        open_ids = {r.account_id for r in rows}
+        with self._spaces_lock:  # providers no longer open for work (closed, erased accounts) leave no vector
+            vectors = self._spaces.setdefault(encoder.model_id, {})
+            for space in self._spaces.values():  # in any space
+                for gone in space.keys() - open_ids:
+                    del space[gone]
+            stale = [r.account_id for r in rows if vectors.get(r.account_id, (None,))[0] != r.updated_at]
+        todo = stale if most is None else stale[:most]
+        if todo:
+            P = ProviderProfile
+            profiles = session.scalars(select(P).where(P.account_id.in_(todo))).all()
+            fresh = encoder.encode([profile_text(p) or "provider" for p in profiles])
+            with self._spaces_lock:
+                for p, v in zip(profiles, fresh, strict=True):
+                    vectors[p.account_id] = (p.updated_at, v)
+        return len(todo) == len(stale)
+
+    def provider_records(self, session: Session, loads: dict[uuid.UUID, int],
+                         encoder: Encoder | None = None) -> list[ProviderRecord]:
+        """The providers open for work, with profile vectors in ``encoder``'s space (default: the shared one's).
+        The shared encoder's vectors are kept up to date in any case: the next taxonomy version starts with a
+        frozen model over them."""
+        encoder = encoder or self.encoder
         recent = dict(session.execute(
             select(Offer.provider_id, func.count()).where(Offer.created_at > now() - FAIRNESS_WINDOW)
             .group_by(Offer.provider_id)
@@ -418,10 +473,14 @@ class RoutingEngine:
         ratings = {pid: (int(total), int(n)) for pid, total, n in session.execute(
             select(Rating.provider_id, func.sum(Rating.stars), func.count()).group_by(Rating.provider_id)
         )}
-        profiles = self._profiles(session)
+        profiles = self._open_profiles(session)
+        for space in [self.encoder] + ([encoder] if encoder.model_id != self.encoder.model_id else []):
+            self._fill_space(session, space, rows=profiles)
+        with self._spaces_lock:
+            vectors = dict(self._spaces[encoder.model_id])
         return [
             ProviderRecord(
-                provider_id=str(p.account_id), vector=self._vectors[p.account_id][1],
+                provider_id=str(p.account_id), vector=vectors[p.account_id][1],
                 categories=frozenset(p.categories), capacity=p.capacity, load=loads.get(p.account_id, 0),
                 accepting_work=p.accepting_work, hourly_rate=p.hourly_rate, rate_currency=p.rate_currency,
                 recent_offers=recent.get(p.account_id, 0),

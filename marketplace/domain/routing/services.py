@@ -35,6 +35,7 @@ from marketplace.domain.tasks.lifecycle import SYSTEM, transition, transition_al
 from marketplace.domain.tasks.services import latest_decision
 from marketplace.errors import Conflict
 from marketplace.settings import Settings
+from models import Encoder
 from routing.matcher import Candidate, ProviderIndex
 from routing.taxonomy import Taxonomy
 from routing.tuned import RoutingModel
@@ -117,23 +118,28 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine, tas
                            "choose the category and providers by hand.",
                 "source": "objection",
             })
+    if router is None and any(p.outcome is None and p.task.category_id not in placed for p in plans):
+        router = engine.router(session, tuning=settings.router_tuning)
+    # One encoder pass per task: the routing model's encoder (a tuned one, once it is in use) gives the vector
+    # that decides the category and ranks the providers, whose profiles the engine embeds with it too.
+    encoder = router[0].encoder if router is not None else engine.ranking_encoder()
     # With the customer's objection the task text is never embedded: providers are ranked on category,
     # availability and price only.
     embed = [p for p in plans if p.outcome is None and p.task.customer_id not in objecting]
     texts = [task_text(p.task.title, p.task.description) for p in embed]
-    for plan, vector in zip(embed, engine.encode(engine.encoder, texts), strict=True):
+    for plan, vector in zip(embed, engine.encode(encoder, texts), strict=True):
         plan.vector = vector
 
     for plan in plans:
         category = placed.get(plan.task.category_id) if plan.task.category_id else None
         if plan.outcome is None and category is not None:
             plan.categories = [{"slug": category.slug, "score": None}]
-            plan.model_id = "none" if plan.vector is None else engine.model_id
+            plan.model_id = "none" if plan.vector is None else encoder.model_id
             plan.taxonomy_version = "staff"
             plan.explanation = {"summary": f"Placed in {category.name} by our staff.", "source": "staff",
                                 "threshold": None, "ranking": [], "nearest_examples": []}
     _categorize(session, settings, engine, [p for p in plans if p.outcome is None and not p.categories], router)
-    _choose_providers(session, settings, engine, [p for p in plans if p.outcome is None])
+    _choose_providers(session, settings, engine, [p for p in plans if p.outcome is None], encoder)
     _write(session, settings, plans)
     outcomes.update((p.task.id, "routed" if p.outcome is RoutingOutcome.ROUTED else "needs_review")
                     for p in plans)
@@ -157,15 +163,15 @@ def _waiting(session: Session, task_ids: Sequence[uuid.UUID], lock: bool
     return {t.id for t in found}, waiting, placed, objecting
 
 
-def routing_texts(session: Session, task_ids: Sequence[uuid.UUID], routed: bool = False) -> list[tuple[str, bool]]:
+def routing_texts(session: Session, task_ids: Sequence[uuid.UUID], routed: bool = False) -> list[str]:
     """What routing these tasks will encode: each waiting task's text (none for customers who object to AI
-    processing) and whether the routing model decides its category (staff have not placed it). Workers read
-    and encode them (:func:`encode_ahead`) before :func:`route_tasks`' write transaction, which on SQLite holds
-    the database's write lock: it then finds the vectors ready. Skipping that changes nothing but speed.
-    ``routed``: the tasks are routed already (a re-offer ranks providers for them again)."""
+    processing). Workers read and encode them (:func:`encode_ahead`) before :func:`route_tasks`' write
+    transaction, which on SQLite holds the database's write lock: it then finds the vectors ready. Skipping
+    that changes nothing but speed. ``routed``: the tasks are routed already (a re-offer ranks providers for
+    them again)."""
     # Plain columns, not ORM objects: this runs for every batch, and the write transaction loads the tasks anyway.
     rows = session.execute(
-        select(Task.title, Task.description, Task.category_id)
+        select(Task.title, Task.description)
         .join(Account, Account.id == Task.customer_id)
         .where(Task.id.in_(set(task_ids)),
                Task.status == TaskStatus.ROUTED if routed
@@ -173,21 +179,16 @@ def routing_texts(session: Session, task_ids: Sequence[uuid.UUID], routed: bool 
                Account.ai_processing_objection.is_not(True))
         .order_by(Task.id)
     ).all()
-    return [(task_text(r.title, r.description), r.category_id is None) for r in rows]
+    return [task_text(r.title, r.description) for r in rows]
 
 
-def encode_ahead(engine: RoutingEngine, texts: Sequence[tuple[str, bool]]) -> None:
-    """Encode :func:`routing_texts`' texts into the engine's cache of recent vectors: with the shared encoder,
-    and with the tuned one for those the model categorizes if the last decision used a tuned model. Not
-    engine.router: reading the taxonomy on every batch to check its version cost more than the guess saves
-    when it is wrong."""
-    if not texts:
-        return
-    engine.encode(engine.encoder, [text for text, _ in texts])
-    model = engine.latest_model()
-    unplaced = [text for text, decided in texts if decided]
-    if unplaced and model is not None and model.tuned:
-        engine.encode(model.encoder, unplaced)
+def encode_ahead(engine: RoutingEngine, texts: Sequence[str]) -> None:
+    """Encode :func:`routing_texts`' texts into the engine's cache of recent vectors, with the encoder of the
+    model the last decision used (``RoutingEngine.ranking_encoder``). Not engine.router: reading the taxonomy
+    on every batch to check its version cost more than the guess saves when it is wrong (a batch whose model
+    changed meanwhile encodes its texts again)."""
+    if texts:
+        engine.encode(engine.ranking_encoder(), list(texts))
 
 
 def _categorize(session: Session, settings: Settings, engine: RoutingEngine, plans: list[_Plan],
@@ -197,9 +198,8 @@ def _categorize(session: Session, settings: Settings, engine: RoutingEngine, pla
     model, taxonomy = router or engine.router(session, tuning=settings.router_tuning)
     names = {c.slug: c.name for c in taxonomy.categories}
     texts = [task_text(p.task.title, p.task.description) for p in plans]
-    # The tuned encoder (if any) decides the category; the shared one's vector ranks the providers.
-    base = np.stack([p.vector for p in plans])  # type: ignore[misc]
-    decisions = model.decide_many(texts, base, encode=engine.encode)
+    # the vectors came from this model's encoder (route_tasks)
+    decisions = model.decide_many(texts, np.stack([p.vector for p in plans]))  # type: ignore[misc]
     for plan, decision in zip(plans, decisions, strict=True):
         plan.model_id, plan.taxonomy_version = model.model_id, taxonomy.version
         evidence = {
@@ -230,8 +230,9 @@ def _categorize(session: Session, settings: Settings, engine: RoutingEngine, pla
 
 
 def _choose_providers(session: Session, settings: Settings, engine: RoutingEngine,
-                      plans: list[_Plan]) -> None:
-    """Rank providers for each task and pick its offers on the engine's provider snapshot, counting each offer
+                      plans: list[_Plan], encoder: Encoder) -> None:
+    """Rank providers for each task and pick its offers on the engine's provider snapshot in the space of
+    ``encoder`` (the one that gave the plans' vectors), counting each offer
     in it as it is picked (so the result is what routing the tasks one after another gives); then lock the
     picked providers and check in the database that they can still take them. If the snapshot was stale
     (another process's offers took the last slots), pick again on a fresh read of the providers, once."""
@@ -251,7 +252,7 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
         offered[task_id].add(provider_id)
     summaries = [p.explanation["summary"] for p in plans]
     for fresh in (False, True):
-        index = engine.provider_index(session, fresh=fresh)
+        index = engine.provider_index(session, encoder, fresh=fresh)
         for plan, summary in zip(plans, summaries, strict=True):
             plan.outcome, plan.reason, plan.offers = None, "", []
             plan.explanation["summary"] = summary
@@ -336,12 +337,15 @@ def _write(session: Session, settings: Settings, plans: list[_Plan]) -> None:
                        and p.explanation.get("source") == "model" and not p.categories])
 
 
-def reoffer(session: Session, settings: Settings, engine: RoutingEngine, task_id: uuid.UUID, wanted: int) -> str:
+def reoffer(session: Session, settings: Settings, engine: RoutingEngine, task_id: uuid.UUID, wanted: int,
+            encoder: Encoder | None = None) -> str:
     """Rank the providers again for a routed task whose stored candidates have all been offered it (or left,
     or filled up) and which has no open offer: in its category, among everyone who has not been offered it,
     on the providers as they are now (new ones included). Up to ``wanted`` offers; with nobody, the task goes to
     staff review. The decision stays the task's decision (wrong-category votes still count against its
-    category); the new candidates are added to its list. Idempotent: ``skipped`` when there is nothing to do."""
+    category); the new candidates are added to its list. Idempotent: ``skipped`` when there is nothing to do.
+    ``encoder``: the space to rank in (the current routing model's encoder, which the worker reads before this
+    transaction; default ``RoutingEngine.ranking_encoder``)."""
     task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
     if task is None or task.status is not TaskStatus.ROUTED or open_offers(session, task.id):
         return "skipped"
@@ -350,10 +354,11 @@ def reoffer(session: Session, settings: Settings, engine: RoutingEngine, task_id
         transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM, reason=NOBODY_LEFT)
         return "needs_review"
     plan = _Plan(task, categories=decision.categories, explanation={"summary": ""})
+    encoder = encoder or engine.ranking_encoder()
     customer = session.get(Account, task.customer_id)
     if customer is not None and not customer.ai_processing_objection:
-        plan.vector = engine.encode(engine.encoder, [task_text(task.title, task.description)])[0]
-    _choose_providers(session, settings.with_(offers_per_task=max(1, wanted)), engine, [plan])
+        plan.vector = engine.encode(encoder, [task_text(task.title, task.description)])[0]
+    _choose_providers(session, settings.with_(offers_per_task=max(1, wanted)), engine, [plan], encoder)
     if not plan.offers:
         transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM, reason=NOBODY_LEFT)
         return "needs_review"
