@@ -374,6 +374,9 @@ def test_a_tuned_model_ranks_providers_with_its_own_vectors_one_encoder_pass_per
         open_profiles = len(engine._open_profiles(session))  # the three, and any the test database seeds
         path = engine.current_tuned_path(session)
         tuned.save(path)
+        # Category suggestions (the API process, which ranks nobody) use it at once and embed no profile for it.
+        suggesting, _ = engine.router(session, tuning=True, ranking=False)
+        assert suggesting.tuned and tuned.encoder.model_id not in engine._spaces
         calls = 0
         while not (model := engine.router(session, tuning=True)[0]).tuned:
             calls += 1

@@ -218,8 +218,13 @@ class RoutingEngine:
             self._read_taxonomy = (mark, started, taxonomy)
         return taxonomy
 
-    def router(self, session: Session, tuning: bool = True) -> tuple[RoutingModel, Taxonomy]:
-        """The routing model for the current taxonomy version (and that taxonomy)."""
+    def router(self, session: Session, tuning: bool = True, ranking: bool = True) -> tuple[RoutingModel, Taxonomy]:
+        """The routing model for the current taxonomy version (and that taxonomy).
+
+        A tuned model newly found for it takes over once every open profile has a vector in its space (some
+        more on each call, WARM_PROFILES); until then the frozen model decides. ``ranking=False``: the caller
+        only decides categories (the API's category suggestions), and gets the tuned model as soon as it is
+        loaded; nothing is embedded for it."""
         taxonomy = self.taxonomy(session)
         with self._lock:
             current = self._model is not None and self._taxonomy is not None \
@@ -238,7 +243,9 @@ class RoutingEngine:
                 if waiting is None and path.exists() and (waiting := self._load_tuned(path)) is not None:
                     log.info("routing.model_loaded", tuned=True, taxonomy_version=taxonomy.version)
                     self._waiting, self._waiting_file = waiting, path
-                if waiting is not None and self._fill_space(session, waiting.encoder, WARM_PROFILES):
+                if waiting is not None and not ranking:
+                    return waiting, taxonomy
+                if waiting is not None and self._fill_space(session, waiting.encoder, WARM_PROFILES)[0]:
                     log.info("routing.model_in_use", tuned=True, taxonomy_version=taxonomy.version)
                     self._model, self._taxonomy, self._waiting = waiting, taxonomy, None
                     self._keep_spaces()
@@ -438,10 +445,11 @@ class RoutingEngine:
             .where(P.accepting_work.is_(True), P.capacity > 0, Account.is_active.is_(True))
         ).all())
 
-    def _fill_space(self, session: Session, encoder: Encoder, most: int | None = None,
-                    rows: list[Any] | None = None) -> bool:
+    def _fill_space(self, session: Session, encoder: Encoder, most: int | None = None, rows: list[Any] | None = None
+                    ) -> tuple[bool, dict[uuid.UUID, tuple[datetime, np.ndarray]]]:
         """Give the open profiles (``rows``, else read) vectors in ``encoder``'s space: the new or edited ones,
-        at most ``most`` of them. The profile texts are loaded only for those. True when none is left."""
+        at most ``most`` of them. The profile texts are loaded only for those. Returns whether none is left,
+        and the space's vectors (still the caller's should another thread drop the space meanwhile)."""
         rows = self._open_profiles(session) if rows is None else rows
         open_ids = {r.account_id for r in rows}
         with self._spaces_lock:  # providers no longer open for work (closed, erased accounts) leave no vector
@@ -458,7 +466,7 @@ class RoutingEngine:
             with self._spaces_lock:
                 for p, v in zip(profiles, fresh, strict=True):
                     vectors[p.account_id] = (p.updated_at, v)
-        return len(todo) == len(stale)
+        return len(todo) == len(stale), vectors
 
     def provider_records(self, session: Session, loads: dict[uuid.UUID, int],
                          encoder: Encoder | None = None) -> list[ProviderRecord]:
@@ -474,10 +482,11 @@ class RoutingEngine:
             select(Rating.provider_id, func.sum(Rating.stars), func.count()).group_by(Rating.provider_id)
         )}
         profiles = self._open_profiles(session)
-        for space in [self.encoder] + ([encoder] if encoder.model_id != self.encoder.model_id else []):
-            self._fill_space(session, space, rows=profiles)
+        if encoder.model_id != self.encoder.model_id:
+            self._fill_space(session, self.encoder, rows=profiles)
+        filled = self._fill_space(session, encoder, rows=profiles)[1]
         with self._spaces_lock:
-            vectors = dict(self._spaces[encoder.model_id])
+            vectors = dict(filled)
         return [
             ProviderRecord(
                 provider_id=str(p.account_id), vector=vectors[p.account_id][1],

@@ -24,7 +24,9 @@ def suggest_categories(session: Session, settings: Settings, title: str, descrip
     that may never be posted leaves no trace. The first call in a process loads the model."""
     engine = get_engine()
     try:
-        model, taxonomy = engine.router(session, tuning=settings.router_tuning)
+        # ranking=False: this process may never rank a provider (the API's), so it embeds no profile for a
+        # tuned model; the workers use one once they have (seconds, or a minute at 100,000 providers)
+        model, taxonomy = engine.router(session, tuning=settings.router_tuning, ranking=False)
     except NoTaxonomy:  # no categories yet: nothing to suggest, the customer picks none or staff place it
         return None
     names = {c.slug: c.name for c in taxonomy.categories}
