@@ -21,10 +21,12 @@ import json
 import time
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from marketplace.domain.providers.services import profile_text
 from models import load_encoder
 from models.onnx_backend import cache_dir
 from models.tuning import TuningConfig
@@ -32,11 +34,6 @@ from routing import Matcher, ProviderRecord
 from routing.tuned import RoutingModel, fingerprint, fit_routing_model
 
 CASES = Path(__file__).parent / "data" / "matching-demo.json"
-
-
-def profile_text(p: dict[str, Any]) -> str:
-    # as marketplace.domain.providers.services.profile_text joins a profile's fields
-    return ". ".join(x for x in (p["headline"], p["description"], ", ".join(p["skills"])) if x)
 
 
 def tuned_model(labels: list[str], texts: list[str], encoder: Any) -> tuple[RoutingModel, float | None]:
@@ -51,7 +48,7 @@ def tuned_model(labels: list[str], texts: list[str], encoder: Any) -> tuple[Rout
 
 
 def scores(encoder: Any, cases: list[dict[str, str]], people: list[dict[str, Any]]) -> dict[str, Any]:
-    profiles = encoder.encode([profile_text(p) for p in people])
+    profiles = encoder.encode([profile_text(SimpleNamespace(**p)) for p in people])  # type: ignore[arg-type]
     requests = encoder.encode([c["text"] for c in cases])
     records = [ProviderRecord(provider_id=p["key"], vector=v, categories=frozenset(p["categories"]),
                               capacity=p["capacity"], load=0, accepting_work=True)
