@@ -188,8 +188,8 @@ def reoffer_task(task_id: str, wanted: str = "1") -> None:
     with runtime.database().session(readonly=True) as session:
         try:
             encoder = engine.router(session, tuning=settings.router_tuning)[0].encoder
-        except NoTaxonomy:
-            encoder = engine.encoder
+        except NoTaxonomy:  # the taxonomy was emptied since: rank where routing last did
+            encoder = engine.ranking_encoder()
         engine.encode(encoder, routing_texts(session, [uuid.UUID(task_id)], routed=True))
         engine.refresh_providers(session, encoder)
     with unit_of_work(runtime.database(), settings) as session:

@@ -356,10 +356,10 @@ def test_a_tuned_model_ranks_providers_with_its_own_vectors_one_encoder_pass_per
 
     from sqlalchemy import select
 
-    from marketplace.db.models import Offer, ProviderProfile
+    from marketplace.db.models import Category, CategoryExample, Offer, ProviderProfile
     from marketplace.domain.providers.services import profile_text
     from marketplace.domain.routing import engine as engine_module
-    from marketplace.domain.routing.engine import RoutingEngine, task_text
+    from marketplace.domain.routing.engine import ModelReplaced, RoutingEngine, task_text
     from marketplace.domain.routing.services import route_task
     from marketplace.domain.tasks.schemas import TaskIn
     from marketplace.domain.tasks.services import create_task
@@ -386,10 +386,11 @@ def test_a_tuned_model_ranks_providers_with_its_own_vectors_one_encoder_pass_per
     tuned_space = model.encoder
     assert engine.ranking_encoder() is tuned_space and tuned_space.model_id == tuned.encoder.model_id
 
-    seen: list[str] = []
+    seen: dict[str, list[str]] = {engine.encoder.model_id: [], tuned_space.model_id: []}
     for encoder in (engine.encoder, tuned_space):
-        real = encoder.encode
-        monkeypatch.setattr(encoder, "encode", lambda texts, real=real: (seen.extend(texts), real(texts))[1])
+        real, texts_of = encoder.encode, seen[encoder.model_id]
+        monkeypatch.setattr(encoder, "encode",
+                            lambda texts, real=real, texts_of=texts_of: (texts_of.extend(texts), real(texts))[1])
     customer, _ = api.user("customer")
     title, description = "Dripping tap", "The kitchen tap drips all night and the pipe under the sink is wet."
     with db.session() as session:
@@ -397,7 +398,9 @@ def test_a_tuned_model_ranks_providers_with_its_own_vectors_one_encoder_pass_per
     with db.session() as session:
         assert route_task(session, settings, engine, task_id) == "routed"
     text = task_text(title, description)
-    assert seen.count(text) == 1  # one pass, and no profile encoded again
+    # one pass, by the tuned encoder; its profile vectors were all there (the shared encoder embedded the
+    # profiles for its own space, which the provider snapshot keeps up to date too)
+    assert seen[tuned_space.model_id] == [text] and text not in seen[engine.encoder.model_id]
 
     task_vector = tuned_space.encode([text])[0]
     ours = {p["id"] for p, _ in providers}
@@ -411,12 +414,15 @@ def test_a_tuned_model_ranks_providers_with_its_own_vectors_one_encoder_pass_per
         assert not np.allclose(profile, shared, atol=1e-3)  # a different space
 
     # An edited profile: a new vector in the tuned space and in the shared one (for the next frozen model).
-    (ann, ann_h) = providers[0]
-    r = api.client.put("/api/v1/providers/me", headers=ann_h, json={
-        "headline": "Plumber Ann", "description": "Emergency leak repairs at night.", "skills": ["Plumber"],
-        "categories": ["plumbing"], "languages": ["en"], "capacity": 3, "accepting_work": True,
-        "hourly_rate": "40", "rate_currency": "USD"})
-    assert r.status_code == 200, r.text
+    def put_profile(headers: dict[str, str], headline: str, description: str, accepting_work: bool = True) -> None:
+        r = api.client.put("/api/v1/providers/me", headers=headers, json={
+            "headline": headline, "description": description, "skills": ["Plumber"], "categories": ["plumbing"],
+            "languages": ["en"], "capacity": 3, "accepting_work": accepting_work, "hourly_rate": "40",
+            "rate_currency": "USD"})
+        assert r.status_code == 200, r.text
+
+    (ann, ann_h), (bo, bo_h) = providers[:2]
+    put_profile(ann_h, "Plumber Ann", "Emergency leak repairs at night.")
     with db.session(readonly=True) as session:
         index = engine.provider_index(session, tuned_space)
         row = index.row_of[ann["id"]]
@@ -427,3 +433,23 @@ def test_a_tuned_model_ranks_providers_with_its_own_vectors_one_encoder_pass_per
         assert float(stored @ space.encode([edited])[0]) > 0.99
     assert np.allclose(index.vectors[row], engine._spaces[tuned_space.model_id][uuid.UUID(ann["id"])][1])
 
+    # A provider who stops taking work leaves no vector in any space.
+    put_profile(bo_h, "Plumber Bo", abouts["Bo"], accepting_work=False)
+    with db.session(readonly=True) as session:
+        assert bo["id"] not in engine.provider_index(session, tuned_space).row_of
+    assert not any(uuid.UUID(bo["id"]) in space for space in engine._spaces.values())
+
+    # A new taxonomy version has no tuned model yet: the frozen one decides and ranks, and the old tuned
+    # model's vectors go. A batch still holding that model is told to route again, not left to embed every
+    # profile in its space afresh.
+    with db.session() as session:
+        plumbing = session.scalar(select(Category).where(Category.slug == "plumbing"))
+        session.add(CategoryExample(category_id=plumbing.id, text="Swap the washer in a dripping tap",
+                                    source="staff"))
+    with db.session(readonly=True) as session:
+        model, _ = engine.router(session, tuning=True)
+        assert not model.tuned and engine.ranking_encoder() is engine.encoder
+        assert set(engine._spaces) == {engine.encoder.model_id}
+        with pytest.raises(ModelReplaced):  # (the snapshot read just before would still do, for 5 s)
+            engine.provider_index(session, tuned_space, fresh=True)
+        assert ann["id"] in engine.provider_index(session, model.encoder).row_of

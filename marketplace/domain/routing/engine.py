@@ -36,6 +36,7 @@ from marketplace.db.models import Account, CategoryExample, Offer, ProviderProfi
 from marketplace.domain.categories.services import load_taxonomy, taxonomy_mark
 from marketplace.domain.providers.services import profile_text
 from marketplace.domain.routing.recent import RecentItems, cached_recently
+from marketplace.errors import Conflict
 from models import Encoder, load_encoder
 from models.tuning import TuningConfig
 from routing import Matcher, ProviderRecord, Taxonomy, scrub_pii
@@ -74,6 +75,11 @@ def task_text(title: str, description: str) -> str:
 
 class NoTaxonomy(RuntimeError):
     """There is no category with examples to route to (the taxonomy is not loaded)."""
+
+
+class ModelReplaced(Conflict):
+    """The routing model a batch fetched was replaced (a new taxonomy version) before it ranked providers:
+    routing again uses the current one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +228,9 @@ class RoutingEngine:
         """The routing model for the current taxonomy version (and that taxonomy).
 
         A tuned model newly found for it takes over once every open profile has a vector in its space (some
-        more on each call, WARM_PROFILES); until then the frozen model decides. ``ranking=False``: the caller
-        only decides categories (the API's category suggestions), and gets the tuned model as soon as it is
-        loaded; nothing is embedded for it."""
+        more on each call, WARM_PROFILES, embedded without holding the engine's lock); until then the frozen
+        model decides. ``ranking=False``: the caller only decides categories (the API's category
+        suggestions), and gets the tuned model as soon as it is loaded; nothing is embedded for it."""
         taxonomy = self.taxonomy(session)
         with self._lock:
             current = self._model is not None and self._taxonomy is not None \
@@ -235,29 +241,42 @@ class RoutingEngine:
                 self._taxonomy = taxonomy
             if current and (self._model.tuned or not tuning):  # type: ignore[union-attr]
                 return self._model, taxonomy  # type: ignore[return-value]
-            if tuning:
-                path = self._tuned_file(session, taxonomy)
-                if self._waiting_file != path:
-                    self._waiting = None  # loaded for an earlier taxonomy version
-                waiting = self._waiting
-                if waiting is None and path.exists() and (waiting := self._load_tuned(path)) is not None:
-                    log.info("routing.model_loaded", tuned=True, taxonomy_version=taxonomy.version)
-                    self._waiting, self._waiting_file = waiting, path
-                if waiting is not None and not ranking:
-                    return waiting, taxonomy
-                if waiting is not None and self._fill_space(session, waiting.encoder, WARM_PROFILES)[0]:
-                    log.info("routing.model_in_use", tuned=True, taxonomy_version=taxonomy.version)
-                    self._model, self._taxonomy, self._waiting = waiting, taxonomy, None
-                    self._keep_spaces()
-                    return waiting, taxonomy
-            if not current:
+            waiting = self._waiting_model(session, taxonomy) if tuning else None
+        if waiting is not None:
+            if not ranking:
+                return waiting, taxonomy
+            try:
+                filled = self._fill_space(session, waiting.encoder, WARM_PROFILES)[0]
+            except ModelReplaced:  # another thread found a newer taxonomy meanwhile
+                filled = False
+            if filled:
+                with self._lock:
+                    if self._waiting is waiting:
+                        log.info("routing.model_in_use", tuned=True, taxonomy_version=taxonomy.version)
+                        self._model, self._taxonomy, self._waiting = waiting, taxonomy, None
+                        self._keep_spaces()
+        with self._lock:
+            if self._model is waiting is not None:  # in use now (here or in another thread)
+                return waiting, taxonomy  # type: ignore[return-value]
+            if self._model is None or self._taxonomy is None or self._taxonomy.version != taxonomy.version:
                 labels, texts, quotable = self._examples(session, taxonomy)
                 self._model = fit_routing_model(labels, texts, self.encoder, quotable, tune=False)
                 self._taxonomy = taxonomy
                 self._keep_spaces()
                 log.info("routing.model_fitted", tuned=False, taxonomy_version=taxonomy.version,
                          seconds=round(self._model.fit_seconds, 2))
-            return self._model, self._taxonomy  # type: ignore[return-value]
+            return self._model, self._taxonomy
+
+    def _waiting_model(self, session: Session, taxonomy: Taxonomy) -> RoutingModel | None:
+        """The tuned model saved for ``taxonomy``, loaded (once) and not yet in use; None without one (called
+        with ``_lock`` held)."""
+        path = self._tuned_file(session, taxonomy)
+        if self._waiting_file != path:
+            self._waiting = None  # loaded for an earlier taxonomy version
+        if self._waiting is None and path.exists() and (loaded := self._load_tuned(path)) is not None:
+            log.info("routing.model_loaded", tuned=True, taxonomy_version=taxonomy.version)
+            self._waiting, self._waiting_file = loaded, path
+        return self._waiting
 
     def ranking_encoder(self) -> Encoder:
         """The encoder whose vectors rank providers now: the routing model's (what :meth:`router` last
@@ -266,9 +285,14 @@ class RoutingEngine:
         model = self.latest_model()
         return self.encoder if model is None else model.encoder
 
+    def _kept_spaces(self) -> set[str]:
+        """The spaces whose profile vectors are kept: the shared encoder's, and those of the model in use and
+        of a tuned model waiting to take over."""
+        return {self.encoder.model_id} | {m.encoder.model_id for m in (self._model, self._waiting) if m}
+
     def _keep_spaces(self) -> None:
         """Drop the profile vectors of spaces no model here uses any more (called with ``_lock`` held)."""
-        keep = {self.encoder.model_id} | {m.encoder.model_id for m in (self._model, self._waiting) if m}
+        keep = self._kept_spaces()
         with self._spaces_lock:
             for space in self._spaces.keys() - keep:
                 del self._spaces[space]
@@ -453,6 +477,10 @@ class RoutingEngine:
         rows = self._open_profiles(session) if rows is None else rows
         open_ids = {r.account_id for r in rows}
         with self._spaces_lock:  # providers no longer open for work (closed, erased accounts) leave no vector
+            if encoder.model_id not in self._spaces and encoder.model_id not in self._kept_spaces():
+                # A batch that fetched its model before another thread replaced it: embedding every profile
+                # again for a model no longer in use (inside its write transaction) is not worth it.
+                raise ModelReplaced(f"the routing model of {encoder.model_id} is no longer in use")
             vectors = self._spaces.setdefault(encoder.model_id, {})
             for space in self._spaces.values():  # in any space
                 for gone in space.keys() - open_ids:
@@ -487,6 +515,9 @@ class RoutingEngine:
         filled = self._fill_space(session, encoder, rows=profiles)[1]
         with self._spaces_lock:
             vectors = dict(filled)
+        # A fill in another thread, on a newer read of the profiles, may have dropped one who stopped taking
+        # work since this one's read.
+        profiles = [p for p in profiles if p.account_id in vectors]
         return [
             ProviderRecord(
                 provider_id=str(p.account_id), vector=vectors[p.account_id][1],

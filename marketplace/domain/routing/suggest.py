@@ -18,14 +18,16 @@ class Suggestion:
 
 
 def suggest_categories(session: Session, settings: Settings, title: str, description: str) -> Suggestion | None:
-    """What routing would decide for this title and description right now (same model, same thresholds).
+    """What routing would decide for this title and description right now (same model, same thresholds; a
+    tuned model newly fitted decides here once loaded, in the workers once they have embedded every provider
+    profile with it, 512 more per routing batch: at once for a few hundred providers).
 
     The text is scrubbed like a task's and encoded without being remembered anywhere: a preview of a task
     that may never be posted leaves no trace. The first call in a process loads the model."""
     engine = get_engine()
     try:
         # ranking=False: this process may never rank a provider (the API's), so it embeds no profile for a
-        # tuned model; the workers use one once they have (seconds, or a minute at 100,000 providers)
+        # tuned model
         model, taxonomy = engine.router(session, tuning=settings.router_tuning, ranking=False)
     except NoTaxonomy:  # no categories yet: nothing to suggest, the customer picks none or staff place it
         return None
