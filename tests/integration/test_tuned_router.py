@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -57,14 +58,18 @@ def tuned() -> RoutingModel:
 
     real = models.tuning.tune_top_layers
     real_holdout = Router.holdout
+    # Only this fit's runs: an app an earlier test started may still be fitting in its worker's threads.
+    fitting = threading.current_thread()
 
     def recording(states: list, labels: Any, n_classes: int, config: Any) -> Any:
-        TUNING_RUNS.append((len(states), n_classes))
+        if threading.current_thread() is fitting:
+            TUNING_RUNS.append((len(states), n_classes))
         return real(states, labels, n_classes, config)
 
     def holdout(self: Router, y: Any, n_classes: int, rng: Any) -> Any:
         split = real_holdout(self, y, n_classes, rng)
-        HELD_OUT.append(frozenset(SLUGS[i] for i in np.unique(y[split.out_of_scope])))
+        if threading.current_thread() is fitting:
+            HELD_OUT.append(frozenset(SLUGS[i] for i in np.unique(y[split.out_of_scope])))
         return split
 
     with pytest.MonkeyPatch.context() as mp:
