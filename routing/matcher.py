@@ -179,7 +179,9 @@ class Matcher:
         fairness = HALF_EXPOSURE / (HALF_EXPOSURE + recent)
         # shares among the providers who can take the task now (full ones, ranked behind them, change nothing)
         offers, open_rows = float(recent[~full].sum()), int((~full).sum())
-        share = recent / offers if offers > 0 else np.zeros(rows.size, dtype=np.float32)
+        # a full provider's share is the one they would have among them (their own offers added to the total)
+        among = np.where(full, offers + recent, offers)
+        share = np.divide(recent, among, out=np.zeros(rows.size, dtype=np.float64), where=among > 0)
         cap = max(MAX_SHARE, SHARE_CAP_FACTOR / max(open_rows, 1))
         capped = (share > cap) & (offers >= MIN_OFFERS_FOR_CAP) & (open_rows > 1)
         # the score is the weighted sum of the components as shown (rounded), so anyone can recompute it

@@ -210,3 +210,14 @@ def test_offers_recorded_on_a_working_copy_change_its_ranking_but_not_the_shared
     assert (shared.load.tolist(), shared.recent_offers.tolist()) == ([0, 0], [0.0, 0.0])
     shared.record_offer("b", 2)  # counted in the shared index: b is full there, later copies see it
     assert ids(Matcher().rank_index(shared.working_copy(), TASK, ["design"])) == ["a"]
+
+
+def test_a_full_providers_recent_share_is_the_one_they_would_have_among_those_with_room() -> None:
+    def record(pid: str, recent: int, load: int = 0) -> ProviderRecord:
+        return ProviderRecord(pid, vec(0.8), frozenset({"design"}), 2, load, True, None, recent_offers=recent)
+
+    ranked = Matcher().rank(TASK, ["design"], [record("a", 2), record("b", 2), record("full", 10, load=2)],
+                            include_full=True)
+    shares = {c.provider_id: c.components["recent_share"] for c in ranked}
+    # those with room share their 4 offers; the full provider's 10 count against 4 + 10 (not 10 of 4)
+    assert shares == {"a": 0.5, "b": 0.5, "full": round(10 / 14, 4)}
