@@ -117,8 +117,7 @@ ENCODE_BATCH = 256
 ROUTE_BATCH = 64
 ROUTE_LINGER = 0.003
 # Two stages, each one batch at a time: while one batch is written, the next one is being encoded.
-_encoded: MicroBatcher[str, None] = MicroBatcher(encode_batch, max_size=ENCODE_BATCH,
-                                                              linger=ROUTE_LINGER)
+_encoded: MicroBatcher[str, None] = MicroBatcher(encode_batch, max_size=ENCODE_BATCH, linger=ROUTE_LINGER)
 _routes: MicroBatcher[uuid.UUID, str] = MicroBatcher(route_batch, max_size=ROUTE_BATCH, linger=ROUTE_LINGER)
 # Tasks between the encode stage and the end of their write batch. Their vectors wait in the engine's cache of
 # recent vectors (RECENT_TEXTS of them); an encode stage further ahead than that would have its oldest vectors
