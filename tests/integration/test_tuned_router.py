@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,24 +51,25 @@ TUNING_RUNS: list[tuple[int, int]] = []  # (examples, categories) of each tuning
 HELD_OUT: list[frozenset[str]] = []  # the categories each calibration run held out
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: a test here also uses the database fixtures, which run once per database backend, and pytest
+# groups tests by backend across modules; a module-scoped fit was torn down and fitted again for each group (and
+# its runs recorded again: 11 for 4).
+@pytest.fixture(scope="session")
 def tuned() -> RoutingModel:
     import models.tuning
 
     real = models.tuning.tune_top_layers
     real_holdout = Router.holdout
-    # Only this fit's runs: an app an earlier test started may still be fitting in its worker's threads.
-    fitting = threading.current_thread()
+    TUNING_RUNS.clear()
+    HELD_OUT.clear()
 
     def recording(states: list, labels: Any, n_classes: int, config: Any) -> Any:
-        if threading.current_thread() is fitting:
-            TUNING_RUNS.append((len(states), n_classes))
+        TUNING_RUNS.append((len(states), n_classes))
         return real(states, labels, n_classes, config)
 
     def holdout(self: Router, y: Any, n_classes: int, rng: Any) -> Any:
         split = real_holdout(self, y, n_classes, rng)
-        if threading.current_thread() is fitting:
-            HELD_OUT.append(frozenset(SLUGS[i] for i in np.unique(y[split.out_of_scope])))
+        HELD_OUT.append(frozenset(SLUGS[i] for i in np.unique(y[split.out_of_scope])))
         return split
 
     with pytest.MonkeyPatch.context() as mp:
