@@ -27,22 +27,21 @@ from typing import Any
 import numpy as np
 
 from marketplace.domain.providers.services import profile_text
+from marketplace.domain.routing.engine import RoutingEngine
 from models import load_encoder
-from models.onnx_backend import cache_dir
-from models.tuning import TuningConfig
 from routing import Matcher, ProviderRecord
-from routing.tuned import RoutingModel, fingerprint, fit_routing_model
+from routing.tuned import RoutingModel, fit_routing_model
 
 CASES = Path(__file__).parent / "data" / "matching-demo.json"
 
 
 def tuned_model(labels: list[str], texts: list[str], encoder: Any) -> tuple[RoutingModel, float | None]:
-    config = TuningConfig()
-    path = cache_dir() / "routers" / f"{fingerprint(labels, texts, encoder, True, config)}.npz"
+    engine = RoutingEngine(encoder)  # where the app's routing engine saves this taxonomy's model, and how it fits
+    path = engine.tuned_path(labels, texts)
     if path.exists():
         return RoutingModel.load(path, encoder), None
     started = time.perf_counter()
-    model = fit_routing_model(labels, texts, encoder, tune=True, config=config)
+    model = fit_routing_model(labels, texts, encoder, tune=True, config=engine.tuning)
     model.save(path)
     return model, round(time.perf_counter() - started, 1)
 

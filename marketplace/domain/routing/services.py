@@ -138,7 +138,7 @@ def route_tasks(session: Session, settings: Settings, engine: RoutingEngine, tas
             plan.taxonomy_version = "staff"
             plan.explanation = {"summary": f"Placed in {category.name} by our staff.", "source": "staff",
                                 "threshold": None, "ranking": [], "nearest_examples": []}
-    _categorize(session, settings, engine, [p for p in plans if p.outcome is None and not p.categories], router)
+    _categorize(engine, [p for p in plans if p.outcome is None and not p.categories], router)
     _choose_providers(session, settings, engine, [p for p in plans if p.outcome is None], encoder)
     _write(session, settings, plans)
     outcomes.update((p.task.id, "routed" if p.outcome is RoutingOutcome.ROUTED else "needs_review")
@@ -191,11 +191,12 @@ def encode_ahead(engine: RoutingEngine, texts: Sequence[str]) -> None:
         engine.encode(engine.ranking_encoder(), list(texts))
 
 
-def _categorize(session: Session, settings: Settings, engine: RoutingEngine, plans: list[_Plan],
-                router: tuple[RoutingModel, Taxonomy] | None) -> None:
+def _categorize(engine: RoutingEngine, plans: list[_Plan], router: tuple[RoutingModel, Taxonomy] | None) -> None:
+    """Decide the plans' categories with ``router`` (route_tasks fetches it whenever there are plans)."""
     if not plans:
         return
-    model, taxonomy = router or engine.router(session, tuning=settings.router_tuning)
+    assert router is not None, "route_tasks fetches the routing model for tasks it must categorize"
+    model, taxonomy = router
     names = {c.slug: c.name for c in taxonomy.categories}
     texts = [task_text(p.task.title, p.task.description) for p in plans]
     # the vectors came from this model's encoder (route_tasks)
