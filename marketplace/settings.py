@@ -47,6 +47,9 @@ class Settings:
     run_inprocess_worker: bool = field(
         default_factory=lambda: _env("INPROCESS_WORKER", "auto") in {"auto", "1", "true"}
     )
+    # Seconds between rounds of a routing worker's upkeep thread (workers.upkeep: routing model and provider
+    # snapshot kept ready between batches); 0: no such thread, routing batches do that work themselves.
+    routing_upkeep_s: float = field(default_factory=lambda: float(_env("ROUTING_UPKEEP_S", "2")))
     # Fine-tune the encoder's top layers per taxonomy version (the refit_router job); off: frozen head only.
     router_tuning: bool = field(default_factory=lambda: _env("ROUTER_TUNING", "1") in {"1", "true"})
     debug: bool = field(default_factory=lambda: _env("DEBUG", "0") in {"1", "true"})
@@ -66,6 +69,8 @@ class Settings:
             raise ValueError("RELAY_OFFERS_PER_TASK must be at least 1")
         if self.draft_engine not in {"auto", "generative", "composer"}:
             raise ValueError(f"RELAY_DRAFT_ENGINE must be auto, generative or composer, not {self.draft_engine!r}")
+        if not self.routing_upkeep_s >= 0:  # (NaN too)
+            raise ValueError("RELAY_ROUTING_UPKEEP_S must be 0 (off) or a positive number of seconds")
         if self.offer_window_hours <= 0:
             raise ValueError("RELAY_OFFER_WINDOW_HOURS must be positive")
 

@@ -80,7 +80,8 @@ def settings(database_url: str) -> Iterator[Settings]:
     yield Settings(database_url=database_url, broker="stub", secret_key="test-secret", scheduler_interval_s=3600,
                    router_tuning=False,  # frozen router (seconds); tests that tune say so
                    draft_engine="composer",  # tests that run the generative model say so
-                   worker_threads=2)
+                   worker_threads=2,
+                   routing_upkeep_s=0)  # no upkeep thread working beside the test; tests of it start one
     _wipe(database_url)
 
 

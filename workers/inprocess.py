@@ -10,6 +10,7 @@ from litestar import Litestar
 
 from marketplace.settings import Settings
 from workers import runtime
+from workers.upkeep import RoutingUpkeep, start_upkeep
 
 
 class InProcessWorker:
@@ -31,13 +32,17 @@ class InProcessWorker:
             dramatiq.Worker(broker, worker_threads=1, worker_timeout=100, queues=drafting),
         ]
         self.scheduler = Scheduler(settings.scheduler_interval_s)
+        self.upkeep: RoutingUpkeep | None = None
 
     def start(self) -> None:
         for worker in self.workers:
             worker.start()
         self.scheduler.start()
+        self.upkeep = start_upkeep()
 
     def stop(self) -> None:
+        if self.upkeep is not None:
+            self.upkeep.stop()
         self.scheduler.stop()
         for worker in self.workers:
             worker.stop()

@@ -8,5 +8,9 @@ if runtime.settings().broker != "redis":
     raise SystemExit("workers.run needs RELAY_BROKER=redis; with the stub broker the API runs its own worker")
 
 from workers import actors  # noqa: F401  (registers the actors on the broker)
+from workers.broker import broker
+from workers.upkeep import RoutingUpkeepMiddleware
+
+broker.add_middleware(RoutingUpkeepMiddleware())
 
 configure_logging()

@@ -3,6 +3,8 @@ never an overbooked provider, and one bad task never fails the others."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -169,6 +171,77 @@ def test_offers_are_counted_in_the_snapshot_only_once_committed(api: Api, db: An
     assert after.load[after.row_of[provider["id"]]] == 1  # ...with the committed offer counted
     with db.session() as session:
         assert route_task(session, settings, engine, second) == "needs_review"
+
+
+def test_routing_goes_on_while_another_thread_reads_the_providers_again(
+        api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 100,000 providers a new provider snapshot takes ~1 s to read. A batch that needs one only because
+    the old one's age is up routes with the old one while another thread reads it, and the offers it commits
+    meanwhile count in the new snapshot (whose read did not see them)."""
+    from marketplace.domain.routing import engine as engine_module
+
+    (provider, _), = bookkeepers(api, 1, capacity=3)
+    customer, _ = api.user("customer")
+    task, = submitted_tasks(db, customer["id"], REQUESTS[:1])
+    engine = get_engine()
+    with db.session(readonly=True) as session:
+        old = engine.provider_index(session)
+    reading, go_on = threading.Event(), threading.Event()
+    real = engine.provider_records
+
+    def slow(session: Session, loads: Any, encoder: Any = None) -> Any:
+        records = real(session, loads, encoder)  # read before the offer is made
+        reading.set()
+        assert go_on.wait(60)
+        return records
+
+    def read_again() -> None:
+        with db.session(readonly=True) as session:
+            engine.refresh_providers(session)
+
+    def route() -> str:
+        with db.session() as session:
+            return route_task(session, settings, engine, task)
+
+    monkeypatch.setattr(engine, "provider_records", slow)
+    monkeypatch.setattr(engine_module, "PROVIDER_SNAPSHOT_AGE", 0.0)  # every snapshot's age is up
+    with ThreadPoolExecutor(2) as pool:
+        reader = pool.submit(read_again)
+        try:
+            assert reading.wait(60)
+            assert pool.submit(route).result(timeout=30) == "routed"  # not waiting for the reader
+        finally:
+            go_on.set()
+        reader.result(timeout=60)
+    monkeypatch.setattr(engine_module, "PROVIDER_SNAPSHOT_AGE", 60.0)
+    with db.session(readonly=True) as session:
+        new = engine.provider_index(session)
+        offered = {o.provider_id for o in session.scalars(select(Offer).where(Offer.task_id == task))}
+    assert uuid.UUID(provider["id"]) in offered
+    assert new.vectors is not old.vectors  # the reader's snapshot, in place now...
+    assert new.load[new.row_of[provider["id"]]] == 1  # ...counting the offer committed during its read
+
+
+def test_the_upkeep_reads_the_providers_again_before_a_batch_would(
+        api: Api, db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's upkeep thread reads the provider snapshot again shortly before its age is up, while batches
+    use it, so that they never wait for the read; one nobody uses is left alone."""
+    from marketplace.domain.routing import engine as engine_module
+
+    bookkeepers(api, 1)
+    engine = get_engine()
+    monkeypatch.setattr(engine_module, "PROVIDER_SNAPSHOT_AGE", 60.0)
+    with db.session(readonly=True) as session:
+        before = engine.provider_index(session)  # a routing batch's
+        engine.upkeep(session, tuning=False)  # fresh: left as it is
+        assert engine.provider_index(session).vectors is before.vectors
+        monkeypatch.setattr(engine_module, "PROVIDER_SNAPSHOT_AGE", engine_module.SNAPSHOT_AHEAD)
+        engine.upkeep(session, tuning=False)  # due to be read again by the upkeep (not yet by a batch)
+        after = engine.provider_index(session)
+        assert after.vectors is not before.vectors
+        monkeypatch.setattr(engine, "_index_used", time.monotonic() - 30)  # no batch for 30 s
+        engine.upkeep(session, tuning=False)
+        assert engine.provider_index(session).vectors is after.vectors
 
 
 def test_a_provider_no_longer_open_for_work_leaves_no_profile_vector_behind(api: Api, db: Any) -> None:

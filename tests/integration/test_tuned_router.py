@@ -458,3 +458,48 @@ def test_a_tuned_model_ranks_providers_with_its_own_vectors_one_encoder_pass_per
         with pytest.raises(ModelReplaced):  # (the snapshot read just before would still do, for 5 s)
             engine.provider_index(session, tuned_space, fresh=True)
         assert ann["id"] in engine.provider_index(session, model.encoder).row_of
+
+
+def test_a_worker_puts_a_new_tuned_model_in_use_while_no_task_comes(
+    tuned: RoutingModel, api: Api, settings: Settings, db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a quiet marketplace a tuned model saved by the refit job takes over in a routing worker with no
+    routing batch: the worker's upkeep thread embeds the profiles in its space (a few at a time) and puts it
+    in use, so the next task is decided and ranked by it without waiting for that."""
+    from marketplace.domain.routing import engine as engine_module
+    from marketplace.domain.routing.engine import RoutingEngine
+    from tests.conftest import wait_until
+    from workers import runtime
+    from workers.upkeep import start_upkeep
+
+    for name in ("Ann", "Bo", "Cy"):
+        api.provider(["plumbing"], f"Plumber {name}", "Leaking taps, dripping pipes and blocked drains fixed.")
+    monkeypatch.setattr(engine_module, "WARM_PROFILES", 2)
+    engine = RoutingEngine(cache=tmp_path, tuning=LIGHT)
+    monkeypatch.setattr(engine_module, "_engine", engine)  # the worker process's engine
+    monkeypatch.setattr(runtime, "_settings", settings.with_(router_tuning=True, routing_upkeep_s=0.05))
+    with db.session(readonly=True) as session:
+        assert not engine.router(session, tuning=True)[0].tuned  # what the worker routed with so far
+        open_ids = {r.account_id for r in engine._open_profiles(session)}
+        tuned.save(engine.current_tuned_path(session))  # the refit job's, in another process
+    assert len(open_ids) > 2  # more than one round's worth
+
+    upkeep = start_upkeep()
+    assert upkeep is not None
+    try:
+        assert wait_until(lambda: (m := engine.latest_model()) is not None and m.tuned, seconds=60)
+    finally:
+        upkeep.stop()
+    assert not upkeep.is_alive()
+    space = engine.latest_model().encoder.model_id  # type: ignore[union-attr]
+    assert space == tuned.encoder.model_id and engine._spaces[space].keys() >= open_ids
+
+
+def test_no_upkeep_thread_when_it_is_switched_off(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import runtime
+    from workers.upkeep import start_upkeep
+
+    monkeypatch.setattr(runtime, "_settings", settings)  # routing_upkeep_s=0
+    assert start_upkeep() is None
+    with pytest.raises(ValueError, match="RELAY_ROUTING_UPKEEP_S"):
+        settings.with_(routing_upkeep_s=-1.0)

@@ -57,6 +57,9 @@ RECENT_SECONDS = 60.0
 # The provider snapshot (RoutingEngine.provider_index) is read again after this many seconds: what other
 # processes changed meanwhile (their offers, offers accepted, declined or expired) counts from then on.
 PROVIDER_SNAPSHOT_AGE = 5.0
+# A worker's upkeep thread (RoutingEngine.upkeep) reads it again this much sooner, while routing batches use
+# it, so that they find it fresh and never wait for the read (~1 s at 100,000 providers).
+SNAPSHOT_AHEAD = 1.5
 # The taxonomy is read again when its mark (categories.services.taxonomy_mark) moves, and at least this often
 # (should two deletions and two additions ever leave the mark as it was).
 TAXONOMY_AGE = 60.0
@@ -137,6 +140,15 @@ class RoutingEngine:
         self._recent: RecentItems[tuple[str, str], np.ndarray] = RecentItems(RECENT_TEXTS, RECENT_SECONDS)
         self._providers: _ProviderSnapshot | None = None
         self._providers_lock = threading.Lock()
+        # One thread at a time reads the providers into a new snapshot, outside _providers_lock: the others go
+        # on with the snapshot they have meanwhile (when only its age is up). Offers committed during the
+        # read are kept (from _build_started on) and counted in the new snapshot when it is put in place.
+        self._building = threading.Lock()
+        self._build_started: float | None = None
+        self._commits_meanwhile: list[Counter[str]] = []
+        self._index_used = -np.inf  # time.monotonic() of the last provider_index call
+        # One thread at a time embeds profiles for a tuned model waiting to take over (router, upkeep).
+        self._warm_lock = threading.Lock()
         self.matcher = Matcher()
 
     @property
@@ -224,12 +236,14 @@ class RoutingEngine:
             self._read_taxonomy = (mark, started, taxonomy)
         return taxonomy
 
-    def router(self, session: Session, tuning: bool = True, ranking: bool = True) -> tuple[RoutingModel, Taxonomy]:
+    def router(self, session: Session, tuning: bool = True, ranking: bool = True, *, wait: bool = False
+               ) -> tuple[RoutingModel, Taxonomy]:
         """The routing model for the current taxonomy version (and that taxonomy).
 
         A tuned model newly found for it takes over once every open profile has a vector in its space (some
-        more on each call, WARM_PROFILES, embedded without holding the engine's lock); until then the frozen
-        model decides. ``ranking=False``: the caller only decides categories (the API's category
+        more on each call, WARM_PROFILES, embedded without holding the engine's lock, by one thread at a time:
+        a call that finds another embedding goes on with the model in use, unless ``wait``); until then the
+        frozen model decides. ``ranking=False``: the caller only decides categories (the API's category
         suggestions), and gets the tuned model as soon as it is loaded; nothing is embedded for it."""
         taxonomy = self.taxonomy(session)
         with self._lock:
@@ -245,16 +259,7 @@ class RoutingEngine:
         if waiting is not None:
             if not ranking:
                 return waiting, taxonomy
-            try:
-                filled = self._fill_space(session, waiting.encoder, WARM_PROFILES)[0]
-            except ModelReplaced:  # another thread found a newer taxonomy meanwhile
-                filled = False
-            if filled:
-                with self._lock:
-                    if self._waiting is waiting:
-                        log.info("routing.model_in_use", tuned=True, taxonomy_version=taxonomy.version)
-                        self._model, self._taxonomy, self._waiting = waiting, taxonomy, None
-                        self._keep_spaces()
+            self._warm(session, waiting, taxonomy, wait)
         with self._lock:
             if self._model is waiting is not None:  # in use now (here or in another thread)
                 return waiting, taxonomy  # type: ignore[return-value]
@@ -266,6 +271,42 @@ class RoutingEngine:
                 log.info("routing.model_fitted", tuned=False, taxonomy_version=taxonomy.version,
                          seconds=round(self._model.fit_seconds, 2))
             return self._model, self._taxonomy
+
+    def _warm(self, session: Session, waiting: RoutingModel, taxonomy: Taxonomy, wait: bool) -> None:
+        """Embed WARM_PROFILES more open profiles in ``waiting``'s space, and put it in use once none is left."""
+        if not self._warm_lock.acquire(blocking=wait):
+            return  # another thread is embedding the same profiles
+        try:
+            filled = self._fill_space(session, waiting.encoder, WARM_PROFILES)[0]
+        except ModelReplaced:  # another thread found a newer taxonomy meanwhile
+            filled = False
+        finally:
+            self._warm_lock.release()
+        if filled:
+            with self._lock:
+                if self._waiting is waiting:
+                    log.info("routing.model_in_use", tuned=True, taxonomy_version=taxonomy.version)
+                    self._model, self._taxonomy, self._waiting = waiting, taxonomy, None
+                    self._keep_spaces()
+
+    def upkeep(self, session: Session, tuning: bool = True) -> bool:
+        """One round of a worker's upkeep between routing batches (workers.upkeep runs it on a thread of its
+        own), so that batches find the work done:
+
+        - the routing model of the current taxonomy: the frozen one fitted, a tuned one loaded when it is
+          saved, and WARM_PROFILES more profiles embedded in its space. A tuned model takes over even when no
+          task comes (on a quiet marketplace it waited for the next routing batch, and a batch for each
+          WARM_PROFILES providers);
+        - the provider snapshot read again SNAPSHOT_AHEAD seconds before its age is up, while routing batches
+          use it (in the last 2 x PROVIDER_SNAPSHOT_AGE seconds): they take a copy of it without waiting.
+
+        Returns whether a tuned model is still waiting for profile vectors (call again at once)."""
+        model, _ = self.router(session, tuning, wait=True)
+        with self._lock:
+            warming = tuning and self._waiting is not None
+        if time.monotonic() - self._index_used < 2 * PROVIDER_SNAPSHOT_AGE:
+            self._provider_snapshot(session, model.encoder, max_age=PROVIDER_SNAPSHOT_AGE - SNAPSHOT_AHEAD)
+        return warming
 
     def _waiting_model(self, session: Session, taxonomy: Taxonomy) -> RoutingModel | None:
         """The tuned model saved for ``taxonomy``, loaded (once) and not yet in use; None without one (called
@@ -382,6 +423,7 @@ class RoutingEngine:
         PROVIDER_SNAPSHOT_AGE seconds, and with ``fresh``. Until then other processes' offers and closed
         offers are not in it, so offers picked on it must be checked against the database under lock before
         they are written (``offers.services.overbooked``)."""
+        self._index_used = time.monotonic()
         snapshot = self._provider_snapshot(session, encoder or self.encoder, fresh)
         with self._providers_lock:  # another thread's commit updates its loads and recent offers in place
             index = snapshot.index.working_copy()
@@ -390,7 +432,14 @@ class RoutingEngine:
                 index.record_offer(provider_id, n)
         return index
 
-    def _provider_snapshot(self, session: Session, encoder: Encoder, fresh: bool = False) -> _ProviderSnapshot:
+    def _provider_snapshot(self, session: Session, encoder: Encoder, fresh: bool = False,
+                           max_age: float | None = None) -> _ProviderSnapshot:
+        """The snapshot in ``encoder``'s space, read again if a profile or rating changed since, if it is older
+        than ``max_age`` (default PROVIDER_SNAPSHOT_AGE) or with ``fresh``. The reading happens outside
+        _providers_lock, by one thread at a time; a thread that needs a new snapshot only because of its age
+        goes on with the one it has while another reads (at 100,000 providers a read takes ~1 s)."""
+        max_age = PROVIDER_SNAPSHOT_AGE if max_age is None else max_age
+        asked = time.monotonic()
         # Two index lookups: a profile that changed (or joined) and a new rating show here at once. A deleted
         # profile does not; if picked, the capacity check finds it gone and the providers are read again.
         newest_profile, newest_rating = session.execute(select(
@@ -398,19 +447,43 @@ class RoutingEngine:
             select(func.max(Rating.created_at)).scalar_subquery(),
         )).one()
         mark = (session.get_bind().engine.url, newest_profile, newest_rating)
-        with self._providers_lock:
-            snapshot = self._providers
-            if fresh or snapshot is None or snapshot.mark != mark or snapshot.space != encoder.model_id \
-                    or time.monotonic() - snapshot.taken > PROVIDER_SNAPSHOT_AGE:
-                from marketplace.domain.offers.services import provider_loads
+        space = encoder.model_id
 
-                started = time.monotonic()
+        def current(snapshot: _ProviderSnapshot | None, age_ok: bool) -> bool:
+            return snapshot is not None and snapshot.mark[0] == mark[0] and snapshot.space == space and (
+                snapshot.taken >= asked  # read by another thread after this call began: as new as one read here
+                or (not fresh and snapshot.mark == mark and (age_ok or time.monotonic() - snapshot.taken <= max_age)))
+
+        snapshot = self._providers
+        if current(snapshot, age_ok=False) or (self._building.locked() and current(snapshot, age_ok=True)):
+            return snapshot  # type: ignore[return-value]
+        with self._building:
+            snapshot = self._providers
+            if current(snapshot, age_ok=False):  # read by another thread meanwhile
+                return snapshot  # type: ignore[return-value]
+            from marketplace.domain.offers.services import provider_loads
+
+            with self._providers_lock:
+                self._build_started, self._commits_meanwhile = asked, []
+            built: _ProviderSnapshot | None = None
+            try:
                 records = self.provider_records(session, provider_loads(session), encoder)
-                snapshot = self._providers = _ProviderSnapshot(
-                    ProviderIndex(records, dim=encoder.dim), mark, started, id(session), encoder.model_id)
-                # If this transaction rolls back, the snapshot may count offers that were never made.
-                event.listen(session, "after_rollback", functools.partial(self._forget, snapshot), once=True)
-            return snapshot
+                built = _ProviderSnapshot(ProviderIndex(records, dim=encoder.dim), mark, asked, id(session), space)
+            finally:
+                with self._providers_lock:
+                    meanwhile, self._build_started, self._commits_meanwhile = self._commits_meanwhile, None, []
+                    if built is not None:
+                        # Offers committed while the providers were read may be missing from it: counted now
+                        # (twice, should the read have seen them: a provider then looks fuller than they are
+                        # until the next read, never emptier).
+                        for offers in meanwhile:
+                            for provider_id, n in offers.items():
+                                if provider_id in built.index.row_of:
+                                    built.index.record_offer(provider_id, n)
+                        self._providers = built
+            # If this transaction rolls back, the snapshot may count offers that were never made.
+            event.listen(session, "after_rollback", functools.partial(self._forget, built), once=True)
+            return built
 
     @staticmethod
     def _missing_from(snapshot: _ProviderSnapshot, session: Session) -> Counter[str]:
@@ -447,6 +520,11 @@ class RoutingEngine:
                 for provider_id, n in self._missing_from(snapshot, session).items():
                     if provider_id in snapshot.index.row_of:
                         snapshot.index.record_offer(provider_id, n)
+            if self._build_started is not None:  # for the snapshot being read now
+                made: Counter[str] = Counter()
+                for _, offers in session.info.get(_UNCOMMITTED, ()):
+                    made.update(offers)
+                self._commits_meanwhile.append(made)
         session.info.pop(_UNCOMMITTED, None)
 
     def forget_providers(self) -> None:
