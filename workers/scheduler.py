@@ -15,7 +15,7 @@ import structlog
 
 from marketplace import jobs
 from marketplace.domain.accounts.services import purge_login_failures
-from marketplace.domain.offers.services import expire_due
+from marketplace.domain.offers.services import due_for_expiry, expire_task
 from marketplace.domain.routing.services import sweep_stalled
 from marketplace.privacy.datamap import RETENTION_RULES
 from marketplace.settings import Settings
@@ -52,6 +52,21 @@ def request_refit(settings: Settings, db: Any) -> int:
     return 1
 
 
+def expire_offers(settings: Settings, db: Any, limit: int = 500) -> int:
+    """Expire the offers past their window and re-offer their tasks, one task per transaction (see
+    offers.services.expire_task); a task that fails is logged and left for the next run, the others go on."""
+    with db.session(readonly=True) as session:
+        due = due_for_expiry(session, limit)
+    expired = 0
+    for task_id in due:
+        try:
+            with db.session() as session:
+                expired += expire_task(session, settings, task_id)
+        except Exception:
+            log.exception("scheduler.expiry_failed", task_id=str(task_id))
+    return expired
+
+
 def run_once() -> dict[str, int]:
     settings, db = runtime.settings(), runtime.database()
     try:
@@ -61,9 +76,8 @@ def run_once() -> dict[str, int]:
         refits = 0
     with db.session() as session:
         relayed = jobs.relay_pending(session, settings)
-    with db.session() as session:
-        expired = expire_due(session, settings)
-    # re-offers made by expire_due enqueue drafts through the outbox: send them now
+    expired = expire_offers(settings, db)
+    # re-offers made by expire_offers enqueue drafts through the outbox: send them now
     with db.session() as session:
         relayed += jobs.relay_pending(session, settings)
     with db.session() as session:

@@ -125,6 +125,43 @@ def test_a_stale_provider_snapshot_never_overbooks(api: Api, db: Any, settings: 
         assert "No provider in this category is available" in decision.explanation["summary"]
 
 
+def test_a_second_pass_holds_no_lock_on_the_first_passs_providers(
+        api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the providers picked on a stale snapshot cannot take the offers, routing picks again; the first
+    pick's profile locks are let go first. Held, the second pick's locks would be taken out of id order: a
+    deadlock with any transaction locking both sets in order."""
+    from sqlalchemy import text
+
+    from marketplace.domain.routing import services
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no row locks")
+    (provider, _), = bookkeepers(api, 1, capacity=1)
+    customer, _ = api.user("customer")
+    elsewhere, first = submitted_tasks(db, customer["id"], REQUESTS[:2])
+    engine = get_engine()
+    with db.session(readonly=True) as session:  # this process reads the provider as free...
+        engine.refresh_providers(session)
+    with db.session() as session:  # ...then another worker takes the provider's only slot
+        add_offers(session, settings, [Pick(elsewhere, provider_id := uuid.UUID(provider["id"]), 1, 0.9)])
+    real, calls = services.overbooked, []
+
+    def overbooked(session: Session, planned: Any) -> set[uuid.UUID]:
+        if calls:  # the second pass: can another transaction lock the first pass's provider now?
+            with db.engine.connect() as other:
+                other.execute(text("SET lock_timeout = '1s'"))
+                assert other.execute(text("SELECT account_id FROM provider_profiles WHERE account_id = :id"
+                                          " FOR UPDATE NOWAIT"), {"id": provider_id}).all()
+                other.rollback()
+        calls.append(set(planned))
+        return real(session, planned)
+
+    monkeypatch.setattr(services, "overbooked", overbooked)
+    with db.session() as session:
+        assert route_task(session, settings, engine, first) == "needs_review"
+    assert calls == [{provider_id}, set()]
+
+
 def test_providers_that_fill_up_during_routing_roll_it_back(api: Api, db: Any, settings: Any,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     (provider, _), = bookkeepers(api, 1, capacity=1)

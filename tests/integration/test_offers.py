@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import time_machine
 
 from marketplace.clock import now
-from marketplace.domain.offers.services import expire_due
+from marketplace.db.models import OfferStatus
 from routing.matcher import WEIGHTS
 from tests.conftest import BOOKKEEPING_TASK as TASK
 from tests.conftest import Api, bookkeepers
+from workers.scheduler import expire_offers
 
 pytestmark = pytest.mark.model
 
@@ -75,11 +77,9 @@ def test_offers_expire_and_the_task_is_re_offered(api: Api, settings, db) -> Non
     first_round = {a["id"] for a, h in providers if open_offers(api, h)}
     assert len(first_round) == 3
     # nothing expires before the window ends
-    with db.session() as session:
-        assert expire_due(session, settings) == 0
+    assert expire_offers(settings, db) == 0
     with time_machine.travel(now() + timedelta(hours=settings.offer_window_hours, minutes=1), tick=False):
-        with db.session() as session:
-            assert expire_due(session, settings) == 3
+        assert expire_offers(settings, db) == 3
         statuses = {}
         for a, h in providers:
             items = c.get("/api/v1/offers", headers=h).json()["items"]
@@ -92,8 +92,7 @@ def test_offers_expire_and_the_task_is_re_offered(api: Api, settings, db) -> Non
         h = next(h for a, h in providers if a["id"] == next(iter(first_round)))
         assert c.post(f"/api/v1/offers/{expired_offer['id']}/accept", headers=h).status_code in (404, 409)
         # running the scheduler again changes nothing
-        with db.session() as session:
-            assert expire_due(session, settings) == 0
+        assert expire_offers(settings, db) == 0
     assert c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] == "routed"
 
 
@@ -630,3 +629,138 @@ def test_a_tasks_drafts_travel_together_and_one_failure_loses_or_repeats_no_othe
     for offer, headers in offers:
         assert api.client.get(f"/api/v1/offers/{offer['id']}/draft", headers=headers).status_code == 200
     assert len(calls) == 4 and calls.count(calls[0]) == 2  # the failed one again, the others once
+
+
+def _routed_long_ago(db: Any, customer_id: str, tasks: dict[uuid.UUID, list[str]],
+                     offers: list[tuple[uuid.UUID, str, float, OfferStatus]]) -> None:
+    """Tasks routed two days ago to ``tasks[task]`` (candidate provider ids, best first), with ``offers``
+    (task, provider, hours until it expires, status)."""
+    from marketplace.db.models import Offer, RoutingDecision, RoutingOutcome, Task, TaskStatus
+
+    long_ago = now() - timedelta(days=2)
+    with db.session() as session:
+        for task_id, candidates in tasks.items():
+            session.add(Task(id=task_id, customer_id=uuid.UUID(customer_id), title=TASK[0], description=TASK[1],
+                             status=TaskStatus.ROUTED, created_at=long_ago))
+            session.flush()
+            session.add(RoutingDecision(
+                task_id=task_id, outcome=RoutingOutcome.ROUTED, created_at=long_ago,
+                categories=[{"slug": "bookkeeping-accounting", "score": 0.9}], explanation={},
+                candidates=[{"provider_id": c, "score": 0.5} for c in candidates], model_id="t", taxonomy_version="t"))
+        for rank, (task_id, provider_id, hours, status) in enumerate(offers):
+            session.add(Offer(task_id=task_id, provider_id=uuid.UUID(provider_id), status=status, rank=rank + 1,
+                              score=0.5, created_at=long_ago, expires_at=now() + timedelta(hours=hours)))
+
+
+def _expire_with(db: Any, settings: Any, before_task: uuid.UUID, meanwhile: Callable[[], object]) -> object:
+    """Run the scheduler's expiry in a thread, paused just before it locks ``before_task`` until ``meanwhile``
+    (run here) has finished or is waiting for a lock. Returns the offers expired, or what the expiry raised."""
+    import threading
+    import time
+
+    from sqlalchemy import event, text
+
+    def waiting_for_a_lock() -> int:
+        with db.engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                     " AND wait_event_type = 'Lock'")).scalar_one()
+
+    paused, done = threading.Event(), threading.Event()
+
+    def pause(conn, cursor, statement, parameters, context, executemany) -> None:
+        if threading.current_thread().name == "scheduler" and "FOR UPDATE" in statement \
+                and "FROM tasks" in statement and str(before_task) in str(parameters) and not paused.is_set():
+            paused.set()
+            deadline = time.monotonic() + 10
+            while not done.is_set() and not waiting_for_a_lock() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    result: list[object] = []
+
+    def scheduler() -> None:
+        try:
+            result.append(expire_offers(settings, db))
+        except Exception as exc:
+            result.append(exc)
+
+    event.listen(db.engine, "before_cursor_execute", pause)
+    try:
+        thread = threading.Thread(target=scheduler, name="scheduler")
+        thread.start()
+        assert paused.wait(30)
+        try:
+            meanwhile()
+        finally:
+            done.set()
+            thread.join(30)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", pause)
+    return result[0]
+
+
+# The scheduler expires offers one task per transaction. With many tasks in one transaction it held the profiles
+# the first task's re-offer locked while it locked the next task and that task's next candidates: on PostgreSQL a
+# deadlock, which failed one side (the provider's accept, a re-offer, or every expiry of the run).
+
+
+def test_expiring_offers_never_deadlocks_with_a_provider_accepting_one(api: Api, settings, db) -> None:
+    """A provider accepts an offer on the second task (locking that task, then their own profile) while the
+    scheduler has just re-offered the first task to them."""
+    from sqlalchemy import select
+
+    from marketplace.db.models import Offer, OfferStatus
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: no lock-order deadlock")
+    (x, _), (y, _), (p, p_h) = bookkeepers(api, 3, capacity=5)
+    customer, _ = api.user("customer")
+    first, second = uuid.UUID(int=1 << 96), uuid.UUID(int=2 << 96)  # the scheduler takes tasks in id order
+    _routed_long_ago(db, customer["id"], {first: [x["id"], p["id"]], second: [y["id"], p["id"]]}, [
+        (first, x["id"], -1, OfferStatus.OPEN), (second, y["id"], -1, OfferStatus.OPEN),
+        (second, p["id"], 20, OfferStatus.OPEN)])
+    with db.session(readonly=True) as session:
+        p_offer = session.scalar(select(Offer.id).where(Offer.task_id == second,
+                                                        Offer.provider_id == uuid.UUID(p["id"])))
+    answers = []
+    expired = _expire_with(db, settings, second, lambda: answers.append(
+        api.client.post(f"/api/v1/offers/{p_offer}/accept", headers=p_h)))
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].json()["status"] == "accepted"
+    assert expired == 1  # the first task's; the second one's expired offer was withdrawn on accept
+    with db.session(readonly=True) as session:
+        assert session.scalars(select(Offer.provider_id).where(
+            Offer.task_id == first, Offer.status == OfferStatus.OPEN)).all() == [uuid.UUID(p["id"])]
+
+
+def test_expiring_offers_never_deadlocks_with_a_re_offer_of_another_task(api: Api, settings, db) -> None:
+    """Another task is re-offered (the reoffer_task job locks its new providers in id order) to the provider the
+    scheduler has just re-offered the first task to and to the one it is about to re-offer the second to."""
+    from sqlalchemy import select
+
+    from marketplace.db.models import Offer, OfferStatus
+    from marketplace.domain.routing.engine import get_engine
+    from marketplace.domain.routing.services import reoffer
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: no lock-order deadlock")
+    people = sorted((a["id"] for a, _ in bookkeepers(api, 5, capacity=5)), key=uuid.UUID)
+    low, x, y, z, high = people  # the re-offer locks low, then high
+    customer, _ = api.user("customer")
+    first, second, third = (uuid.UUID(int=n << 96) for n in (1, 2, 3))
+    _routed_long_ago(db, customer["id"], {first: [x, high], second: [y, low], third: [x, y, z]}, [
+        (first, x, -1, OfferStatus.OPEN), (second, y, -1, OfferStatus.OPEN),
+        *((third, pid, 20, OfferStatus.DECLINED) for pid in (x, y, z))])
+    engine = get_engine()
+    with db.session(readonly=True) as session:  # what the job does before its write transaction
+        engine.refresh_providers(session)
+    outcome = []
+
+    def re_offer_third() -> None:
+        with db.session() as session:
+            outcome.append(reoffer(session, settings, engine, third, 2))
+
+    assert _expire_with(db, settings, second, re_offer_third) == 2
+    assert outcome == ["reoffered"]
+    with db.session(readonly=True) as session:
+        open_ = session.execute(select(Offer.task_id, Offer.provider_id).where(Offer.status == OfferStatus.OPEN))
+        assert sorted((t, str(p)) for t, p in open_) == [(first, high), (second, low), (third, low), (third, high)]

@@ -315,31 +315,35 @@ def _wrong_category_review(session: Session, task: Task) -> bool:
     return True
 
 
-def expire_due(session: Session, settings: Settings, limit: int = 500) -> int:
-    """Expire open offers past their window and re-offer their tasks. Safe to run anywhere, any number of times.
-
-    Task by task, locking the task before its offers (the order accept and decline use), so the scheduler
-    never deadlocks with a provider answering an offer at the same moment.
-    """
-    task_ids = session.scalars(
+def due_for_expiry(session: Session, limit: int = 500) -> list[uuid.UUID]:
+    """Tasks with open offers past their window, in id order (at most ``limit``): each for :func:`expire_task`."""
+    return list(session.scalars(
         select(Offer.task_id).where(Offer.status == OfferStatus.OPEN, Offer.expires_at <= now())
         .group_by(Offer.task_id).order_by(Offer.task_id).limit(limit)
-    ).all()
-    expired = 0
-    for task_id in task_ids:
-        task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
-        if task is None:
-            continue
-        result = session.execute(
-            update(Offer).where(Offer.task_id == task_id, Offer.status == OfferStatus.OPEN,
-                                Offer.expires_at <= now())
-            .values(status=OfferStatus.EXPIRED, responded_at=now()).execution_options(synchronize_session=False)
-        )
-        count = result.rowcount or 0
-        if count:
-            expired += count
-            refill(session, settings, task, wanted=count)
-    return expired
+    ))
+
+
+def expire_task(session: Session, settings: Settings, task_id: uuid.UUID) -> int:
+    """Expire the task's open offers past their window and re-offer it; returns the offers expired. Safe to run
+    anywhere, any number of times.
+
+    One task per transaction, locking the task before the profiles its re-offers lock (the order accept,
+    decline and routing use). Several tasks in one transaction held the first task's providers while locking
+    the next task, and deadlocked on PostgreSQL with a provider accepting an offer on that task, or with any
+    transaction locking the same providers in id order. A task another transaction holds (an offer on it being
+    answered, another scheduler) is skipped: the next run takes it.
+    """
+    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update(skip_locked=True))
+    if task is None:
+        return 0
+    result = session.execute(
+        update(Offer).where(Offer.task_id == task_id, Offer.status == OfferStatus.OPEN, Offer.expires_at <= now())
+        .values(status=OfferStatus.EXPIRED, responded_at=now()).execution_options(synchronize_session=False)
+    )
+    count = result.rowcount or 0
+    if count:
+        refill(session, settings, task, wanted=count)
+    return count
 
 
 VISIBLE_BRIEF = (OfferStatus.OPEN, OfferStatus.ACCEPTED)

@@ -260,7 +260,18 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
             _pick_offers(settings, engine, index, plan, partners, category_ids.get(plan.categories[0]["slug"]),
                          offered[plan.task.id])
         planned = Counter(uuid.UUID(c.provider_id) for p in plans for c in p.offers)
-        taken = overbooked(session, planned)
+        if fresh:
+            taken = overbooked(session, planned)
+        else:
+            # Within a savepoint, rolled back when the picks do not hold: that releases the first pass's profile
+            # locks before the second pass locks its own, which it would otherwise take out of id order while
+            # holding them (a deadlock on PostgreSQL with any transaction locking both in order).
+            first_pass = session.begin_nested()
+            taken = overbooked(session, planned)
+            if taken:
+                first_pass.rollback()
+            else:
+                first_pass.commit()
         if not taken:
             engine.count_offers(session, Counter({str(pid): n for pid, n in planned.items()}))
             return
