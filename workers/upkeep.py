@@ -36,21 +36,32 @@ class RoutingUpkeep(threading.Thread):
 
         failures = 0
         while not self._stop_event.is_set():
-            warming = False
+            warming, due_in = False, float("inf")
             try:
-                settings = runtime.settings()
+                settings, engine = runtime.settings(), get_engine()
                 with runtime.database().session(readonly=True) as session:
-                    warming = get_engine().upkeep(session, tuning=settings.router_tuning)
+                    warming = engine.warm_up(session, tuning=settings.router_tuning)
+                # A session of its own: on SQLite a read transaction sees the database as it was at its first
+                # read, and the warm-up before it may have embedded profiles for seconds.
+                with runtime.database().session(readonly=True) as session:
+                    due_in = engine.refresh_ahead(session)
+                if failures:
+                    log.info("routing.upkeep_recovered", failures=failures)
                 failures = 0
             except NoTaxonomy:
                 pass  # nothing to route to yet (relay seed loads the taxonomy)
             except Exception:
-                failures += 1  # the database is away, say: logged once, then tried again less often
-                if failures == 1:
-                    log.exception("routing.upkeep_failed")
+                failures += 1  # the database is away, say: tried again less and less often, up to a minute
+                log.warning("routing.upkeep_failed", failures=failures, exc_info=True)
             self.rounds += 1
-            # A warm-up goes on at once; after a failure the pause grows to a minute at most.
-            self._stop_event.wait(0 if warming else min(self.interval_s * 2 ** min(failures, 6), 60.0))
+            if warming:
+                wait = 0.0
+            elif failures:
+                wait = min(self.interval_s * 2 ** min(failures, 6), 60.0)
+            else:  # the next round, or sooner when the provider snapshot is due to be read again (not back to
+                # back, should a read take longer than a snapshot lasts)
+                wait = min(self.interval_s, max(due_in, 0.5))
+            self._stop_event.wait(wait)
 
     def stop(self, timeout: float | None = 10.0) -> None:
         self._stop_event.set()
@@ -78,8 +89,8 @@ class RoutingUpkeepMiddleware(dramatiq.Middleware):
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         from marketplace.jobs import JOBS
 
-        queues = worker.consumer_whitelist
-        if queues is None or JOBS["route_task"] in queues:
+        queues = worker.consumer_whitelist  # None or empty: every queue
+        if not queues or JOBS["route_task"] in queues:
             self.upkeep = start_upkeep()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:

@@ -262,23 +262,49 @@ def test_routing_goes_on_while_another_thread_reads_the_providers_again(
 def test_the_upkeep_reads_the_providers_again_before_a_batch_would(
         api: Api, db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker's upkeep thread reads the provider snapshot again shortly before its age is up, while batches
-    use it, so that they never wait for the read; one nobody uses is left alone."""
+    use it, so that they never wait for the read, and says when it is due next; one nobody uses is left alone."""
     from marketplace.domain.routing import engine as engine_module
 
     bookkeepers(api, 1)
     engine = get_engine()
     monkeypatch.setattr(engine_module, "PROVIDER_SNAPSHOT_AGE", 60.0)
     with db.session(readonly=True) as session:
-        before = engine.provider_index(session)  # a routing batch's
-        engine.upkeep(session, tuning=False)  # fresh: left as it is
-        assert engine.provider_index(session).vectors is before.vectors
+        engine.provider_index(session)  # a routing batch's
+        before = engine._providers
+        due_in = engine.refresh_ahead(session)  # fresh: left as it is
+        assert engine._providers is before
+        assert 60.0 - engine_module.SNAPSHOT_AHEAD - 1 < due_in <= 60.0 - engine_module.SNAPSHOT_AHEAD
         monkeypatch.setattr(engine_module, "PROVIDER_SNAPSHOT_AGE", engine_module.SNAPSHOT_AHEAD)
-        engine.upkeep(session, tuning=False)  # due to be read again by the upkeep (not yet by a batch)
-        after = engine.provider_index(session)
-        assert after.vectors is not before.vectors
+        assert engine.refresh_ahead(session) == 0.0  # due to be read again by the upkeep (not yet by a batch)
+        after = engine._providers
+        assert after is not before and after.taken > before.taken
         monkeypatch.setattr(engine, "_index_used", time.monotonic() - 30)  # no batch for 30 s
-        engine.upkeep(session, tuning=False)
-        assert engine.provider_index(session).vectors is after.vectors
+        assert engine.refresh_ahead(session) == float("inf")
+        assert engine._providers is after
+
+
+def test_a_savepoint_in_a_routing_transaction_counts_no_offer_before_the_commit(
+        api: Api, db: Any, settings: Any) -> None:
+    """Offers a transaction made count in the process's provider snapshot only once it commits. SQLAlchemy
+    reports a savepoint's end (routing opens one for its capacity check) as a commit or rollback too: that must
+    neither count a routed task's offers early nor forget them."""
+    (provider, _), = bookkeepers(api, 1, capacity=2)
+    customer, _ = api.user("customer")
+    first, second = submitted_tasks(db, customer["id"], REQUESTS[:2])
+    engine = get_engine()
+    with pytest.raises(RuntimeError), db.session() as session:
+        assert route_task(session, settings, engine, first) == "routed"
+        assert route_task(session, settings, engine, second) == "routed"  # its savepoint ends
+        raise RuntimeError("the commit never happened")
+    with db.session(readonly=True) as session:
+        index = engine.provider_index(session)
+        assert index.load[index.row_of[provider["id"]]] == 0
+    with db.session() as session:
+        assert route_task(session, settings, engine, first) == "routed"
+        session.begin_nested().rollback()  # a savepoint rolled back: the offer stays to be counted
+    with db.session(readonly=True) as session:
+        index = engine.provider_index(session)
+        assert index.load[index.row_of[provider["id"]]] == 1
 
 
 def test_a_provider_no_longer_open_for_work_leaves_no_profile_vector_behind(api: Api, db: Any) -> None:

@@ -57,7 +57,7 @@ RECENT_SECONDS = 60.0
 # The provider snapshot (RoutingEngine.provider_index) is read again after this many seconds: what other
 # processes changed meanwhile (their offers, offers accepted, declined or expired) counts from then on.
 PROVIDER_SNAPSHOT_AGE = 5.0
-# A worker's upkeep thread (RoutingEngine.upkeep) reads it again this much sooner, while routing batches use
+# A worker's upkeep thread (RoutingEngine.refresh_ahead) reads it again this much sooner, while routing batches use
 # it, so that they find it fresh and never wait for the read (~1 s at 100,000 providers).
 SNAPSHOT_AHEAD = 1.5
 # The taxonomy is read again when its mark (categories.services.taxonomy_mark) moves, and at least this often
@@ -96,6 +96,21 @@ class _ProviderSnapshot:
 
 # session.info key: the offers a session's routing made, not yet committed, as (time.monotonic(), per provider)
 _UNCOMMITTED = "relay_uncommitted_offers"
+
+
+def _when_transaction_ends(session: Session, name: str, fn: Callable[[Session], object]) -> None:
+    """Call ``fn(session)`` once, on the ``name`` event ("after_commit" or "after_rollback") of ``session``'s
+    outermost transaction. SQLAlchemy sends those events at the end of a savepoint too (a routing batch opens
+    one, routing.services), when nothing has been committed or rolled back yet."""
+    done = False
+
+    def handler(s: Session) -> None:
+        nonlocal done
+        if not done and not s.in_nested_transaction():
+            done = True
+            fn(s)
+
+    event.listen(session, name, handler)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +162,7 @@ class RoutingEngine:
         self._build_started: float | None = None
         self._commits_meanwhile: list[Counter[str]] = []
         self._index_used = -np.inf  # time.monotonic() of the last provider_index call
-        # One thread at a time embeds profiles for a tuned model waiting to take over (router, upkeep).
+        # One thread at a time embeds profiles for a tuned model waiting to take over (router, warm_up).
         self._warm_lock = threading.Lock()
         self.matcher = Matcher()
 
@@ -289,24 +304,26 @@ class RoutingEngine:
                     self._model, self._taxonomy, self._waiting = waiting, taxonomy, None
                     self._keep_spaces()
 
-    def upkeep(self, session: Session, tuning: bool = True) -> bool:
-        """One round of a worker's upkeep between routing batches (workers.upkeep runs it on a thread of its
-        own), so that batches find the work done:
-
-        - the routing model of the current taxonomy: the frozen one fitted, a tuned one loaded when it is
-          saved, and WARM_PROFILES more profiles embedded in its space. A tuned model takes over even when no
-          task comes (on a quiet marketplace it waited for the next routing batch, and a batch for each
-          WARM_PROFILES providers);
-        - the provider snapshot read again SNAPSHOT_AHEAD seconds before its age is up, while routing batches
-          use it (in the last 2 x PROVIDER_SNAPSHOT_AGE seconds): they take a copy of it without waiting.
-
-        Returns whether a tuned model is still waiting for profile vectors (call again at once)."""
-        model, _ = self.router(session, tuning, wait=True)
+    def warm_up(self, session: Session, tuning: bool = True) -> bool:
+        """Between routing batches (a worker's upkeep thread, workers.upkeep): the routing model of the current
+        taxonomy (the frozen one fitted, a tuned one loaded once it is saved) and WARM_PROFILES more profiles
+        embedded in a waiting tuned model's space, so that it takes over even when no task comes (otherwise
+        the next routing batch does it, a batch for each WARM_PROFILES providers). Returns whether a tuned
+        model is still waiting for profile vectors (call again at once)."""
+        self.router(session, tuning, wait=True)
         with self._lock:
-            warming = tuning and self._waiting is not None
-        if time.monotonic() - self._index_used < 2 * PROVIDER_SNAPSHOT_AGE:
-            self._provider_snapshot(session, model.encoder, max_age=PROVIDER_SNAPSHOT_AGE - SNAPSHOT_AHEAD)
-        return warming
+            return tuning and self._waiting is not None
+
+    def refresh_ahead(self, session: Session) -> float:
+        """Between routing batches (workers.upkeep): read the provider snapshot again SNAPSHOT_AHEAD seconds
+        before its age is up, when routing batches have used it in the last 2 x PROVIDER_SNAPSHOT_AGE
+        seconds, so that they take a copy of it without waiting for a read. Returns the seconds until it is
+        due again (infinity while batches do not use it)."""
+        if time.monotonic() - self._index_used >= 2 * PROVIDER_SNAPSHOT_AGE:
+            return float("inf")
+        due = PROVIDER_SNAPSHOT_AGE - SNAPSHOT_AHEAD
+        snapshot = self._provider_snapshot(session, self.ranking_encoder(), max_age=due)
+        return max(0.0, snapshot.taken + due - time.monotonic())
 
     def _waiting_model(self, session: Session, taxonomy: Taxonomy) -> RoutingModel | None:
         """The tuned model saved for ``taxonomy``, loaded (once) and not yet in use; None without one (called
@@ -450,9 +467,9 @@ class RoutingEngine:
         space = encoder.model_id
 
         def current(snapshot: _ProviderSnapshot | None, age_ok: bool) -> bool:
-            return snapshot is not None and snapshot.mark[0] == mark[0] and snapshot.space == space and (
+            return snapshot is not None and snapshot.mark == mark and snapshot.space == space and (
                 snapshot.taken >= asked  # read by another thread after this call began: as new as one read here
-                or (not fresh and snapshot.mark == mark and (age_ok or time.monotonic() - snapshot.taken <= max_age)))
+                or (not fresh and (age_ok or time.monotonic() - snapshot.taken <= max_age)))
 
         snapshot = self._providers
         if current(snapshot, age_ok=False) or (self._building.locked() and current(snapshot, age_ok=True)):
@@ -482,7 +499,7 @@ class RoutingEngine:
                                     built.index.record_offer(provider_id, n)
                         self._providers = built
             # If this transaction rolls back, the snapshot may count offers that were never made.
-            event.listen(session, "after_rollback", functools.partial(self._forget, built), once=True)
+            _when_transaction_ends(session, "after_rollback", functools.partial(self._forget, built))
             return built
 
     @staticmethod
@@ -508,8 +525,8 @@ class RoutingEngine:
         pending = session.info.get(_UNCOMMITTED)
         if pending is None:
             pending = session.info[_UNCOMMITTED] = []
-            event.listen(session, "after_commit", self._committed, once=True)
-            event.listen(session, "after_rollback", lambda s: s.info.pop(_UNCOMMITTED, None), once=True)
+            _when_transaction_ends(session, "after_commit", self._committed)
+            _when_transaction_ends(session, "after_rollback", lambda s: s.info.pop(_UNCOMMITTED, None))
         pending.append((time.monotonic(), offers))
 
     def _committed(self, session: Session) -> None:
