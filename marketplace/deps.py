@@ -19,7 +19,10 @@ def provide_db_session(state: State, request: Request[Any, Any, Any]) -> Generat
     Litestar exits this generator before the response is sent (and throws the handler's exception into
     it), so a failed commit is an error response, never a success the database does not hold.
     """
-    with unit_of_work(state.db, state.settings, readonly=request.method in {"GET", "HEAD"}) as session:
+    # Read-only: GET and HEAD, and handlers that write nothing marked opt={"readonly": True} (the category
+    # preview, which runs the model: on SQLite a write transaction would hold every writer out meanwhile).
+    readonly = request.method in {"GET", "HEAD"} or bool(request.route_handler.opt.get("readonly"))
+    with unit_of_work(state.db, state.settings, readonly=readonly) as session:
         yield session
 
 

@@ -78,7 +78,7 @@ class CustomerPages(Controller):
         return render(request, "customer/new_task.html", viewer, status=422, form=form, currencies=CURRENCIES,
                       objects=objects, categories=_category_options(db_session, objects))
 
-    @post("/suggest", sync_to_thread=True)
+    @post("/suggest", sync_to_thread=True, opt={"readonly": True})
     def suggest(self, request: Request[Any, Any, Any], data: FormData, viewer: Viewer | None,
                 db_session: Session, settings: Settings) -> Response[Any]:
         """The category preview while a customer types (HTMX): the live router, nothing stored."""

@@ -162,6 +162,30 @@ def test_a_second_pass_holds_no_lock_on_the_first_passs_providers(
     assert calls == [{provider_id}, set()]
 
 
+def test_a_routing_batch_locks_only_the_tasks_it_routes(api: Api, db: Any, settings: Any) -> None:
+    """A routing job can be delivered again after its task was routed; the batch it joins must not hold that
+    task locked (a provider accepting its offer would wait for the whole batch)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no row locks")
+    bookkeepers(api, 2)
+    customer, _ = api.user("customer")
+    done, waiting = submitted_tasks(db, customer["id"], REQUESTS[:2])
+    engine = get_engine()
+    with db.session() as session:
+        assert route_task(session, settings, engine, done) == "routed"
+    with db.session() as session:
+        assert route_tasks(session, settings, engine, [done, waiting]) == {done: "skipped", waiting: "routed"}
+        with db.engine.connect() as other:
+            lock = text("SELECT id FROM tasks WHERE id = :id FOR UPDATE NOWAIT")
+            assert other.execute(lock, {"id": done}).all()
+            with pytest.raises(OperationalError, match="could not obtain lock"):
+                other.execute(lock, {"id": waiting})
+            other.rollback()
+
+
 def test_providers_that_fill_up_during_routing_roll_it_back(api: Api, db: Any, settings: Any,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     (provider, _), = bookkeepers(api, 1, capacity=1)

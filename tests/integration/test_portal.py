@@ -268,6 +268,37 @@ def test_suggestions_come_from_the_live_router_and_are_not_stored(portal: Portal
         assert session.scalar(select(func.count()).select_from(Task)) == 0
 
 
+def test_the_category_preview_holds_no_write_lock_while_the_model_runs(
+        portal: Portal, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preview runs after each pause in typing, and fitting or running the model takes time: on SQLite a
+    write transaction around it would hold every other writer (sign-ups, accepts, routing) out meanwhile."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("about SQLite's database-wide write lock")
+    lock_free: list[bool] = []
+
+    def probe(*_args: Any, **_kwargs: Any) -> None:
+        other = sqlite3.connect(make_url(settings.database_url).database, timeout=2)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+            lock_free.append(True)
+        except sqlite3.OperationalError:  # database is locked
+            lock_free.append(False)
+        finally:
+            other.close()
+
+    monkeypatch.setattr("marketplace.portal.customers.suggest_categories", probe)
+    portal.new_user("customer")
+    portal.get("/tasks/new")
+    r = portal.client.post("/tasks/suggest", headers={"hx-request": "true", "x-csrftoken": portal.token},
+                           data={"title": "Leaking kitchen tap", "description": "The mixer tap drips all night."})
+    assert r.status_code == 200 and lock_free == [True]
+
+
 def test_with_no_categories_yet_the_new_task_form_suggests_nothing_instead_of_failing(portal: Portal, db: Any) -> None:
     from sqlalchemy import select, update
 

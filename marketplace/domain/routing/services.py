@@ -150,9 +150,17 @@ def _waiting(session: Session, task_ids: Sequence[uuid.UUID], lock: bool
              ) -> tuple[set[uuid.UUID], list[Task], dict[uuid.UUID, Category], set[uuid.UUID]]:
     """Of ``task_ids``: those that exist, those waiting for routing (in id order, locked if asked), the
     categories staff placed them in and their customers who object to AI processing."""
+    statuses = (TaskStatus.SUBMITTED, TaskStatus.ROUTING)
     query = select(Task).where(Task.id.in_(set(task_ids))).order_by(Task.id)
-    found = session.scalars(query.with_for_update() if lock else query).all()
-    waiting = [t for t in found if t.status in (TaskStatus.SUBMITTED, TaskStatus.ROUTING)]
+    if lock:
+        # Only the waiting ones are locked: a job delivered again for a task routed meanwhile must not hold
+        # it (and a provider accepting its offer) for the batch's length. PostgreSQL checks the status again
+        # on a row it had to wait for.
+        found = set(session.scalars(select(Task.id).where(Task.id.in_(set(task_ids)))))
+        waiting = list(session.scalars(query.where(Task.status.in_(statuses)).with_for_update()))
+    else:
+        tasks = session.scalars(query).all()
+        found, waiting = {t.id for t in tasks}, [t for t in tasks if t.status in statuses]
     # A task in ROUTING that already has a category was placed by staff; the model only ranks providers.
     staff_ids = {t.category_id for t in waiting if t.category_id}
     placed = {c.id: c for c in session.scalars(select(Category).where(Category.id.in_(staff_ids)))} \
@@ -160,7 +168,7 @@ def _waiting(session: Session, task_ids: Sequence[uuid.UUID], lock: bool
     objecting = set(session.scalars(select(Account.id).where(
         Account.id.in_({t.customer_id for t in waiting}), Account.ai_processing_objection.is_(True)))) \
         if waiting else set()
-    return {t.id for t in found}, waiting, placed, objecting
+    return found, waiting, placed, objecting
 
 
 def routing_texts(session: Session, task_ids: Sequence[uuid.UUID], routed: bool = False) -> list[str]:
