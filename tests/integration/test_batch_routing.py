@@ -236,7 +236,7 @@ def test_offers_are_counted_in_the_snapshot_only_once_committed(api: Api, db: An
 
 def test_routing_goes_on_while_another_thread_reads_the_providers_again(
         api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """At 100,000 providers a new provider snapshot takes ~1 s to read. A batch that needs one only because
+    """At 100,000 providers a new provider snapshot takes seconds to read. A batch that needs one only because
     the old one's age is up routes with the old one while another thread reads it, and the offers it commits
     meanwhile count in the new snapshot (whose read did not see them)."""
     from marketplace.domain.routing import engine as engine_module

@@ -1,0 +1,152 @@
+"""What a routing batch waits for the provider snapshot at a large marketplace, with and without the worker's
+upkeep thread (workers.upkeep; RoutingEngine.refresh_ahead).
+
+A routing batch copies the process's provider snapshot (``RoutingEngine.provider_index``). The snapshot is
+read again from the database every PROVIDER_SNAPSHOT_AGE seconds; at 100,000 providers that read (open
+profiles, their loads, recent offers and ratings, the index built from them) takes long. Without the upkeep
+thread the batch that finds the snapshot too old reads it itself and waits; with it, the upkeep reads it
+shortly before it is due and batches copy it meanwhile.
+
+A fresh SQLite file gets ``BENCH_PROVIDERS`` (default 100,000) open providers in 25 categories. Their profile
+vectors are put in the engine's memory as random unit vectors with the profiles' ``updated_at``, as in a
+worker that has embedded them already (embedding 100,000 profiles takes ~5 minutes of both cores and is not
+what this measures). Then, for ``BENCH_SECONDS`` (default 20) each, alternating (``BENCH_ROUNDS``, default 2):
+
+- baseline: one thread calls ``provider_index`` every 20 ms, like a worker's write stage, and reads the
+  snapshot itself whenever it is due (RELAY_ROUTING_UPKEEP_S=0);
+- upkeep: the same, with an upkeep thread beside it (``refresh_ahead`` as workers.upkeep runs it).
+
+Printed: the time of one snapshot read, and the latency of ``provider_index`` (p50, p99, max) in both
+settings; the ratios are baseline over upkeep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+CATEGORIES = [f"category-{i:02d}" for i in range(25)]
+
+
+def _seed(db, n: int) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    from sqlalchemy import insert
+
+    from marketplace.clock import now
+    from marketplace.db.models import Account, ProviderProfile, Role
+
+    rng = np.random.default_rng(7)
+    at = now()
+    chunk = 10_000
+    for start in range(0, n, chunk):
+        ids = [uuid.uuid4() for _ in range(min(chunk, n - start))]
+        with db.session() as session:
+            session.execute(insert(Account), [
+                {"id": i, "email": f"p{start + k}@bench.example", "password_hash": "-", "role": Role.PROVIDER,
+                 "display_name": f"Provider {start + k}", "created_at": at} for k, i in enumerate(ids)])
+            session.execute(insert(ProviderProfile), [
+                {"account_id": i, "headline": "Provider", "description": "", "skills": [], "languages": ["en"],
+                 "categories": [CATEGORIES[c] for c in rng.choice(25, size=int(rng.integers(1, 4)), replace=False)],
+                 "capacity": 3, "accepting_work": True, "hourly_rate": 40, "rate_currency": "USD",
+                 "updated_at": at} for i in ids])
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {"p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
+            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
+            "max_ms": round(ordered[-1] * 1000, 2), "calls": len(ordered)}
+
+
+def main() -> None:
+    n = int(os.environ.get("BENCH_PROVIDERS", "100000"))
+    seconds = float(os.environ.get("BENCH_SECONDS", "20"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-snapshot-"))
+    url = f"sqlite:///{tmp / 'relay.db'}"
+    os.environ["RELAY_DATABASE_URL"] = url
+
+    import numpy as np
+
+    from marketplace.db.migrate import upgrade
+    from marketplace.db.session import get_database
+    from marketplace.domain.routing import engine as engine_module
+    from marketplace.domain.routing.engine import RoutingEngine
+    from models import load_encoder
+
+    upgrade(url)
+    db = get_database(url)
+    started = time.monotonic()
+    _seed(db, n)
+    seed_s = time.monotonic() - started
+
+    encoder = load_encoder()
+    engine = RoutingEngine(encoder=encoder)
+    rng = np.random.default_rng(11)
+    with db.session(readonly=True) as session:
+        rows = engine._open_profiles(session)
+    vectors = rng.standard_normal((len(rows), encoder.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    engine._spaces[encoder.model_id] = {r.account_id: (r.updated_at, v) for r, v in zip(rows, vectors, strict=True)}
+
+    reads = []
+    for _ in range(3):
+        with db.session(readonly=True) as session:
+            t = time.monotonic()
+            engine._provider_snapshot(session, encoder, fresh=True)
+            reads.append(time.monotonic() - t)
+
+    def batches(stop: threading.Event, out: list[float]) -> None:
+        while not stop.is_set():
+            with db.session(readonly=True) as session:
+                t = time.monotonic()
+                engine.provider_index(session, encoder)
+                out.append(time.monotonic() - t)
+            stop.wait(0.02)
+
+    def upkeep(stop: threading.Event) -> None:
+        while not stop.is_set():
+            with db.session(readonly=True) as session:
+                due_in = engine.refresh_ahead(session)
+            stop.wait(min(2.0, max(due_in, 0.5)))  # as workers.upkeep waits
+
+    results: dict[str, list[float]] = {"baseline": [], "upkeep": []}
+    for _ in range(rounds):
+        for setting in ("baseline", "upkeep"):
+            engine.forget_providers()
+            with db.session(readonly=True) as session:
+                engine.provider_index(session, encoder)  # fresh, as after the last batch's read
+            stop = threading.Event()
+            threads = [threading.Thread(target=batches, args=(stop, results[setting]))]
+            if setting == "upkeep":
+                threads.append(threading.Thread(target=upkeep, args=(stop,)))
+            for thread in threads:
+                thread.start()
+            time.sleep(seconds)
+            stop.set()
+            for thread in threads:
+                thread.join()
+
+    base, up = _percentiles(results["baseline"]), _percentiles(results["upkeep"])
+    print(json.dumps({
+        "providers": len(rows), "seed_s": round(seed_s, 1), "snapshot_age_s": engine_module.PROVIDER_SNAPSHOT_AGE,
+        "snapshot_read_s": round(statistics.median(reads), 3),
+        "baseline": base, "upkeep": up,
+        "p99_ratio": round(base["p99_ms"] / max(up["p99_ms"], 1e-3), 1),
+        "max_ratio": round(base["max_ms"] / max(up["max_ms"], 1e-3), 1),
+        "cpu_count": os.cpu_count(),
+    }))
+    db.dispose()
+    for path in tmp.iterdir():
+        path.unlink()
+    tmp.rmdir()
+
+
+if __name__ == "__main__":
+    main()
