@@ -97,6 +97,20 @@ class ProviderIndex:
         self.load[row] += offers
         self.recent_offers[row] += offers
 
+    def with_counts(self, loads: dict[str, int], recent_offers: dict[str, int],
+                    ratings: dict[str, tuple[int, int]]) -> ProviderIndex:
+        """The same providers with new loads, recent offers and ratings (per provider id; absent: none): what
+        changes between two reads of an unchanged set of profiles. Vectors, categories and rates are shared."""
+        copy = object.__new__(ProviderIndex)
+        copy.__dict__.update(self.__dict__)
+        copy.load = np.array([loads.get(pid, 0) for pid in self.ids], dtype=np.int32)
+        copy.recent_offers = np.array([recent_offers.get(pid, 0) for pid in self.ids], dtype=np.float32)
+        copy.rating = np.full(len(self.ids), rating_component(0, 0), dtype=np.float32)
+        for pid, (stars, count) in ratings.items():
+            if (row := self.row_of.get(pid)) is not None:
+                copy.rating[row] = rating_component(stars, count)
+        return copy
+
     def working_copy(self) -> ProviderIndex:
         """A copy whose loads and recent offers can be changed (:meth:`record_offer`) without changing this
         index; everything else (vectors, categories, rates, ratings) is shared and never changed."""

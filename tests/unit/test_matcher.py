@@ -221,3 +221,25 @@ def test_a_full_providers_recent_share_is_the_one_they_would_have_among_those_wi
     shares = {c.provider_id: c.components["recent_share"] for c in ranked}
     # those with room share their 4 offers; the full provider's 10 count against 4 + 10 (not 10 of 4)
     assert shares == {"a": 0.5, "b": 0.5, "full": round(10 / 14, 4)}
+
+
+def test_new_counts_rank_an_index_as_a_fresh_one_would() -> None:
+    """ProviderIndex.with_counts (a snapshot read again when no profile changed) ranks exactly as an index
+    built from the records with those loads, recent offers and ratings."""
+    from dataclasses import replace
+
+    from routing.matcher import ProviderIndex
+
+    pool = [provider("a", 0.9), provider("b", 0.85), provider("c", 0.8, capacity=1)]
+    old = ProviderIndex(replace(p, load=2, recent_offers=9, rating_sum=5, rating_count=1) for p in pool)
+    loads, recent, ratings = {"a": 3, "c": 0}, {"a": 12, "b": 1}, {"b": (10, 2)}
+    new = old.with_counts(loads, recent, ratings)
+    fresh = ProviderIndex(replace(p, load=loads.get(p.provider_id, 0), recent_offers=recent.get(p.provider_id, 0),
+                                  rating_sum=ratings.get(p.provider_id, (0, 0))[0],
+                                  rating_count=ratings.get(p.provider_id, (0, 0))[1]) for p in pool)
+    assert new.vectors is old.vectors and old.load.tolist() == [2, 2, 2]  # the old index is unchanged
+    for array in ("load", "recent_offers", "rating"):
+        assert getattr(new, array).tolist() == getattr(fresh, array).tolist()
+    matcher = Matcher()
+    assert [(c.provider_id, c.score) for c in matcher.rank_index(new, TASK, ["design"], limit=3)] == \
+        [(c.provider_id, c.score) for c in matcher.rank_index(fresh, TASK, ["design"], limit=3)]
