@@ -105,17 +105,23 @@ def test_a_batch_routes_like_one_task_after_another(api: Api, db: Any, settings:
         assert set(route_tasks(session, settings, engine, ids).values()) == {"skipped"}
 
 
-def test_a_stale_provider_snapshot_never_overbooks(api: Api, db: Any, settings: Any) -> None:
+def stale_snapshot(api: Api, db: Any, settings: Any) -> tuple[uuid.UUID, uuid.UUID]:
+    """One provider with one slot, whom this process's snapshot shows free after another worker took the slot;
+    and a task to route to them. Returns (the provider's id, the task's id)."""
     (provider, _), = bookkeepers(api, 1, capacity=1)
     provider_id = uuid.UUID(provider["id"])
     customer, _ = api.user("customer")
-    elsewhere, first = submitted_tasks(db, customer["id"], REQUESTS[:2])
-    engine = get_engine()
+    elsewhere, task = submitted_tasks(db, customer["id"], REQUESTS[:2])
     with db.session(readonly=True) as session:  # this process reads the provider as free...
-        engine.refresh_providers(session)
+        get_engine().refresh_providers(session)
     with db.session() as session:  # ...then another worker takes the provider's only slot
         add_offers(session, settings, [Pick(elsewhere, provider_id, 1, 0.9)])
+    return provider_id, task
 
+
+def test_a_stale_provider_snapshot_never_overbooks(api: Api, db: Any, settings: Any) -> None:
+    provider_id, first = stale_snapshot(api, db, settings)
+    engine = get_engine()
     with db.session() as session:  # the capacity check finds the snapshot stale and reads the providers again
         assert route_task(session, settings, engine, first) == "needs_review"
     with db.session(readonly=True) as session:
@@ -136,14 +142,8 @@ def test_a_second_pass_holds_no_lock_on_the_first_passs_providers(
 
     if db.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has no row locks")
-    (provider, _), = bookkeepers(api, 1, capacity=1)
-    customer, _ = api.user("customer")
-    elsewhere, first = submitted_tasks(db, customer["id"], REQUESTS[:2])
+    provider_id, first = stale_snapshot(api, db, settings)
     engine = get_engine()
-    with db.session(readonly=True) as session:  # this process reads the provider as free...
-        engine.refresh_providers(session)
-    with db.session() as session:  # ...then another worker takes the provider's only slot
-        add_offers(session, settings, [Pick(elsewhere, provider_id := uuid.UUID(provider["id"]), 1, 0.9)])
     real, calls = services.overbooked, []
 
     def overbooked(session: Session, planned: Any) -> set[uuid.UUID]:
