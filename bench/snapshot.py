@@ -14,7 +14,7 @@ what this measures). Then, for ``BENCH_SECONDS`` (default 20) each, alternating 
 
 - baseline: one thread calls ``provider_index`` every 20 ms, like a worker's write stage, and reads the
   snapshot itself whenever it is due (RELAY_ROUTING_UPKEEP_S=0);
-- upkeep: the same, with an upkeep thread beside it (``refresh_ahead`` as workers.upkeep runs it).
+- upkeep: the same, with the worker's upkeep thread (``workers.upkeep.RoutingUpkeep``) beside it.
 
 Printed: the time of one snapshot read (every profile, ``snapshot_read_s``; and only the counts, as when its age
 is up and no profile changed, ``counts_read_s``), and the latency of ``provider_index`` (p50, p99, max) in both
@@ -33,6 +33,7 @@ import uuid
 from pathlib import Path
 
 CATEGORIES = [f"category-{i:02d}" for i in range(25)]
+UPKEEP_S = 2.0  # RELAY_ROUTING_UPKEEP_S's default
 
 
 def _seed(db, n: int) -> None:  # type: ignore[no-untyped-def]
@@ -77,9 +78,13 @@ def main() -> None:
 
     from marketplace.db.migrate import upgrade
     from marketplace.db.session import get_database
+    from marketplace.demo.loader import load_taxonomy
     from marketplace.domain.routing import engine as engine_module
     from marketplace.domain.routing.engine import RoutingEngine
+    from marketplace.settings import Settings
     from models import load_encoder
+    from workers import runtime
+    from workers.upkeep import RoutingUpkeep
 
     upgrade(url)
     db = get_database(url)
@@ -115,11 +120,13 @@ def main() -> None:
                 out.append(time.monotonic() - t)
             stop.wait(0.02)
 
-    def upkeep(stop: threading.Event) -> None:
-        while not stop.is_set():
-            with db.session(readonly=True) as session:
-                due_in = engine.refresh_ahead(session)
-            stop.wait(min(2.0, max(due_in, 0.5)))  # as workers.upkeep waits
+    # The worker's own upkeep thread runs against this engine and database, its routing model fitted first.
+    engine_module._engine = engine
+    runtime.configure(Settings(database_url=url, router_tuning=False))
+    with db.session() as session:
+        load_taxonomy(session)
+    with db.session(readonly=True) as session:
+        engine.router(session, tuning=False)
 
     results: dict[str, list[float]] = {"baseline": [], "upkeep": []}
     for _ in range(rounds):
@@ -128,15 +135,16 @@ def main() -> None:
             with db.session(readonly=True) as session:
                 engine.provider_index(session, encoder)  # fresh, as after the last batch's read
             stop = threading.Event()
-            threads = [threading.Thread(target=batches, args=(stop, results[setting]))]
-            if setting == "upkeep":
-                threads.append(threading.Thread(target=upkeep, args=(stop,)))
-            for thread in threads:
-                thread.start()
+            batch = threading.Thread(target=batches, args=(stop, results[setting]))
+            upkeep = RoutingUpkeep(UPKEEP_S) if setting == "upkeep" else None
+            batch.start()
+            if upkeep is not None:
+                upkeep.start()
             time.sleep(seconds)
             stop.set()
-            for thread in threads:
-                thread.join()
+            batch.join()
+            if upkeep is not None:
+                upkeep.stop()
 
     base, up = _percentiles(results["baseline"]), _percentiles(results["upkeep"])
     print(json.dumps({

@@ -1,4 +1,5 @@
-"""The routing upkeep thread of a worker process that routes (RoutingEngine.upkeep, between routing batches).
+"""The routing upkeep thread of a worker process that routes (RoutingEngine.warm_up and refresh_ahead, between
+routing batches).
 
 It keeps the process's routing engine ready, so that routing batches find the work done:
 
@@ -29,7 +30,6 @@ class RoutingUpkeep(threading.Thread):
         super().__init__(name="relay-routing-upkeep", daemon=True)
         self.interval_s = interval_s
         self._stop_event = threading.Event()
-        self.rounds = 0
 
     def run(self) -> None:
         from marketplace.domain.routing.engine import NoTaxonomy, get_engine
@@ -53,7 +53,6 @@ class RoutingUpkeep(threading.Thread):
             except Exception:
                 failures += 1  # the database is away, say: tried again less and less often, up to a minute
                 log.warning("routing.upkeep_failed", failures=failures, exc_info=True)
-            self.rounds += 1
             if warming:
                 wait = 0.0
             elif failures:

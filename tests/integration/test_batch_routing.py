@@ -149,7 +149,6 @@ def test_a_second_pass_holds_no_lock_on_the_first_passs_providers(
     def overbooked(session: Session, planned: Any) -> set[uuid.UUID]:
         if calls:  # the second pass: can another transaction lock the first pass's provider now?
             with db.engine.connect() as other:
-                other.execute(text("SET lock_timeout = '1s'"))
                 assert other.execute(text("SELECT account_id FROM provider_profiles WHERE account_id = :id"
                                           " FOR UPDATE NOWAIT"), {"id": provider_id}).all()
                 other.rollback()

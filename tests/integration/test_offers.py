@@ -705,7 +705,8 @@ def _expire_with(db: Any, settings: Any, before_task: uuid.UUID, meanwhile: Call
 
 def test_expiring_offers_never_deadlocks_with_a_provider_accepting_one(api: Api, settings, db) -> None:
     """A provider accepts an offer on the second task (locking that task, then their own profile) while the
-    scheduler has just re-offered the first task to them."""
+    scheduler has just re-offered the first task to them. (SKIP LOCKED on the task alone would also keep this
+    one apart; the re-offer below needs the transaction per task.)"""
     from sqlalchemy import select
 
     from marketplace.db.models import Offer, OfferStatus

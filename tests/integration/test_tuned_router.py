@@ -19,7 +19,7 @@ from models import load_encoder
 from models.tuning import TuningConfig
 from routing.router import Router
 from routing.tuned import RoutingModel, calibration_rounds, fit_routing_model, tunable
-from tests.conftest import Api
+from tests.conftest import Api, wait_until
 
 pytestmark = pytest.mark.model
 
@@ -468,7 +468,6 @@ def test_a_worker_puts_a_new_tuned_model_in_use_while_no_task_comes(
     in use, so the next task is decided and ranked by it without waiting for that."""
     from marketplace.domain.routing import engine as engine_module
     from marketplace.domain.routing.engine import RoutingEngine
-    from tests.conftest import wait_until
     from workers import runtime
     from workers.upkeep import start_upkeep
 

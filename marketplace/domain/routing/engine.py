@@ -575,23 +575,24 @@ class RoutingEngine:
             if self._providers is snapshot:
                 self._providers = None
 
+    @staticmethod
+    def _open(query: Any) -> Any:
+        """``query`` over ProviderProfile, kept to the profiles open for work (a deactivated account cannot sign
+        in to answer an offer)."""
+        P = ProviderProfile
+        return query.join(Account, Account.id == P.account_id) \
+            .where(P.accepting_work.is_(True), P.capacity > 0, Account.is_active.is_(True))
+
     def _open_profiles(self, session: Session) -> list[Any]:
         """The profiles open for work: rows of the columns ranking needs."""
         P = ProviderProfile
-        return list(session.execute(  # a deactivated account cannot sign in to answer an offer
+        return list(session.execute(self._open(
             select(P.account_id, P.updated_at, P.categories, P.capacity, P.accepting_work, P.hourly_rate,
-                   P.rate_currency)
-            .join(Account, Account.id == P.account_id)
-            .where(P.accepting_work.is_(True), P.capacity > 0, Account.is_active.is_(True))
-        ).all())
+                   P.rate_currency))).all())
 
     def _open_count(self, session: Session) -> int:
         """How many profiles are open for work (the rows :meth:`_open_profiles` reads)."""
-        P = ProviderProfile
-        return session.scalar(
-            select(func.count()).select_from(P).join(Account, Account.id == P.account_id)
-            .where(P.accepting_work.is_(True), P.capacity > 0, Account.is_active.is_(True))
-        ) or 0
+        return session.scalar(self._open(select(func.count()).select_from(ProviderProfile))) or 0
 
     @staticmethod
     def _counts(session: Session) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, tuple[int, int]]]:
