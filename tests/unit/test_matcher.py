@@ -5,6 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 import numpy as np
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from routing.matcher import WEIGHTS, Matcher, ProviderRecord
 
@@ -243,3 +246,58 @@ def test_new_counts_rank_an_index_as_a_fresh_one_would() -> None:
     matcher = Matcher()
     assert [(c.provider_id, c.score) for c in matcher.rank_index(new, TASK, ["design"], limit=3)] == \
         [(c.provider_id, c.score) for c in matcher.rank_index(fresh, TASK, ["design"], limit=3)]
+
+
+CATEGORIES = ("design", "plumbing", "tax", "writing")
+_records = st.builds(
+    lambda pid, parts, cats, capacity, load, accepting, rate, currency, recent, stars, count: ProviderRecord(
+        pid, np.array(parts, dtype=np.float32) / 8, frozenset(cats), capacity, load, accepting,
+        Decimal(rate) if rate is not None else None, recent, stars, count, currency),
+    st.sampled_from("abcdefghij"),
+    st.lists(st.integers(-8, 8), min_size=DIM, max_size=DIM),  # eighths: every dot product is exact
+    st.sets(st.sampled_from(CATEGORIES), max_size=3), st.integers(0, 3), st.integers(0, 3), st.booleans(),
+    st.one_of(st.none(), st.sampled_from(["0", "20", "45.5", "120"])), st.sampled_from([None, "EUR", "usd"]),
+    st.integers(0, 20), st.integers(0, 15), st.integers(0, 3))
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(pool=st.lists(_records, max_size=8), rounds=st.lists(st.tuples(
+           st.lists(_records, max_size=4), st.sets(st.sampled_from("abcdefghij"), max_size=3)), min_size=1, max_size=3),
+       task=st.lists(st.integers(-8, 8), min_size=DIM, max_size=DIM),
+       categories=st.lists(st.sampled_from((*CATEGORIES, "unknown")), max_size=3, unique=True),
+       budget=st.sampled_from([None, Decimal(300), Decimal(2000)]), currency=st.sampled_from([None, "EUR", "USD"]),
+       include_full=st.booleans(), require_category=st.booleans(), exclude=st.sets(st.sampled_from("abcxyz")))
+def test_an_index_with_changes_ranks_as_one_built_from_the_providers_it_has(
+        pool, rounds, task, categories, budget, currency, include_full, require_category, exclude) -> None:
+    """ProviderIndex.with_changes (profiles edited, joined or closed since the snapshot was read, the index
+    patched instead of built again) ranks exactly as an index built from the resulting providers would, and
+    leaves the index it came from as it was."""
+    from routing.matcher import ProviderIndex
+
+    current = {p.provider_id: p for p in pool}
+    index = ProviderIndex(current.values(), dim=DIM)
+    for changed, removed in rounds:
+        before = (index.vectors.copy(), index.load.copy(), {s: r.copy() for s, r in index.rows.items()})
+        patched = index.with_changes(changed, removed)
+        assert before[0].tolist() == index.vectors.tolist() and before[1].tolist() == index.load.tolist()
+        assert {s: r.tolist() for s, r in before[2].items()} == {s: r.tolist() for s, r in index.rows.items()}
+        for pid in removed:
+            current.pop(pid, None)
+        current.update((p.provider_id, p) for p in changed)
+        index = patched
+        fresh = ProviderIndex(current.values(), dim=DIM)
+        assert len(index) == len(fresh) and set(index.row_of) == set(current)
+        args = (np.array(task, dtype=np.float32) / 8, categories, budget, exclude, None, require_category,
+                include_full, currency)
+        matcher = Matcher()
+        assert [(c.provider_id, c.score, c.components) for c in matcher.rank_index(index, *args)] == \
+            [(c.provider_id, c.score, c.components) for c in matcher.rank_index(fresh, *args)]
+        # offers recorded on it, and new counts, land on the providers' current rows
+        copy, fresh_copy = index.working_copy(), fresh.working_copy()
+        for pid in list(current)[:2]:
+            copy.record_offer(pid)
+            fresh_copy.record_offer(pid)
+        loads, recent = dict.fromkeys(current, 1), dict.fromkeys(current, 2)
+        for a, b in ((copy, fresh_copy), (index.with_counts(loads, recent, {}), fresh.with_counts(loads, recent, {}))):
+            assert [(c.provider_id, c.score) for c in matcher.rank_index(a, *args)] == \
+                [(c.provider_id, c.score) for c in matcher.rank_index(b, *args)]
