@@ -14,11 +14,17 @@ what this measures). Then, for ``BENCH_SECONDS`` (default 20) each, alternating 
 
 - baseline: one thread calls ``provider_index`` every 20 ms, like a worker's write stage, and reads the
   snapshot itself whenever it is due (RELAY_ROUTING_UPKEEP_S=0);
-- upkeep: the same, with the worker's upkeep thread (``workers.upkeep.RoutingUpkeep``) beside it.
+- upkeep: the same, with the worker's upkeep thread (``workers.upkeep.RoutingUpkeep``) beside it;
+- edits_full_reads: with the upkeep thread, while providers edit their profiles (one edit every
+  ``BENCH_EDIT_S`` seconds, default 1: new description and categories), every profile read again at each
+  change (PROVIDER_PROFILES_AGE set to 0: what every snapshot read after a profile change did before
+  ``RoutingEngine._patched``);
+- edits_patched: the same edits, only the changed profiles read (as shipped).
 
-Printed: the time of one snapshot read (every profile, ``snapshot_read_s``; and only the counts, as when its age
-is up and no profile changed, ``counts_read_s``), and the latency of ``provider_index`` (p50, p99, max) in both
-settings; the ratios are baseline over upkeep.
+Printed: the time of one snapshot read (every profile, ``snapshot_read_s``; only the counts, as when its age is
+up and no profile changed, ``counts_read_s``; after ten profiles were edited, ``patch_read_s``), and the latency
+of ``provider_index`` (p50, p99, max) in each setting; ``p99_ratio`` / ``max_ratio`` are baseline over upkeep,
+``edits_p99_ratio`` / ``edits_max_ratio`` edits_full_reads over edits_patched.
 """
 
 from __future__ import annotations
@@ -59,6 +65,19 @@ def _seed(db, n: int) -> None:  # type: ignore[no-untyped-def]
                  "updated_at": at} for i in ids])
 
 
+def _edit(db, rng, ids: list[uuid.UUID]) -> None:  # type: ignore[no-untyped-def]
+    """A provider rewrites their profile (its ``updated_at`` moves: the engine embeds it again)."""
+    from sqlalchemy import update
+
+    from marketplace.db.models import ProviderProfile
+
+    who = ids[int(rng.integers(len(ids)))]
+    with db.session() as session:
+        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == who).values(
+            description=f"I take on work number {int(rng.integers(10**6))} in my trade.",
+            categories=[CATEGORIES[c] for c in rng.choice(25, size=int(rng.integers(1, 4)), replace=False)]))
+
+
 def _percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {"p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
@@ -69,6 +88,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 def main() -> None:
     n = int(os.environ.get("BENCH_PROVIDERS", "100000"))
     seconds = float(os.environ.get("BENCH_SECONDS", "20"))
+    edit_s = float(os.environ.get("BENCH_EDIT_S", "1"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-snapshot-"))
     url = f"sqlite:///{tmp / 'relay.db'}"
@@ -101,16 +121,24 @@ def main() -> None:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     engine._spaces[encoder.model_id] = {r.account_id: (r.updated_at, v) for r, v in zip(rows, vectors, strict=True)}
 
-    reads, count_reads = [], []
+    ids = [r.account_id for r in rows]
+    reads, count_reads, patch_reads = [], [], []
     for _ in range(3):
+        engine.forget_providers()
         with db.session(readonly=True) as session:
             t = time.monotonic()
-            engine._provider_snapshot(session, encoder, fresh=True)  # every profile
+            engine._provider_snapshot(session, encoder)  # every profile
             reads.append(time.monotonic() - t)
         with db.session(readonly=True) as session:
             t = time.monotonic()
             engine._provider_snapshot(session, encoder, max_age=0)  # its age up, no profile changed: the counts
             count_reads.append(time.monotonic() - t)
+        for _ in range(10):
+            _edit(db, rng, ids)
+        with db.session(readonly=True) as session:
+            t = time.monotonic()
+            engine._provider_snapshot(session, encoder)  # ten profiles changed: those, and the counts
+            patch_reads.append(time.monotonic() - t)
 
     def batches(stop: threading.Event, out: list[float]) -> None:
         while not stop.is_set():
@@ -128,32 +156,49 @@ def main() -> None:
     with db.session(readonly=True) as session:
         engine.router(session, tuning=False)
 
-    results: dict[str, list[float]] = {"baseline": [], "upkeep": []}
+    def edits(stop: threading.Event) -> None:
+        while not stop.wait(edit_s):
+            _edit(db, rng, ids)
+
+    profiles_age = engine_module.PROVIDER_PROFILES_AGE
+    settings = ("baseline", "upkeep", "edits_full_reads", "edits_patched")
+    results: dict[str, list[float]] = {setting: [] for setting in settings}
     for _ in range(rounds):
-        for setting in ("baseline", "upkeep"):
+        for setting in settings:
+            engine_module.PROVIDER_PROFILES_AGE = 0.0 if setting == "edits_full_reads" else profiles_age
             engine.forget_providers()
             with db.session(readonly=True) as session:
                 engine.provider_index(session, encoder)  # fresh, as after the last batch's read
             stop = threading.Event()
-            batch = threading.Thread(target=batches, args=(stop, results[setting]))
-            upkeep = RoutingUpkeep(UPKEEP_S) if setting == "upkeep" else None
-            batch.start()
+            threads = [threading.Thread(target=batches, args=(stop, results[setting]))]
+            if setting.startswith("edits"):
+                threads.append(threading.Thread(target=edits, args=(stop,)))
+            upkeep = RoutingUpkeep(UPKEEP_S) if setting != "baseline" else None
+            for thread in threads:
+                thread.start()
             if upkeep is not None:
                 upkeep.start()
             time.sleep(seconds)
             stop.set()
-            batch.join()
+            for thread in threads:
+                thread.join()
             if upkeep is not None:
                 upkeep.stop()
+    engine_module.PROVIDER_PROFILES_AGE = profiles_age
 
-    base, up = _percentiles(results["baseline"]), _percentiles(results["upkeep"])
+    out = {setting: _percentiles(samples) for setting, samples in results.items()}
+
+    def ratio(a: str, b: str, key: str) -> float:
+        return round(out[a][key] / max(out[b][key], 1e-3), 1)
+
     print(json.dumps({
         "providers": len(rows), "seed_s": round(seed_s, 1), "snapshot_age_s": engine_module.PROVIDER_SNAPSHOT_AGE,
-        "snapshot_read_s": round(statistics.median(reads), 3),
+        "edit_every_s": edit_s, "snapshot_read_s": round(statistics.median(reads), 3),
         "counts_read_s": round(statistics.median(count_reads), 3),
-        "baseline": base, "upkeep": up,
-        "p99_ratio": round(base["p99_ms"] / max(up["p99_ms"], 1e-3), 1),
-        "max_ratio": round(base["max_ms"] / max(up["max_ms"], 1e-3), 1),
+        "patch_read_s": round(statistics.median(patch_reads), 3), **out,
+        "p99_ratio": ratio("baseline", "upkeep", "p99_ms"), "max_ratio": ratio("baseline", "upkeep", "max_ms"),
+        "edits_p99_ratio": ratio("edits_full_reads", "edits_patched", "p99_ms"),
+        "edits_max_ratio": ratio("edits_full_reads", "edits_patched", "max_ms"),
         "cpu_count": os.cpu_count(),
     }))
     db.dispose()

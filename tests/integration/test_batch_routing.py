@@ -194,9 +194,13 @@ def test_providers_that_fill_up_during_routing_roll_it_back(api: Api, db: Any, s
     with db.session() as session:
         assert route_task(session, settings, engine, first) == "routed"  # the provider's only slot
 
-    # Every read of the providers sees the slot free, as if a concurrent routing kept taking it.
-    real = engine.provider_records
-    monkeypatch.setattr(engine, "provider_records", lambda session, loads, encoder=None: real(session, {}, encoder))
+    # Every read of the providers sees the slot free, as if a concurrent routing kept taking it (the check
+    # under lock, which reads the loads of the picked providers only, sees it taken).
+    from marketplace.domain.offers import services as offers_services
+
+    real = offers_services.provider_loads
+    monkeypatch.setattr(offers_services, "provider_loads",
+                        lambda session, ids=None: real(session, ids) if ids is not None else {})
     engine.forget_providers()
     with pytest.raises(Conflict), db.session() as session:
         route_task(session, settings, engine, second)
@@ -367,6 +371,63 @@ def test_a_snapshot_read_again_for_its_age_reads_only_the_counts_when_no_profile
         assert engine.provider_index(session).vectors is again.vectors
         monkeypatch.setattr(engine_module, "PROVIDER_PROFILES_AGE", 0.0)
         assert engine.provider_index(session).vectors is not again.vectors
+
+
+def test_a_new_snapshot_reads_only_the_profiles_that_changed(
+        api: Api, db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading every profile into a new snapshot took 3.6 s at 100,000 providers: only those edited, joined or
+    closed since the last one are read and put in it, and it ranks as a read of every profile would. An edit
+    committed after a newer one (its ``updated_at`` behind the newest the snapshot saw) is found too."""
+    from datetime import timedelta
+
+    from marketplace.db.models import ProviderProfile
+    from marketplace.domain.routing import engine as engine_module
+
+    (a, _), (b, _), (c, _) = bookkeepers(api, 3, capacity=3)
+    engine = get_engine()
+    with db.session(readonly=True) as session:
+        engine.provider_index(session)
+    read_all: list[int] = []
+    real = engine._open_profiles
+    monkeypatch.setattr(engine, "_open_profiles", lambda session: read_all.append(1) or real(session))
+    monkeypatch.setattr(engine_module, "PROVIDER_SNAPSHOT_AGE", 0.0)
+
+    def edit(provider: dict[str, Any], **values: Any) -> None:
+        with db.session() as session:
+            session.execute(update(ProviderProfile)
+                            .where(ProviderProfile.account_id == uuid.UUID(provider["id"])).values(**values))
+
+    def ranked(index: Any, slugs: list[str]) -> list[tuple[str, float]]:
+        vector = engine.encode(engine.encoder, ["Build a landing page for our bakery in React"])[0]
+        return [(c.provider_id, c.score) for c in engine.matcher.rank_index(index, vector, slugs, include_full=True)]
+
+    edit(a, categories=["web-development"], description="I build React websites and landing pages.",
+         hourly_rate=90)
+    edit(c, accepting_work=False)
+    d, _ = api.provider(["web-development"], "Web developer", "Shopify and React storefronts.")
+    with db.session(readonly=True) as session:
+        patched = engine.provider_index(session)
+    assert not read_all
+    assert set(patched.row_of) >= {a["id"], b["id"], d["id"]} and c["id"] not in patched.row_of
+    assert not any(uuid.UUID(c["id"]) in space for space in engine._spaces.values())
+    engine.forget_providers()
+    with db.session(readonly=True) as session:
+        every = engine.provider_index(session)
+    assert read_all == [1]
+    for slugs in (["web-development"], ["bookkeeping-accounting"], ["web-development", "bookkeeping-accounting"]):
+        assert ranked(patched, slugs) == ranked(every, slugs)
+    assert [p for p, _ in ranked(patched, ["web-development"])][:2] in ([a["id"], d["id"]], [d["id"], a["id"]])
+
+    # b's edit is stamped a little before the newest change the snapshot saw (d's), as by a transaction that
+    # committed late: the newest updated_at does not move, and the edit is found all the same.
+    with db.session(readonly=True) as session:
+        newest = session.scalar(select(ProviderProfile.updated_at).order_by(ProviderProfile.updated_at.desc()))
+    edit(b, categories=["web-development"], updated_at=newest - timedelta(seconds=5))
+    with db.session(readonly=True) as session:
+        late = engine.provider_index(session)
+    assert read_all == [1]
+    assert b["id"] in {p for p, _ in ranked(late, ["web-development"])}
+    assert b["id"] not in {p for p, _ in ranked(late, ["bookkeeping-accounting"])}
 
 
 def test_a_provider_no_longer_open_for_work_leaves_no_profile_vector_behind(api: Api, db: Any) -> None:

@@ -57,10 +57,16 @@ RECENT_SECONDS = 60.0
 # The provider snapshot (RoutingEngine.provider_index) is read again after this many seconds: what other
 # processes changed meanwhile (their offers, offers accepted, declined or expired) counts from then on.
 PROVIDER_SNAPSHOT_AGE = 5.0
-# When no profile changed, joined or left, a new snapshot reads only the counts (loads, recent offers, ratings);
-# the profiles themselves are read again at least this often all the same: a profile edited on a host whose
-# clock is behind may not move the newest ``updated_at`` the snapshot watches.
+# A new snapshot reads the counts (loads, recent offers, ratings) and only the profiles changed since the last
+# one (RoutingEngine._patched); every profile is read again at least this often all the same: a provider who
+# leaves as another joins, or a profile deleted, leaves the number of open profiles as it was.
 PROVIDER_PROFILES_AGE = 60.0
+# The changed profiles are those whose ``updated_at`` is at most this much older than the newest the last
+# snapshot saw: a change committed that long after it was stamped (a long transaction, a host whose clock is
+# behind) is still found. Re-reading a profile that did not change since costs a comparison.
+PROFILE_CHANGE_LAG = timedelta(seconds=30)
+# More changed profiles than this share of the snapshot (a bulk import): every profile is read instead.
+PATCH_SHARE = 0.25
 # A worker's upkeep thread (RoutingEngine.refresh_ahead) reads it again this much sooner, while routing batches use
 # it, so that they find it fresh and never wait for the read (3.7 s at 100,000 providers on Zen 4, bench.snapshot).
 SNAPSHOT_AHEAD = 1.5
@@ -96,7 +102,8 @@ class _ProviderSnapshot:
     taken: float  # time.monotonic() when its reading began
     session: int  # id() of the session it was read in: that transaction's own offers are in it
     space: str  # model_id of the encoder its vectors come from
-    profiles_read: float  # time.monotonic() when the profiles were last read (not only the counts)
+    profiles_read: float  # time.monotonic() when every profile was last read (not only the changed ones)
+    updated: dict[uuid.UUID, datetime]  # the profile ``updated_at`` each provider in it was read with
 
 
 # session.info key: the offers a session's routing made, not yet committed, as (time.monotonic(), per provider)
@@ -471,17 +478,22 @@ class RoutingEngine:
         mark = (session.get_bind().engine.url, newest_profile, newest_rating)
         space = encoder.model_id
 
-        def current(snapshot: _ProviderSnapshot | None, age_ok: bool) -> bool:
+        def current(snapshot: _ProviderSnapshot | None) -> bool:
             return snapshot is not None and snapshot.mark == mark and snapshot.space == space and (
                 snapshot.taken >= asked  # read by another thread after this call began: as new as one read here
-                or (not fresh and (age_ok or time.monotonic() - snapshot.taken <= max_age)))
+                or (not fresh and time.monotonic() - snapshot.taken <= max_age))
 
         snapshot = self._providers
-        if current(snapshot, age_ok=False) or (self._building.locked() and current(snapshot, age_ok=True)):
+        if current(snapshot):
             return snapshot  # type: ignore[return-value]
+        if not fresh and self._building.locked() and snapshot is not None and snapshot.space == space \
+                and snapshot.mark[0] == mark[0]:
+            # Another thread is reading a newer one (its age is up, or a profile or rating changed): this batch
+            # goes on with this one meanwhile rather than wait (offers picked on it are checked under lock).
+            return snapshot
         with self._building:
             snapshot = self._providers
-            if current(snapshot, age_ok=False):  # read by another thread meanwhile
+            if current(snapshot):  # read by another thread meanwhile
                 return snapshot  # type: ignore[return-value]
             from marketplace.domain.offers.services import provider_loads
 
@@ -489,24 +501,27 @@ class RoutingEngine:
                 self._build_started, self._commits_meanwhile = asked, []
             built: _ProviderSnapshot | None = None
             try:
-                if not fresh and snapshot is not None and snapshot.space == space and snapshot.mark[:2] == mark[:2] \
-                        and asked - snapshot.profiles_read < PROVIDER_PROFILES_AGE \
-                        and self._open_count(session) == len(snapshot.index):
-                    # No profile changed, joined or left (closed, deactivated; one leaving as another comes back
-                    # within the same few seconds would go unseen until the next full read): the counts alone
-                    # are read again, the vectors, categories and rates are the snapshot's. A read of every
-                    # profile took 3.7 s at 100,000 providers on Zen 4 (bench.snapshot).
-                    loads = provider_loads(session)
+                patched = None
+                if snapshot is not None and snapshot.space == space and snapshot.mark[0] == mark[0] \
+                        and snapshot.mark[1] is not None and asked - snapshot.profiles_read < PROVIDER_PROFILES_AGE:
+                    # Only the profiles changed since are read (a read of every profile took 3.6 s at 100,000
+                    # providers, bench.snapshot), and the counts.
+                    patched = self._patched(session, snapshot, encoder)
+                if patched is not None:
+                    index, updated = patched
+                    loads = provider_loads(session)  # (read first, as provider_records does)
                     recent, ratings = self._counts(session)
-                    index = snapshot.index.with_counts(
-                        {str(k): v for k, v in loads.items()},
-                        {str(k): v for k, v in recent.items()}, {str(k): v for k, v in ratings.items()})
-                    profiles_read = snapshot.profiles_read
+                    index = index.with_counts({str(k): v for k, v in loads.items()},
+                                              {str(k): v for k, v in recent.items()},
+                                              {str(k): v for k, v in ratings.items()})
+                    built = _ProviderSnapshot(index, mark, asked, id(session), space, snapshot.profiles_read,  # type: ignore[union-attr]
+                                              updated)
                 else:
-                    index = ProviderIndex(self.provider_records(session, provider_loads(session), encoder),
+                    rows = self._open_profiles(session)
+                    index = ProviderIndex(self.provider_records(session, provider_loads(session), encoder, rows),
                                           dim=encoder.dim)
-                    profiles_read = asked
-                built = _ProviderSnapshot(index, mark, asked, id(session), space, profiles_read)
+                    built = _ProviderSnapshot(index, mark, asked, id(session), space, asked,
+                                              {r.account_id: r.updated_at for r in rows})
             finally:
                 with self._providers_lock:
                     meanwhile, self._build_started, self._commits_meanwhile = self._commits_meanwhile, None, []
@@ -522,6 +537,52 @@ class RoutingEngine:
             # If this transaction rolls back, the snapshot may count offers that were never made.
             _when_transaction_ends(session, "after_rollback", functools.partial(self._forget, built))
             return built
+
+    def _patched(self, session: Session, snapshot: _ProviderSnapshot, encoder: Encoder
+                 ) -> tuple[ProviderIndex, dict[uuid.UUID, datetime]] | None:
+        """``snapshot``'s index with the profiles changed since it was read put in (edited profiles embedded
+        again, providers who joined added, those who stopped taking work taken out), and the ``updated_at`` of
+        each provider in it; None when every profile should be read instead: too many changed, or the number
+        of providers open for work is not what the patched index holds (an account deactivated or a profile
+        deleted, which change no ``updated_at``)."""
+        with self._spaces_lock:
+            self._space(encoder)  # raises ModelReplaced, as a read of every profile would
+        P = ProviderProfile
+        since = snapshot.mark[1] - PROFILE_CHANGE_LAG
+        rows = session.execute(
+            select(P.account_id, P.updated_at, P.categories, P.capacity, P.accepting_work, P.hourly_rate,
+                   P.rate_currency, Account.is_active)
+            .join(Account, Account.id == P.account_id).where(P.updated_at >= since)).all()
+        index, updated = snapshot.index, snapshot.updated
+        opened, closed = [], []
+        for r in rows:
+            if r.accepting_work and r.capacity > 0 and r.is_active:
+                if updated.get(r.account_id) != r.updated_at or str(r.account_id) not in index.row_of:
+                    opened.append(r)
+            elif str(r.account_id) in index.row_of:
+                closed.append(r.account_id)
+        if len(opened) + len(closed) > PATCH_SHARE * max(len(index), 64):
+            return None
+        if opened or closed:
+            if closed:
+                with self._spaces_lock:  # a provider no longer open for work leaves no vector in any space
+                    for space in self._spaces.values():
+                        for gone in closed:
+                            space.pop(gone, None)
+            if encoder.model_id != self.encoder.model_id:  # kept up to date for the next frozen model
+                self._fill_space(session, self.encoder, rows=opened, prune=False)
+            vectors = self._fill_space(session, encoder, rows=opened, prune=False)[1]
+            with self._spaces_lock:
+                opened = [r for r in opened if r.account_id in vectors]
+                records = [self._record(r, vectors[r.account_id][1], {}, {}, {}) for r in opened]
+            index = index.with_changes(records, [str(c) for c in closed])
+            updated = dict(updated)
+            for c in closed:
+                updated.pop(c, None)
+            updated.update((r.account_id, r.updated_at) for r in opened)
+        if self._open_count(session) != len(index):
+            return None
+        return index, updated
 
     @staticmethod
     def _missing_from(snapshot: _ProviderSnapshot, session: Session) -> Counter[str]:
@@ -606,22 +667,28 @@ class RoutingEngine:
         )}
         return recent, ratings
 
-    def _fill_space(self, session: Session, encoder: Encoder, most: int | None = None, rows: list[Any] | None = None
-                    ) -> tuple[bool, dict[uuid.UUID, tuple[datetime, np.ndarray]]]:
+    def _space(self, encoder: Encoder) -> dict[uuid.UUID, tuple[datetime, np.ndarray]]:
+        """The profile vectors of ``encoder``'s space (called with _spaces_lock held)."""
+        if encoder.model_id not in self._spaces and encoder.model_id not in self._kept_spaces():
+            # A batch that fetched its model before another thread replaced it: embedding profiles for a model
+            # no longer in use (inside its write transaction) is not worth it.
+            raise ModelReplaced(f"the routing model of {encoder.model_id} is no longer in use")
+        return self._spaces.setdefault(encoder.model_id, {})
+
+    def _fill_space(self, session: Session, encoder: Encoder, most: int | None = None, rows: list[Any] | None = None,
+                    prune: bool = True) -> tuple[bool, dict[uuid.UUID, tuple[datetime, np.ndarray]]]:
         """Give the open profiles (``rows``, else read) vectors in ``encoder``'s space: the new or edited ones,
-        at most ``most`` of them. The profile texts are loaded only for those. Returns whether none is left,
+        at most ``most`` of them. The profile texts are loaded only for those. With ``prune`` (``rows`` are all
+        the open profiles) the vectors of any other provider go, in every space. Returns whether none is left,
         and the space's vectors (still the caller's should another thread drop the space meanwhile)."""
         rows = self._open_profiles(session) if rows is None else rows
-        open_ids = {r.account_id for r in rows}
         with self._spaces_lock:  # providers no longer open for work (closed, erased accounts) leave no vector
-            if encoder.model_id not in self._spaces and encoder.model_id not in self._kept_spaces():
-                # A batch that fetched its model before another thread replaced it: embedding every profile
-                # again for a model no longer in use (inside its write transaction) is not worth it.
-                raise ModelReplaced(f"the routing model of {encoder.model_id} is no longer in use")
-            vectors = self._spaces.setdefault(encoder.model_id, {})
-            for space in self._spaces.values():  # in any space
-                for gone in space.keys() - open_ids:
-                    del space[gone]
+            vectors = self._space(encoder)
+            if prune:
+                open_ids = {r.account_id for r in rows}
+                for space in self._spaces.values():  # in any space
+                    for gone in space.keys() - open_ids:
+                        del space[gone]
             stale = [r.account_id for r in rows if vectors.get(r.account_id, (None,))[0] != r.updated_at]
         todo = stale if most is None else stale[:most]
         if todo:
@@ -633,14 +700,14 @@ class RoutingEngine:
                     vectors[p.account_id] = (p.updated_at, v)
         return len(todo) == len(stale), vectors
 
-    def provider_records(self, session: Session, loads: dict[uuid.UUID, int],
-                         encoder: Encoder | None = None) -> list[ProviderRecord]:
-        """The providers open for work, with profile vectors in ``encoder``'s space (default: the shared one's).
-        The shared encoder's vectors are kept up to date in any case: the next taxonomy version starts with a
-        frozen model over them."""
+    def provider_records(self, session: Session, loads: dict[uuid.UUID, int], encoder: Encoder | None = None,
+                         profiles: list[Any] | None = None) -> list[ProviderRecord]:
+        """The providers open for work (``profiles``, rows of :meth:`_open_profiles`, else read), with profile
+        vectors in ``encoder``'s space (default: the shared one's). The shared encoder's vectors are kept up to
+        date in any case: the next taxonomy version starts with a frozen model over them."""
         encoder = encoder or self.encoder
         recent, ratings = self._counts(session)
-        profiles = self._open_profiles(session)
+        profiles = self._open_profiles(session) if profiles is None else profiles
         if encoder.model_id != self.encoder.model_id:
             self._fill_space(session, self.encoder, rows=profiles)
         filled = self._fill_space(session, encoder, rows=profiles)[1]
@@ -648,17 +715,19 @@ class RoutingEngine:
             vectors = dict(filled)
         # A fill in another thread, on a newer read of the profiles, may have dropped one who stopped taking
         # work since this one's read.
-        profiles = [p for p in profiles if p.account_id in vectors]
-        return [
-            ProviderRecord(
-                provider_id=str(p.account_id), vector=vectors[p.account_id][1],
-                categories=frozenset(p.categories), capacity=p.capacity, load=loads.get(p.account_id, 0),
-                accepting_work=p.accepting_work, hourly_rate=p.hourly_rate, rate_currency=p.rate_currency,
-                recent_offers=recent.get(p.account_id, 0),
-                rating_sum=ratings.get(p.account_id, (0, 0))[0], rating_count=ratings.get(p.account_id, (0, 0))[1],
-            )
-            for p in profiles
-        ]
+        return [self._record(p, vectors[p.account_id][1], loads, recent, ratings)
+                for p in profiles if p.account_id in vectors]
+
+    @staticmethod
+    def _record(p: Any, vector: np.ndarray, loads: dict[uuid.UUID, int], recent: dict[uuid.UUID, int],
+                ratings: dict[uuid.UUID, tuple[int, int]]) -> ProviderRecord:
+        """A provider as routing ranks them, from a profile row (:meth:`_open_profiles`) and the counts."""
+        stars, count = ratings.get(p.account_id, (0, 0))
+        return ProviderRecord(
+            provider_id=str(p.account_id), vector=vector, categories=frozenset(p.categories), capacity=p.capacity,
+            load=loads.get(p.account_id, 0), accepting_work=p.accepting_work, hourly_rate=p.hourly_rate,
+            rate_currency=p.rate_currency, recent_offers=recent.get(p.account_id, 0), rating_sum=stars,
+            rating_count=count)
 
 
 _engine: RoutingEngine | None = None
