@@ -244,3 +244,52 @@ def test_a_scheduler_tick_does_its_other_duties_when_asking_for_a_refit_fails(
     with time_machine.travel(now() + timedelta(hours=settings.offer_window_hours, minutes=1), tick=False):
         result = scheduler.run_once()
     assert result["refits_requested"] == 0 and result["expired"] == 3
+
+
+def test_a_redis_that_stops_answering_fails_the_send_and_keeps_the_jobs(db, settings, monkeypatch) -> None:
+    """A Redis that takes connections and never answers (hung, or a network that drops its replies): the send
+    fails after the client's socket timeout (redis-py's default, 5 s), instead of hanging the outbox relay (and
+    the scheduler tick it runs in) with its claimed rows locked, and the jobs stay in the outbox for the next
+    run."""
+    import socket
+    import threading
+    import uuid
+
+    from marketplace.settings import Settings
+
+    server = socket.create_server(("127.0.0.1", 0))
+    connections: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                connections.append(server.accept()[0])  # read nothing, answer nothing
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    with db.session() as session:
+        queued = jobs.enqueue_many(session, "draft_clarifying_question", [(uuid.uuid4(),)])
+    silent = jobs._redis_broker(Settings(broker="redis", redis_url=f"redis://127.0.0.1:{server.getsockname()[1]}/0",
+                                         secret_key="x"))
+    monkeypatch.setattr(jobs, "get_broker", lambda _settings: silent)
+    monkeypatch.setattr(jobs, "can_deliver", lambda _settings: True)
+    sent: list[int] = []
+
+    def relay() -> None:
+        with db.session() as session:
+            sent.append(jobs.relay_pending(session, settings))
+
+    relaying = threading.Thread(target=relay, daemon=True)
+    relaying.start()
+    relaying.join(60)
+    try:
+        assert not relaying.is_alive(), "the relay hung on a Redis that does not answer"
+        assert sent == [0] and connections
+        with db.session(readonly=True) as session:
+            row = session.get(OutboxMessage, queued[0].id)
+            assert row.dispatched_at is None and row.attempts == 1
+    finally:
+        server.close()
+        for connection in connections:
+            connection.close()
