@@ -5,7 +5,8 @@ It keeps the process's routing engine ready, so that routing batches find the wo
 
 - the routing model: the frozen one fitted at start, a tuned one loaded once the refit job has saved it and its
   profile vectors embedded a few hundred at a time until it takes over, whether tasks come or not;
-- the provider snapshot, read again shortly before its age is up while batches use it.
+- the provider snapshot, read again shortly before its age is up, and when a profile or rating changed, while
+  batches use it (they then leave looking for such changes to this thread).
 
 Started with the routing worker: by the in-process worker (stub broker) and, in Redis mode, by dramatiq's
 ``after_worker_boot`` hook in each worker process that consumes the routing queue. RELAY_ROUTING_UPKEEP_S is
@@ -44,7 +45,7 @@ class RoutingUpkeep(threading.Thread):
                 # A session of its own: on SQLite a read transaction sees the database as it was at its first
                 # read, and the warm-up before it may have embedded profiles for seconds.
                 with runtime.database().session(readonly=True) as session:
-                    due_in = engine.refresh_ahead(session)
+                    due_in = engine.refresh_ahead(session, watching=True)
                 if failures:
                     log.info("routing.upkeep_recovered", failures=failures)
                 failures = 0
@@ -66,6 +67,9 @@ class RoutingUpkeep(threading.Thread):
         self._stop_event.set()
         if self.is_alive():
             self.join(timeout)
+        from marketplace.domain.routing.engine import get_engine
+
+        get_engine().stop_watching()
 
 
 def start_upkeep() -> RoutingUpkeep | None:

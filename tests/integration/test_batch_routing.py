@@ -312,6 +312,42 @@ def test_the_upkeep_reads_the_providers_again_before_a_batch_would(
         assert engine._providers is after
 
 
+def test_while_the_upkeep_watches_batches_use_the_snapshot_and_it_reads_the_changes(
+        api: Api, db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a running upkeep thread watches for changed profiles and ratings, a routing batch uses a snapshot
+    young enough as it is (no query; an edit reaches it a round of the upkeep later, never a wait for the read);
+    the upkeep reads the change. Once the thread stops (or stops calling), batches look for changes themselves."""
+    from marketplace.db.models import ProviderProfile
+
+    (provider, _), = bookkeepers(api, 1, capacity=3)
+    engine = get_engine()
+    with db.session(readonly=True) as session:
+        engine.provider_index(session)
+        engine.refresh_ahead(session, watching=True)
+    with db.session() as session:
+        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(provider["id"]))
+                        .values(accepting_work=False))
+    queries: list[str] = []
+    listen = (db.engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
+    event.listen(*listen)
+    try:
+        with db.session(readonly=True) as session:
+            assert provider["id"] in engine.provider_index(session).row_of  # not yet
+    finally:
+        event.remove(*listen)
+    assert queries == []
+    with db.session(readonly=True) as session:
+        engine.refresh_ahead(session, watching=True)  # the upkeep's next round
+        assert provider["id"] not in engine.provider_index(session).row_of
+
+    with db.session() as session:
+        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(provider["id"]))
+                        .values(accepting_work=True))
+    engine.stop_watching()
+    with db.session(readonly=True) as session:
+        assert provider["id"] in engine.provider_index(session).row_of
+
+
 def test_a_savepoint_in_a_routing_transaction_counts_no_offer_before_the_commit(
         api: Api, db: Any, settings: Any) -> None:
     """Offers a transaction made count in the process's provider snapshot only once it commits. SQLAlchemy

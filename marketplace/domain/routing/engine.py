@@ -61,10 +61,10 @@ PROVIDER_SNAPSHOT_AGE = 5.0
 # one (RoutingEngine._patched); every profile is read again at least this often all the same: a provider who
 # leaves as another joins, or a profile deleted, leaves the number of open profiles as it was.
 PROVIDER_PROFILES_AGE = 60.0
-# The changed profiles are those whose ``updated_at`` is at most this much older than the newest the last
-# snapshot saw: a change committed that long after it was stamped (a long transaction, a host whose clock is
-# behind) is still found. Re-reading a profile that did not change since costs a comparison.
-PROFILE_CHANGE_LAG = timedelta(seconds=30)
+# The changed profiles are looked for from this much before the newest ``updated_at`` the last snapshot saw: a
+# change committed that long after it was stamped (a slow transaction, a host whose clock is a little behind)
+# is still found. Those found again unchanged cost their id and ``updated_at`` read and compared.
+PROFILE_CHANGE_LAG = timedelta(seconds=10)
 # More changed profiles than this share of the snapshot (a bulk import): every profile is read instead.
 PATCH_SHARE = 0.25
 # A worker's upkeep thread (RoutingEngine.refresh_ahead) reads it again this much sooner, while routing batches use
@@ -174,6 +174,8 @@ class RoutingEngine:
         self._build_started: float | None = None
         self._commits_meanwhile: list[Counter[str]] = []
         self._index_used = -np.inf  # time.monotonic() of the last provider_index call
+        # time.monotonic() when a running upkeep thread last looked for provider changes (refresh_ahead, watching)
+        self._watched = -np.inf
         # One thread at a time embeds profiles for a tuned model waiting to take over (router, warm_up).
         self._warm_lock = threading.Lock()
         self.matcher = Matcher()
@@ -326,16 +328,29 @@ class RoutingEngine:
         with self._lock:
             return tuning and self._waiting is not None
 
-    def refresh_ahead(self, session: Session) -> float:
+    def refresh_ahead(self, session: Session, *, watching: bool = False) -> float:
         """Between routing batches (workers.upkeep): read the provider snapshot again SNAPSHOT_AHEAD seconds
-        before its age is up, when routing batches have used it in the last 2 x PROVIDER_SNAPSHOT_AGE
-        seconds, so that they take a copy of it without waiting for a read. Returns the seconds until it is
-        due again (infinity while batches do not use it)."""
+        before its age is up, or when a profile or rating changed, while routing batches have used it in the
+        last 2 x PROVIDER_SNAPSHOT_AGE seconds, so that they take a copy of it without waiting for a read.
+        Returns the seconds until it is due again (infinity while batches do not use it).
+
+        ``watching``: the caller (a running upkeep thread) calls again within PROVIDER_SNAPSHOT_AGE seconds,
+        and until :meth:`stop_watching` batches leave looking for changed profiles and ratings to it: they
+        use the snapshot while its age allows, without a query, and a profile edit reaches them a round of
+        the upkeep later."""
         if time.monotonic() - self._index_used >= 2 * PROVIDER_SNAPSHOT_AGE:
+            self._watched = -np.inf  # (the first batch after a quiet spell looks for changes itself)
             return float("inf")
         due = PROVIDER_SNAPSHOT_AGE - SNAPSHOT_AHEAD
-        snapshot = self._provider_snapshot(session, self.ranking_encoder(), max_age=due)
+        looked = time.monotonic()
+        snapshot = self._provider_snapshot(session, self.ranking_encoder(), max_age=due, watching=True)
+        if watching:
+            self._watched = looked
         return max(0.0, snapshot.taken + due - time.monotonic())
+
+    def stop_watching(self) -> None:
+        """The upkeep thread stopped: routing batches look for changed profiles and ratings themselves again."""
+        self._watched = -np.inf
 
     def _waiting_model(self, session: Session, taxonomy: Taxonomy) -> RoutingModel | None:
         """The tuned model saved for ``taxonomy``, loaded (once) and not yet in use; None without one (called
@@ -462,13 +477,19 @@ class RoutingEngine:
         return index
 
     def _provider_snapshot(self, session: Session, encoder: Encoder, fresh: bool = False,
-                           max_age: float | None = None) -> _ProviderSnapshot:
+                           max_age: float | None = None, watching: bool = False) -> _ProviderSnapshot:
         """The snapshot in ``encoder``'s space, read again if a profile or rating changed since, if it is older
         than ``max_age`` (default PROVIDER_SNAPSHOT_AGE) or with ``fresh``. The reading happens outside
-        _providers_lock, by one thread at a time; a thread that needs a new snapshot only because of its age
-        goes on with the one it has while another reads (at 100,000 providers a read takes seconds)."""
+        _providers_lock, by one thread at a time; a thread that needs a new snapshot goes on with the one it
+        has while another reads. While an upkeep thread watches for changes (:meth:`refresh_ahead`; not
+        ``watching``, which is that thread's own call), a snapshot young enough is used as it is."""
         max_age = PROVIDER_SNAPSHOT_AGE if max_age is None else max_age
         asked = time.monotonic()
+        snapshot = self._providers
+        if not fresh and not watching and snapshot is not None and snapshot.space == encoder.model_id \
+                and asked - self._watched <= PROVIDER_SNAPSHOT_AGE and asked - snapshot.taken <= max_age \
+                and snapshot.mark[0] == session.get_bind().engine.url:
+            return snapshot
         # Two index lookups: a profile that changed (or joined) and a new rating show here at once. A deleted
         # profile does not; if picked, the capacity check finds it gone and the providers are read again.
         newest_profile, newest_rating = session.execute(select(
@@ -548,12 +569,17 @@ class RoutingEngine:
         with self._spaces_lock:
             self._space(encoder)  # raises ModelReplaced, as a read of every profile would
         P = ProviderProfile
+        index, updated = snapshot.index, snapshot.updated
         since = snapshot.mark[1] - PROFILE_CHANGE_LAG
-        rows = session.execute(
+        # Ids and times first: those of the last PROFILE_CHANGE_LAG were seen by the last read mostly.
+        changed = [pid for pid, at in session.execute(select(P.account_id, P.updated_at).where(P.updated_at >= since))
+                   if updated.get(pid) != at or str(pid) not in index.row_of]
+        if len(changed) > PATCH_SHARE * max(len(index), 64):
+            return None
+        rows = [r for k in range(0, len(changed), 1000) for r in session.execute(
             select(P.account_id, P.updated_at, P.categories, P.capacity, P.accepting_work, P.hourly_rate,
                    P.rate_currency, Account.is_active)
-            .join(Account, Account.id == P.account_id).where(P.updated_at >= since)).all()
-        index, updated = snapshot.index, snapshot.updated
+            .join(Account, Account.id == P.account_id).where(P.account_id.in_(changed[k:k + 1000])))]
         opened, closed = [], []
         for r in rows:
             if r.accepting_work and r.capacity > 0 and r.is_active:
@@ -561,8 +587,6 @@ class RoutingEngine:
                     opened.append(r)
             elif str(r.account_id) in index.row_of:
                 closed.append(r.account_id)
-        if len(opened) + len(closed) > PATCH_SHARE * max(len(index), 64):
-            return None
         if opened or closed:
             if closed:
                 with self._spaces_lock:  # a provider no longer open for work leaves no vector in any space
