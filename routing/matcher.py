@@ -86,6 +86,27 @@ class ProviderIndex:
         # The index is partitioned by category: each category's profile vectors are stored contiguously,
         # so a task only ever multiplies the rows of its own categories (no gather over a huge matrix).
         self.category_vectors = {slug: np.ascontiguousarray(self.vectors[r]) for slug, r in self.rows.items()}
+        # Rows added by with_changes (numbered from len(vectors) on), and per category the vectors of those of its
+        # rows: ``rows[slug]`` lists the category's rows in ``vectors`` first, then those in the tail.
+        self.tail_vectors = np.zeros((0, width), dtype=np.float32)
+        self.category_tail: dict[str, np.ndarray] = {}
+
+    def vector(self, row: int) -> np.ndarray:
+        """The profile vector of a row."""
+        base = len(self.vectors)
+        return self.vectors[row] if row < base else self.tail_vectors[row - base]
+
+    def scores(self, task_vector: np.ndarray) -> np.ndarray:
+        """Cosine similarity of every row's profile with the task (rows in order)."""
+        if not len(self.tail_vectors):
+            return self.vectors @ task_vector
+        return np.concatenate([self.vectors @ task_vector, self.tail_vectors @ task_vector])
+
+    def category_scores(self, slug: str, task_vector: np.ndarray) -> np.ndarray:
+        """Cosine similarity of the profiles of ``rows[slug]`` with the task (in that order)."""
+        parts = [part @ task_vector for part in (self.category_vectors.get(slug), self.category_tail.get(slug))
+                 if part is not None]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def __len__(self) -> int:
         """The providers in it (rows left behind by :meth:`with_changes` not counted)."""
@@ -117,10 +138,12 @@ class ProviderIndex:
         ``removed`` ids taken out: it ranks as an index built from the resulting providers would. This one is
         not changed.
 
-        Built in time proportional to the changes and to the categories they touch (plus a copy of the
-        arrays), not to the providers: a changed or removed provider's row is kept but closed (not accepting
-        work, no capacity, in no category, not in ``row_of``) and a changed provider takes a new row at the
-        end, so no other row moves. Closed rows are gone at the next full build."""
+        Built with no work per provider in it: a changed or removed provider's row is kept but closed (not
+        accepting work, no capacity, not in ``row_of``; left in its categories, where ranking passes over it),
+        and a changed provider takes a new row in the tail (``tail_vectors``, ``category_tail``: the rows
+        added since the index was built, copied again on each change), so no other row moves and the vectors
+        of the rows built with it are shared, not copied. Closed rows and the tail go at the next full build;
+        the per-row counts (loads, capacity, rates) are copied: 100,000 providers are ~3 MB of them."""
         latest = {p.provider_id: p for p in changed}
         gone = {pid for pid in removed if pid in self.row_of} - latest.keys()
         if not latest and not gone:
@@ -141,8 +164,9 @@ class ProviderIndex:
             out[closing] = closed
             return out
 
-        copy.vectors = np.concatenate([self.vectors, np.stack([np.asarray(p.vector, dtype=np.float32)
-                                                              for p in joining])]) if joining else self.vectors
+        added = np.stack([np.asarray(p.vector, dtype=np.float32) for p in joining]) if joining else None
+        if added is not None:
+            copy.tail_vectors = np.concatenate([self.tail_vectors, added])
         copy.capacity = grown(self.capacity, [p.capacity for p in joining], 0)
         copy.load = grown(self.load, [p.load for p in joining], 0)
         copy.accepting = grown(self.accepting, [p.accepting_work for p in joining], False)
@@ -153,21 +177,17 @@ class ProviderIndex:
         copy.currency = grown(self.currency, [
             copy.currency_code.setdefault(p.rate_currency.upper(), len(copy.currency_code)) if p.rate_currency
             else -1 for p in joining], -1)
-        # Only the categories a closed or joining row is in are rebuilt.
         joined: dict[str, list[int]] = {}
         for i, p in enumerate(joining):
             for slug in p.categories:
-                joined.setdefault(slug, []).append(first + i)
-        touched = {slug for slug, rows in self.rows.items() if np.isin(rows, closing).any()} | joined.keys()
-        copy.rows, copy.category_vectors = dict(self.rows), dict(self.category_vectors)
-        for slug in touched:
-            old = self.rows.get(slug, np.zeros(0, dtype=np.int64))
-            rows = np.concatenate([old[~np.isin(old, closing)], np.array(joined.get(slug, []), dtype=np.int64)])
-            if rows.size:
-                copy.rows[slug] = rows
-                copy.category_vectors[slug] = np.ascontiguousarray(copy.vectors[rows])
-            else:
-                del copy.rows[slug], copy.category_vectors[slug]
+                joined.setdefault(slug, []).append(i)
+        copy.rows, copy.category_tail = dict(self.rows), dict(self.category_tail)
+        for slug, new in joined.items():
+            vectors = added[new]  # type: ignore[index]
+            rows = np.array(new, dtype=np.int64) + first
+            copy.rows[slug] = np.concatenate([self.rows[slug], rows]) if slug in self.rows else rows
+            copy.category_tail[slug] = np.concatenate([self.category_tail[slug], vectors]) \
+                if slug in self.category_tail else vectors
         return copy
 
     def working_copy(self) -> ProviderIndex:
@@ -217,7 +237,7 @@ class Matcher:
             rows_c = index.rows[slug]
             selected[rows_c] = True
             if task_vector is not None:
-                semantic_all[rows_c] = index.category_vectors[slug] @ np.asarray(task_vector, dtype=np.float32)
+                semantic_all[rows_c] = index.category_scores(slug, np.asarray(task_vector, dtype=np.float32))
         for slug in secondary:
             if slug in index.rows:
                 category_all[index.rows[slug]] = SECONDARY_CATEGORY
@@ -228,7 +248,7 @@ class Matcher:
         else:
             rows = np.arange(n)
             if task_vector is not None:
-                semantic_all = index.vectors @ np.asarray(task_vector, dtype=np.float32)
+                semantic_all = index.scores(np.asarray(task_vector, dtype=np.float32))
         if exclude:
             keep = np.ones(n, dtype=bool)
             keep[[index.row_of[pid] for pid in exclude if pid in index.row_of]] = False

@@ -436,7 +436,7 @@ def test_a_tuned_model_ranks_providers_with_its_own_vectors_one_encoder_pass_per
     for space in (tuned_space, engine.encoder):
         stored = engine._spaces[space.model_id][uuid.UUID(ann["id"])][1]
         assert float(stored @ space.encode([edited])[0]) > 0.99
-    assert np.allclose(index.vectors[row], engine._spaces[tuned_space.model_id][uuid.UUID(ann["id"])][1])
+    assert np.allclose(index.vector(row), engine._spaces[tuned_space.model_id][uuid.UUID(ann["id"])][1])
 
     # A provider who stops taking work leaves no vector in any space.
     put_profile(bo_h, "Plumber Bo", abouts["Bo"], accepting_work=False)

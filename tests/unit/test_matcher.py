@@ -277,9 +277,9 @@ def test_an_index_with_changes_ranks_as_one_built_from_the_providers_it_has(
     current = {p.provider_id: p for p in pool}
     index = ProviderIndex(current.values(), dim=DIM)
     for changed, removed in rounds:
-        before = (index.vectors.copy(), index.load.copy(), {s: r.copy() for s, r in index.rows.items()})
+        before = (index.tail_vectors.copy(), index.load.copy(), {s: r.copy() for s, r in index.rows.items()})
         patched = index.with_changes(changed, removed)
-        assert before[0].tolist() == index.vectors.tolist() and before[1].tolist() == index.load.tolist()
+        assert before[0].tolist() == index.tail_vectors.tolist() and before[1].tolist() == index.load.tolist()
         assert {s: r.tolist() for s, r in before[2].items()} == {s: r.tolist() for s, r in index.rows.items()}
         for pid in removed:
             current.pop(pid, None)
@@ -287,6 +287,8 @@ def test_an_index_with_changes_ranks_as_one_built_from_the_providers_it_has(
         index = patched
         fresh = ProviderIndex(current.values(), dim=DIM)
         assert len(index) == len(fresh) and set(index.row_of) == set(current)
+        for pid, record in current.items():
+            assert index.vector(index.row_of[pid]).tolist() == (np.asarray(record.vector, np.float32)).tolist()
         args = (np.array(task, dtype=np.float32) / 8, categories, budget, exclude, None, require_category,
                 include_full, currency)
         matcher = Matcher()
