@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from marketplace import jobs
 from marketplace.clock import now
-from marketplace.db.models import OutboxMessage
+from marketplace.db.models import OutboxMessage, Task, TaskStatus
 from tests.conftest import BOOKKEEPING_TASK as TASK
 from tests.conftest import Api, bookkeepers
 
@@ -102,6 +102,50 @@ def test_objecting_to_ai_processing_takes_the_customers_tasks_out_of_what_the_ro
     # withdrawing the objection later does not bring it back
     c.put("/api/v1/me/privacy", json={"ai_processing_objection": False}, headers=customer_h).raise_for_status()
     assert learned() == {theirs}
+
+
+def test_an_objection_saved_while_staff_place_the_task_keeps_it_out_of_what_the_router_learns(api: Api, db) -> None:
+    """Staff place a customer's task by hand at the moment the customer objects to AI processing: whichever
+    commits first, the task does not stay a labelled example (PostgreSQL: the placement read the objection
+    from before the customer's commit, and added its example after the objection had deleted theirs)."""
+    import threading
+    import uuid
+
+    from marketplace.auth import Principal
+    from marketplace.db.models import CategoryExample, Role
+    from marketplace.domain.accounts.services import create_account, set_ai_objection
+    from marketplace.domain.staff.services import override, route_by_hand
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: the two cannot overlap")
+    customer, customer_h = api.user("customer")
+    task_id = uuid.UUID(api.post_task(customer_h, "Odd job", "Please count the pigeons on the roof every morning."))
+    api.drain()
+    with db.session() as session:
+        staff = create_account(session, f"staff-{uuid.uuid4().hex[:6]}@relay.example", "a staff password 1",
+                               Role.STAFF, "Staff member")
+        me = Principal(staff.id, Role.STAFF, uuid.uuid4())
+        if api.client.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["status"] != "needs_review":
+            override(session, me, task_id, "needs_review", "check it")
+    failures: list[BaseException] = []
+
+    def place() -> None:
+        try:
+            with db.session() as session:
+                route_by_hand(session, me, task_id, "bookkeeping-accounting", "")
+        except BaseException as e:  # reported below
+            failures.append(e)
+
+    placing = threading.Thread(target=place)
+    with db.session() as objecting:  # the customer's objection, saved but not yet committed
+        set_ai_objection(objecting, uuid.UUID(customer["id"]), True)
+        placing.start()
+        placing.join(1.0)
+    placing.join(30)
+    assert not placing.is_alive() and not failures, failures
+    with db.session(readonly=True) as session:
+        assert session.get(Task, task_id).status in (TaskStatus.ROUTING, TaskStatus.ROUTED)  # placed all the same
+        assert not session.scalars(select(CategoryExample).where(CategoryExample.task_id == task_id)).all()
 
 
 def test_parallel_password_guesses_are_bounded_by_the_limit(api: Api, settings) -> None:

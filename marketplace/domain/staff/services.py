@@ -65,6 +65,13 @@ def _task(session: Session, task_id: uuid.UUID) -> Task:
 
 def route_by_hand(session: Session, principal: Principal, task_id: uuid.UUID, slug: str, reason: str) -> Task:
     """Place a needs-review task in a category; the worker then ranks providers and makes offers."""
+    # The customer's account first (FOR SHARE, before the task: the order erasure locks them in): a customer
+    # objecting to AI processing at this moment either commits first, and the objection is read here, or
+    # waits for this placement and then deletes the example it adds. Read without a lock, the objection could
+    # be the one from before the customer's commit, and the example would stay.
+    customer_id = session.scalar(select(Task.customer_id).where(Task.id == task_id))
+    objection = session.scalar(select(Account.ai_processing_objection).where(Account.id == customer_id)
+                               .with_for_update(read=True)) if customer_id is not None else None
     task = _task(session, task_id)
     category = get_by_slug(session, slug)
     if category is None:
@@ -76,8 +83,7 @@ def route_by_hand(session: Session, principal: Principal, task_id: uuid.UUID, sl
     # its latest category: the earlier placement's example would label the same text twice.
     session.execute(delete(CategoryExample).where(CategoryExample.task_id == task.id,
                                                   CategoryExample.source == "staff"))
-    customer = session.get(Account, task.customer_id)
-    if customer is not None and not customer.ai_processing_objection:
+    if objection is False:  # (None: the customer's account is gone)
         # Staff placements teach the router: the task becomes a labelled example of the category (the
         # taxonomy version changes, so workers refit). Never quoted to customers; erased with the task.
         session.add(CategoryExample(category_id=category.id, text=routing_text(task.title, task.description),
