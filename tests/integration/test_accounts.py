@@ -103,3 +103,44 @@ def test_requests_without_or_with_garbage_tokens_are_rejected(api: Api) -> None:
         r = c.get("/api/v1/tasks", headers=headers)
         assert r.status_code == 401
         assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_sign_up_hashes_the_password_before_it_takes_the_write_lock(db, monkeypatch) -> None:
+    """Hashing a password (argon2, ~0.1 s) inside a sign-up's write transaction held every other writer back
+    on SQLite, where a write transaction locks the whole database: another write commits while it hashes."""
+    import threading
+    import uuid
+
+    from sqlalchemy import update
+
+    from marketplace.db.models import Account, Role
+    from marketplace.domain.accounts import services
+
+    with db.session() as session:
+        other = services.create_account(session, f"other-{uuid.uuid4().hex[:6]}@example.com", PASSWORD,
+                                        Role.CUSTOMER, "Someone else")
+    hashing, written = threading.Event(), threading.Event()
+    order: list[str] = []
+    real = services.hash_password
+
+    def slow_hash(password: str) -> str:
+        hashing.set()
+        written.wait(10)  # (without the fix: until this times out, the write below waiting for the lock)
+        order.append("hashed")
+        return real(password)
+
+    def sign_up() -> None:
+        with db.session() as session:
+            services.create_account(session, f"new-{uuid.uuid4().hex[:6]}@example.com", PASSWORD, Role.CUSTOMER,
+                                    "New customer")
+
+    monkeypatch.setattr(services, "hash_password", slow_hash)
+    signing_up = threading.Thread(target=sign_up)
+    signing_up.start()
+    assert hashing.wait(10)
+    with db.session() as session:
+        session.execute(update(Account).where(Account.id == other.id).values(display_name="Someone renamed"))
+    order.append("written")
+    written.set()
+    signing_up.join(30)
+    assert order == ["written", "hashed"]
