@@ -100,6 +100,8 @@ class ProviderIndex:
         """Cosine similarity of every row's profile with the task (rows in order)."""
         if not len(self.tail_vectors):
             return self.vectors @ task_vector
+        if not len(self.vectors):
+            return self.tail_vectors @ task_vector
         return np.concatenate([self.vectors @ task_vector, self.tail_vectors @ task_vector])
 
     def category_scores(self, slug: str, task_vector: np.ndarray) -> np.ndarray:
@@ -166,7 +168,7 @@ class ProviderIndex:
 
         added = np.stack([np.asarray(p.vector, dtype=np.float32) for p in joining]) if joining else None
         if added is not None:
-            copy.tail_vectors = np.concatenate([self.tail_vectors, added])
+            copy.tail_vectors = np.concatenate([self.tail_vectors, added]) if len(self.tail_vectors) else added
         copy.capacity = grown(self.capacity, [p.capacity for p in joining], 0)
         copy.load = grown(self.load, [p.load for p in joining], 0)
         copy.accepting = grown(self.accepting, [p.accepting_work for p in joining], False)

@@ -313,7 +313,7 @@ def test_the_upkeep_reads_the_providers_again_before_a_batch_would(
 
 
 def test_while_the_upkeep_watches_batches_use_the_snapshot_and_it_reads_the_changes(
-        api: Api, db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        api: Api, db: Any, request: pytest.FixtureRequest) -> None:
     """While a running upkeep thread watches for changed profiles and ratings, a routing batch uses a snapshot
     young enough as it is (no query; an edit reaches it a round of the upkeep later, never a wait for the read);
     the upkeep reads the change. Once the thread stops (or stops calling), batches look for changes themselves."""
@@ -324,6 +324,7 @@ def test_while_the_upkeep_watches_batches_use_the_snapshot_and_it_reads_the_chan
     with db.session(readonly=True) as session:
         engine.provider_index(session)
         engine.refresh_ahead(session, watching=True)
+    request.addfinalizer(engine.stop_watching)  # (the engine is the process's: no later test may inherit it)
     with db.session() as session:
         session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(provider["id"]))
                         .values(accepting_work=False))
@@ -346,6 +347,45 @@ def test_while_the_upkeep_watches_batches_use_the_snapshot_and_it_reads_the_chan
     engine.stop_watching()
     with db.session(readonly=True) as session:
         assert provider["id"] in engine.provider_index(session).row_of
+
+
+@pytest.mark.parametrize("stale_by", ["watching", "reading"])
+def test_a_provider_who_joined_after_the_snapshot_gets_a_task_no_one_else_can_take(
+        api: Api, db: Any, settings: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+        stale_by: str) -> None:
+    """A batch may route on a snapshot without looking for changes (the upkeep thread watches for them) or
+    while another thread reads a new one. A task that finds no provider there is not sent to staff before the
+    database's newest changes are checked: a provider who joined seconds ago gets it."""
+    api.provider(["plumbing"], "Plumber for taps and leaks", "I fix dripping taps, leaks and cartridges.")
+    engine = get_engine()
+    with db.session(readonly=True) as session:
+        engine.provider_index(session)
+        if stale_by == "watching":
+            engine.refresh_ahead(session, watching=True)
+    request.addfinalizer(engine.stop_watching)
+    (bookkeeper, _), = bookkeepers(api, 1, capacity=3)  # joins after the snapshot
+    customer, _ = api.user("customer")
+    task, = submitted_tasks(db, customer["id"], [BOOKKEEPING_TASK])
+    if stale_by == "reading":
+        class ReadUnderWay:  # another thread reading the providers, as far as batches can tell
+            def __init__(self) -> None:
+                self.lock = threading.Lock()
+
+            def locked(self) -> bool:
+                return True
+
+            def __enter__(self) -> None:
+                self.lock.acquire()
+
+            def __exit__(self, *exc: object) -> None:
+                self.lock.release()
+
+        monkeypatch.setattr(engine, "_building", ReadUnderWay())
+    with db.session() as session:
+        assert route_task(session, settings, engine, task) == "routed"
+    with db.session(readonly=True) as session:
+        assert {o.provider_id for o in session.scalars(select(Offer).where(Offer.task_id == task))} \
+            == {uuid.UUID(bookkeeper["id"])}
 
 
 def test_a_savepoint_in_a_routing_transaction_counts_no_offer_before_the_commit(

@@ -455,7 +455,8 @@ class RoutingEngine:
                 self._recent.put((encoder.model_id, texts[i]), vector)
         return out
 
-    def provider_index(self, session: Session, encoder: Encoder | None = None, fresh: bool = False) -> ProviderIndex:
+    def provider_index(self, session: Session, encoder: Encoder | None = None, fresh: bool = False,
+                       checked: bool = False) -> ProviderIndex:
         """The providers open for work as routing ranks them, as a working copy: the caller records the offers
         it picks on it (``ProviderIndex.record_offer``) and reports those it makes with :meth:`count_offers`.
         Profile vectors are ``encoder``'s (default: the shared encoder's), to compare with task vectors from it.
@@ -466,9 +467,12 @@ class RoutingEngine:
         or a rating was added (the newest ``updated_at`` or ``created_at`` moved), when it is older than
         PROVIDER_SNAPSHOT_AGE seconds, and with ``fresh``. Until then other processes' offers and closed
         offers are not in it, so offers picked on it must be checked against the database under lock before
-        they are written (``offers.services.overbooked``)."""
+        they are written (``offers.services.overbooked``).
+
+        ``checked``: the snapshot is checked against the newest profile change and rating (waiting for a read
+        under way) even while the upkeep thread watches for them."""
         self._index_used = time.monotonic()
-        snapshot = self._provider_snapshot(session, encoder or self.encoder, fresh)
+        snapshot = self._provider_snapshot(session, encoder or self.encoder, fresh, checked=checked)
         with self._providers_lock:  # another thread's commit updates its loads and recent offers in place
             index = snapshot.index.working_copy()
         for provider_id, n in self._missing_from(snapshot, session).items():  # this transaction's own
@@ -477,7 +481,8 @@ class RoutingEngine:
         return index
 
     def _provider_snapshot(self, session: Session, encoder: Encoder, fresh: bool = False,
-                           max_age: float | None = None, watching: bool = False) -> _ProviderSnapshot:
+                           max_age: float | None = None, watching: bool = False, checked: bool = False
+                           ) -> _ProviderSnapshot:
         """The snapshot in ``encoder``'s space, read again if a profile or rating changed since, if it is older
         than ``max_age`` (default PROVIDER_SNAPSHOT_AGE) or with ``fresh``. The reading happens outside
         _providers_lock, by one thread at a time; a thread that needs a new snapshot goes on with the one it
@@ -486,7 +491,7 @@ class RoutingEngine:
         max_age = PROVIDER_SNAPSHOT_AGE if max_age is None else max_age
         asked = time.monotonic()
         snapshot = self._providers
-        if not fresh and not watching and snapshot is not None and snapshot.space == encoder.model_id \
+        if not fresh and not watching and not checked and snapshot is not None and snapshot.space == encoder.model_id \
                 and asked - self._watched <= PROVIDER_SNAPSHOT_AGE and asked - snapshot.taken <= max_age \
                 and snapshot.mark[0] == session.get_bind().engine.url:
             return snapshot
@@ -507,7 +512,7 @@ class RoutingEngine:
         snapshot = self._providers
         if current(snapshot):
             return snapshot  # type: ignore[return-value]
-        if not fresh and self._building.locked() and snapshot is not None and snapshot.space == space \
+        if not fresh and not checked and self._building.locked() and snapshot is not None and snapshot.space == space \
                 and snapshot.mark[0] == mark[0]:
             # Another thread is reading a newer one (its age is up, or a profile or rating changed): this batch
             # goes on with this one meanwhile rather than wait (offers picked on it are checked under lock).
@@ -522,15 +527,15 @@ class RoutingEngine:
                 self._build_started, self._commits_meanwhile = asked, []
             built: _ProviderSnapshot | None = None
             try:
+                loads = provider_loads(session)  # (before any profile is embedded: see _commits_meanwhile)
                 patched = None
-                if snapshot is not None and snapshot.space == space and snapshot.mark[0] == mark[0] \
+                if not fresh and snapshot is not None and snapshot.space == space and snapshot.mark[0] == mark[0] \
                         and snapshot.mark[1] is not None and asked - snapshot.profiles_read < PROVIDER_PROFILES_AGE:
                     # Only the profiles changed since are read (a read of every profile took 3.6 s at 100,000
                     # providers, bench.snapshot), and the counts.
                     patched = self._patched(session, snapshot, encoder)
                 if patched is not None:
                     index, updated = patched
-                    loads = provider_loads(session)  # (read first, as provider_records does)
                     recent, ratings = self._counts(session)
                     index = index.with_counts({str(k): v for k, v in loads.items()},
                                               {str(k): v for k, v in recent.items()},
@@ -539,7 +544,7 @@ class RoutingEngine:
                                               updated)
                 else:
                     rows = self._open_profiles(session)
-                    index = ProviderIndex(self.provider_records(session, provider_loads(session), encoder, rows),
+                    index = ProviderIndex(self.provider_records(session, loads, encoder, rows),
                                           dim=encoder.dim)
                     built = _ProviderSnapshot(index, mark, asked, id(session), space, asked,
                                               {r.account_id: r.updated_at for r in rows})

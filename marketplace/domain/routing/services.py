@@ -260,13 +260,21 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
     ):
         offered[task_id].add(provider_id)
     summaries = [p.explanation["summary"] for p in plans]
-    for fresh in (False, True):
-        index = engine.provider_index(session, encoder, fresh=fresh)
+
+    def pick(index: ProviderIndex) -> None:
         for plan, summary in zip(plans, summaries, strict=True):
             plan.outcome, plan.reason, plan.offers = None, "", []
             plan.explanation["summary"] = summary
             _pick_offers(settings, engine, index, plan, partners, category_ids.get(plan.categories[0]["slug"]),
                          offered[plan.task.id])
+
+    for fresh in (False, True):
+        pick(engine.provider_index(session, encoder, fresh=fresh))
+        if not fresh and any(not p.offers for p in plans):
+            # The snapshot a batch takes may predate a provider who joined or came back seconds ago (batches do
+            # not wait for a read under way, nor look for changes while the upkeep thread does): checked against
+            # the database's newest changes before a task goes to staff for want of a provider.
+            pick(engine.provider_index(session, encoder, checked=True))
         planned = Counter(uuid.UUID(c.provider_id) for p in plans for c in p.offers)
         if fresh:
             taken = overbooked(session, planned)
