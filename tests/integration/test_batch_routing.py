@@ -312,50 +312,72 @@ def test_the_upkeep_reads_the_providers_again_before_a_batch_would(
         assert engine._providers is after
 
 
-def test_while_the_upkeep_watches_batches_use_the_snapshot_and_it_reads_the_changes(
-        api: Api, db: Any, request: pytest.FixtureRequest) -> None:
-    """While a running upkeep thread watches for changed profiles and ratings, a routing batch uses a snapshot
-    young enough as it is (no query; an edit reaches it a round of the upkeep later, never a wait for the read);
-    the upkeep reads the change. Once the thread stops (or stops calling), batches look for changes themselves."""
+def test_while_the_upkeep_watches_a_batch_reads_only_the_changed_profiles(
+        api: Api, db: Any, settings: Any, request: pytest.FixtureRequest) -> None:
+    """While a running upkeep thread watches, a routing batch looks only for the newest profile change (one
+    query, none about offers or ratings) and reads only the profiles changed since, with those providers' own
+    loads: a provider who edits their profile is ranked as edited by the very next batch, while the other
+    providers' counts stay the snapshot's for the upkeep to read. Once the thread stops, batches look for new
+    ratings themselves again."""
     from marketplace.db.models import ProviderProfile
 
-    (provider, _), = bookkeepers(api, 1, capacity=3)
+    (provider, _), (other, _) = bookkeepers(api, 2, capacity=3)
+    customer, _ = api.user("customer")
+    task, = submitted_tasks(db, customer["id"], [BOOKKEEPING_TASK])
     engine = get_engine()
     with db.session(readonly=True) as session:
         engine.provider_index(session)
         engine.refresh_ahead(session, watching=True)
     request.addfinalizer(engine.stop_watching)  # (the engine is the process's: no later test may inherit it)
-    with db.session() as session:
-        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(provider["id"]))
-                        .values(accepting_work=False))
-    queries: list[str] = []
-    listen = (db.engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
-    event.listen(*listen)
-    try:
-        with db.session(readonly=True) as session:
-            assert provider["id"] in engine.provider_index(session).row_of  # not yet
-    finally:
-        event.remove(*listen)
-    assert queries == []
-    with db.session(readonly=True) as session:
-        engine.refresh_ahead(session, watching=True)  # the upkeep's next round
-        assert provider["id"] not in engine.provider_index(session).row_of
+    with db.session() as session:  # an offer to each, made by another worker process
+        add_offers(session, settings, [Pick(task, uuid.UUID(p["id"]), rank, 0.5)
+                                       for rank, p in enumerate((provider, other), start=1)])
+
+    def batch() -> tuple[Any, list[str]]:
+        queries: list[str] = []
+        listen = (db.engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
+        event.listen(*listen)
+        try:
+            with db.session(readonly=True) as session:
+                return engine.provider_index(session), [q for q in queries if q.upper() != "BEGIN"]
+        finally:
+            event.remove(*listen)
+
+    index, queries = batch()
+    assert len(queries) == 1 and "provider_profiles" in queries[0]
+    assert "ratings" not in queries[0] and "offers" not in queries[0]
+    assert [index.load[index.row_of[p["id"]]] for p in (provider, other)] == [0, 0]  # (the upkeep's to read)
 
     with db.session() as session:
         session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(provider["id"]))
-                        .values(accepting_work=True))
+                        .values(capacity=5))
+    index, queries = batch()
+    row = index.row_of[provider["id"]]
+    assert (index.capacity[row], index.load[row]) == (5, 1)  # the edit, and the load read with it
+    assert index.load[index.row_of[other["id"]]] == 0
+    # the counts read are the changed provider's alone (tasks, offers, ratings), the open profiles not counted
+    counts = [q for q in queries if "count(" in q.lower()]
+    assert {t for t in ("tasks", "offers", "ratings") if any(f"FROM {t}" in q for q in counts)} \
+        == {"tasks", "offers", "ratings"}
+    assert all(" IN (" in q for q in counts)
+
+    with db.session() as session:
+        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(provider["id"]))
+                        .values(accepting_work=False))
+    assert provider["id"] not in batch()[0].row_of
+
     engine.stop_watching()
-    with db.session(readonly=True) as session:
-        assert provider["id"] in engine.provider_index(session).row_of
+    index, queries = batch()
+    assert "ratings" in queries[0]  # a new rating is looked for by the batch again
 
 
 @pytest.mark.parametrize("stale_by", ["watching", "reading"])
 def test_a_provider_who_joined_after_the_snapshot_gets_a_task_no_one_else_can_take(
         api: Api, db: Any, settings: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
         stale_by: str) -> None:
-    """A batch may route on a snapshot without looking for changes (the upkeep thread watches for them) or
-    while another thread reads a new one. A task that finds no provider there is not sent to staff before the
-    database's newest changes are checked: a provider who joined seconds ago gets it."""
+    """A batch may route on the snapshot it has while the upkeep thread watches for changes, or while another
+    thread reads a new one, but not once a profile changed: a provider who joined a moment ago is ranked by the
+    next batch and gets a task no one else can take (not sent to staff for want of a provider)."""
     api.provider(["plumbing"], "Plumber for taps and leaks", "I fix dripping taps, leaks and cartridges.")
     engine = get_engine()
     with db.session(readonly=True) as session:

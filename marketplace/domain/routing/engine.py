@@ -58,7 +58,7 @@ RECENT_SECONDS = 60.0
 # processes changed meanwhile (their offers, offers accepted, declined or expired) counts from then on.
 PROVIDER_SNAPSHOT_AGE = 5.0
 # A new snapshot reads the counts (loads, recent offers, ratings) and only the profiles changed since the last
-# one (RoutingEngine._patched); every profile is read again at least this often all the same: a provider who
+# one (RoutingEngine._profile_changes); every profile is read again at least this often all the same: a provider who
 # leaves as another joins, or a profile deleted, leaves the number of open profiles as it was.
 PROVIDER_PROFILES_AGE = 60.0
 # The changed profiles are looked for from this much before the newest ``updated_at`` the last snapshot saw: a
@@ -335,9 +335,9 @@ class RoutingEngine:
         Returns the seconds until it is due again (infinity while batches do not use it).
 
         ``watching``: the caller (a running upkeep thread) calls again within PROVIDER_SNAPSHOT_AGE seconds,
-        and until :meth:`stop_watching` batches leave looking for changed profiles and ratings to it: they
-        use the snapshot while its age allows, without a query, and a profile edit reaches them a round of
-        the upkeep later."""
+        and until :meth:`stop_watching` batches leave reading the counts and ratings to it: they use the
+        snapshot while its age allows, look only for the newest profile change (one index lookup) and read
+        only the changed profiles, with their own providers' counts."""
         if time.monotonic() - self._index_used >= 2 * PROVIDER_SNAPSHOT_AGE:
             self._watched = -np.inf  # (the first batch after a quiet spell looks for changes itself)
             return float("inf")
@@ -455,8 +455,8 @@ class RoutingEngine:
                 self._recent.put((encoder.model_id, texts[i]), vector)
         return out
 
-    def provider_index(self, session: Session, encoder: Encoder | None = None, fresh: bool = False,
-                       checked: bool = False) -> ProviderIndex:
+    def provider_index(self, session: Session, encoder: Encoder | None = None, fresh: bool = False
+                       ) -> ProviderIndex:
         """The providers open for work as routing ranks them, as a working copy: the caller records the offers
         it picks on it (``ProviderIndex.record_offer``) and reports those it makes with :meth:`count_offers`.
         Profile vectors are ``encoder``'s (default: the shared encoder's), to compare with task vectors from it.
@@ -469,10 +469,11 @@ class RoutingEngine:
         offers are not in it, so offers picked on it must be checked against the database under lock before
         they are written (``offers.services.overbooked``).
 
-        ``checked``: the snapshot is checked against the newest profile change and rating (waiting for a read
-        under way) even while the upkeep thread watches for them."""
+        While the upkeep thread watches (:meth:`refresh_ahead`), only the newest profile change is looked for:
+        the profiles changed since are put in (with their providers' counts), the other counts and the ratings
+        are the upkeep's. A profile change committed before the call is in the index in any case."""
         self._index_used = time.monotonic()
-        snapshot = self._provider_snapshot(session, encoder or self.encoder, fresh, checked=checked)
+        snapshot = self._provider_snapshot(session, encoder or self.encoder, fresh)
         with self._providers_lock:  # another thread's commit updates its loads and recent offers in place
             index = snapshot.index.working_copy()
         for provider_id, n in self._missing_from(snapshot, session).items():  # this transaction's own
@@ -481,96 +482,131 @@ class RoutingEngine:
         return index
 
     def _provider_snapshot(self, session: Session, encoder: Encoder, fresh: bool = False,
-                           max_age: float | None = None, watching: bool = False, checked: bool = False
-                           ) -> _ProviderSnapshot:
+                           max_age: float | None = None, watching: bool = False) -> _ProviderSnapshot:
         """The snapshot in ``encoder``'s space, read again if a profile or rating changed since, if it is older
         than ``max_age`` (default PROVIDER_SNAPSHOT_AGE) or with ``fresh``. The reading happens outside
         _providers_lock, by one thread at a time; a thread that needs a new snapshot goes on with the one it
-        has while another reads. While an upkeep thread watches for changes (:meth:`refresh_ahead`; not
-        ``watching``, which is that thread's own call), a snapshot young enough is used as it is."""
+        has while another reads, unless a profile changed. While an upkeep thread watches for changes
+        (:meth:`refresh_ahead`; not ``watching``, which is that thread's own call), a snapshot young enough is
+        used with only the profiles changed since put in."""
         max_age = PROVIDER_SNAPSHOT_AGE if max_age is None else max_age
         asked = time.monotonic()
+        url, space = session.get_bind().engine.url, encoder.model_id
         snapshot = self._providers
-        if not fresh and not watching and not checked and snapshot is not None and snapshot.space == encoder.model_id \
-                and asked - self._watched <= PROVIDER_SNAPSHOT_AGE and asked - snapshot.taken <= max_age \
-                and snapshot.mark[0] == session.get_bind().engine.url:
-            return snapshot
-        # Two index lookups: a profile that changed (or joined) and a new rating show here at once. A deleted
-        # profile does not; if picked, the capacity check finds it gone and the providers are read again.
-        newest_profile, newest_rating = session.execute(select(
-            select(func.max(ProviderProfile.updated_at)).scalar_subquery(),
-            select(func.max(Rating.created_at)).scalar_subquery(),
-        )).one()
-        mark = (session.get_bind().engine.url, newest_profile, newest_rating)
-        space = encoder.model_id
+        # While an upkeep thread watches, a batch looks only for a changed profile (one index lookup): a provider
+        # who joined or edited their profile a moment ago is ranked at once, the changed profiles read without
+        # the counts; the counts, ratings and accounts deactivated are the upkeep's (within a round).
+        profiles_only = not fresh and not watching and snapshot is not None \
+            and snapshot.space == space and snapshot.mark[0] == url and snapshot.mark[1] is not None \
+            and asked - self._watched <= PROVIDER_SNAPSHOT_AGE and asked - snapshot.taken <= max_age
+        if profiles_only:
+            newest_profile = session.scalar(select(func.max(ProviderProfile.updated_at)))
+            if newest_profile == snapshot.mark[1]:  # type: ignore[union-attr]
+                return snapshot  # type: ignore[return-value]
+            mark = (url, newest_profile, snapshot.mark[2])  # type: ignore[union-attr]
+        else:
+            # Two index lookups: a profile that changed (or joined) and a new rating show here at once. A deleted
+            # profile does not; if picked, the capacity check finds it gone and the providers are read again.
+            newest_profile, newest_rating = session.execute(select(
+                select(func.max(ProviderProfile.updated_at)).scalar_subquery(),
+                select(func.max(Rating.created_at)).scalar_subquery(),
+            )).one()
+            mark = (url, newest_profile, newest_rating)
 
         def current(snapshot: _ProviderSnapshot | None) -> bool:
-            return snapshot is not None and snapshot.mark == mark and snapshot.space == space and (
-                snapshot.taken >= asked  # read by another thread after this call began: as new as one read here
-                or (not fresh and time.monotonic() - snapshot.taken <= max_age))
+            # (profiles_only: a snapshot with the newest profile change is current whatever ratings it counts)
+            return snapshot is not None and snapshot.space == space \
+                and (snapshot.mark[:2] == mark[:2] if profiles_only else snapshot.mark == mark) \
+                and (snapshot.taken >= asked  # read by another thread after this call began: as new as one read here
+                     or (not fresh and time.monotonic() - snapshot.taken <= max_age))
 
         snapshot = self._providers
         if current(snapshot):
             return snapshot  # type: ignore[return-value]
-        if not fresh and not checked and self._building.locked() and snapshot is not None and snapshot.space == space \
-                and snapshot.mark[0] == mark[0]:
-            # Another thread is reading a newer one (its age is up, or a profile or rating changed): this batch
-            # goes on with this one meanwhile rather than wait (offers picked on it are checked under lock).
+        if not fresh and self._building.locked() and snapshot is not None and snapshot.space == space \
+                and snapshot.mark[:2] == mark[:2]:
+            # Another thread is reading a newer one (its age is up, or a rating changed): this batch goes on with
+            # this one meanwhile rather than wait (offers picked on it are checked under lock). After a profile
+            # change it waits: a provider who just joined or edited their profile is ranked by the next batch.
             return snapshot
         with self._building:
             snapshot = self._providers
             if current(snapshot):  # read by another thread meanwhile
                 return snapshot  # type: ignore[return-value]
-            from marketplace.domain.offers.services import provider_loads
-
             with self._providers_lock:
                 self._build_started, self._commits_meanwhile = asked, []
             built: _ProviderSnapshot | None = None
+            change = None
             try:
-                loads = provider_loads(session)  # (before any profile is embedded: see _commits_meanwhile)
-                patched = None
-                if not fresh and snapshot is not None and snapshot.space == space and snapshot.mark[0] == mark[0] \
-                        and snapshot.mark[1] is not None and asked - snapshot.profiles_read < PROVIDER_PROFILES_AGE:
-                    # Only the profiles changed since are read (a read of every profile took 3.6 s at 100,000
-                    # providers, bench.snapshot), and the counts.
-                    patched = self._patched(session, snapshot, encoder)
-                if patched is not None:
-                    index, updated = patched
-                    recent, ratings = self._counts(session)
-                    index = index.with_counts({str(k): v for k, v in loads.items()},
-                                              {str(k): v for k, v in recent.items()},
-                                              {str(k): v for k, v in ratings.items()})
-                    built = _ProviderSnapshot(index, mark, asked, id(session), space, snapshot.profiles_read,  # type: ignore[union-attr]
-                                              updated)
-                else:
-                    rows = self._open_profiles(session)
-                    index = ProviderIndex(self.provider_records(session, loads, encoder, rows),
-                                          dim=encoder.dim)
-                    built = _ProviderSnapshot(index, mark, asked, id(session), space, asked,
-                                              {r.account_id: r.updated_at for r in rows})
+                if profiles_only and snapshot is not None and snapshot.space == space and snapshot.mark[0] == url \
+                        and snapshot.mark[1] is not None:
+                    change = self._profile_changes(session, snapshot, encoder, counted=True)
+                if change is None:
+                    built = self._read_snapshot(session, snapshot, encoder, mark, asked, fresh)
             finally:
                 with self._providers_lock:
                     meanwhile, self._build_started, self._commits_meanwhile = self._commits_meanwhile, None, []
+                    replay: set[str] | None = None
+                    if change is not None:
+                        # Only the changed profiles were read: the other providers' counts (and ``taken``, which
+                        # dates them) stay the snapshot's, copied under this lock with every offer committed so far.
+                        records, closed, updated = change
+                        built = _ProviderSnapshot(snapshot.index.with_changes(records, closed),  # type: ignore[union-attr]
+                                                  (url, mark[1], snapshot.mark[2]), snapshot.taken,  # type: ignore[union-attr]
+                                                  snapshot.session, space, snapshot.profiles_read, updated)  # type: ignore[union-attr]
+                        replay = {r.provider_id for r in records}
                     if built is not None:
                         # Offers committed while the providers were read may be missing from it: counted now
                         # (twice, should the read have seen them: a provider then looks fuller than they are
                         # until the next read, never emptier).
                         for offers in meanwhile:
                             for provider_id, n in offers.items():
-                                if provider_id in built.index.row_of:
+                                if provider_id in built.index.row_of and (replay is None or provider_id in replay):
                                     built.index.record_offer(provider_id, n)
                         self._providers = built
             # If this transaction rolls back, the snapshot may count offers that were never made.
             _when_transaction_ends(session, "after_rollback", functools.partial(self._forget, built))
-            return built
+            return built  # type: ignore[return-value]
 
-    def _patched(self, session: Session, snapshot: _ProviderSnapshot, encoder: Encoder
-                 ) -> tuple[ProviderIndex, dict[uuid.UUID, datetime]] | None:
-        """``snapshot``'s index with the profiles changed since it was read put in (edited profiles embedded
-        again, providers who joined added, those who stopped taking work taken out), and the ``updated_at`` of
-        each provider in it; None when every profile should be read instead: too many changed, or the number
-        of providers open for work is not what the patched index holds (an account deactivated or a profile
-        deleted, which change no ``updated_at``)."""
+    def _read_snapshot(self, session: Session, snapshot: _ProviderSnapshot | None, encoder: Encoder,
+                       mark: tuple[Any, ...], asked: float, fresh: bool) -> _ProviderSnapshot:
+        """A new snapshot with the counts read: only the profiles changed since ``snapshot`` put in while that
+        is allowed (not ``fresh``, every profile read in the last PROVIDER_PROFILES_AGE seconds, few changed,
+        the number open for work as patched), else every profile read (called with ``_building`` held)."""
+        from marketplace.domain.offers.services import provider_loads
+
+        space = encoder.model_id
+        loads = provider_loads(session)  # (before any profile is embedded: see _commits_meanwhile)
+        if not fresh and snapshot is not None and snapshot.space == space and snapshot.mark[0] == mark[0] \
+                and snapshot.mark[1] is not None and asked - snapshot.profiles_read < PROVIDER_PROFILES_AGE:
+            # Only the profiles changed since are read (a read of every profile took 3.6 s at 100,000
+            # providers, bench.snapshot), and the counts.
+            change = self._profile_changes(session, snapshot, encoder)
+            if change is not None:
+                records, closed, updated = change
+                index = snapshot.index.with_changes(records, closed)
+                # An account deactivated or a profile deleted changes no ``updated_at``: every profile is read
+                # when the number open for work is not what the patched index holds.
+                if self._open_count(session) == len(index):
+                    recent, ratings = self._counts(session)
+                    index = index.with_counts({str(k): v for k, v in loads.items()},
+                                              {str(k): v for k, v in recent.items()},
+                                              {str(k): v for k, v in ratings.items()})
+                    return _ProviderSnapshot(index, mark, asked, id(session), space, snapshot.profiles_read, updated)
+        rows = self._open_profiles(session)
+        index = ProviderIndex(self.provider_records(session, loads, encoder, rows), dim=encoder.dim)
+        return _ProviderSnapshot(index, mark, asked, id(session), space, asked,
+                                 {r.account_id: r.updated_at for r in rows})
+
+    def _profile_changes(self, session: Session, snapshot: _ProviderSnapshot, encoder: Encoder, counted: bool = False
+                         ) -> tuple[list[ProviderRecord], list[str], dict[uuid.UUID, datetime]] | None:
+        """The profiles changed since ``snapshot`` was read, for ``ProviderIndex.with_changes``: the providers
+        to put in (edited profiles embedded again, providers who joined), the ids of those who stopped taking
+        work, and the ``updated_at`` of each provider in the result; None when so many changed that every
+        profile should be read instead. ``counted``: the records carry the providers' loads, recent offers and
+        ratings (else none: the caller puts in everyone's)."""
+        from marketplace.domain.offers.services import provider_loads
+
         with self._spaces_lock:
             self._space(encoder)  # raises ModelReplaced, as a read of every profile would
         P = ProviderProfile
@@ -592,26 +628,28 @@ class RoutingEngine:
                     opened.append(r)
             elif str(r.account_id) in index.row_of:
                 closed.append(r.account_id)
-        if opened or closed:
-            if closed:
-                with self._spaces_lock:  # a provider no longer open for work leaves no vector in any space
-                    for space in self._spaces.values():
-                        for gone in closed:
-                            space.pop(gone, None)
-            if encoder.model_id != self.encoder.model_id:  # kept up to date for the next frozen model
-                self._fill_space(session, self.encoder, rows=opened, prune=False)
-            vectors = self._fill_space(session, encoder, rows=opened, prune=False)[1]
-            with self._spaces_lock:
-                opened = [r for r in opened if r.account_id in vectors]
-                records = [self._record(r, vectors[r.account_id][1], {}, {}, {}) for r in opened]
-            index = index.with_changes(records, [str(c) for c in closed])
-            updated = dict(updated)
-            for c in closed:
-                updated.pop(c, None)
-            updated.update((r.account_id, r.updated_at) for r in opened)
-        if self._open_count(session) != len(index):
-            return None
-        return index, updated
+        if not opened and not closed:
+            return [], [], updated
+        if closed:
+            with self._spaces_lock:  # a provider no longer open for work leaves no vector in any space
+                for space in self._spaces.values():
+                    for gone in closed:
+                        space.pop(gone, None)
+        if encoder.model_id != self.encoder.model_id:  # kept up to date for the next frozen model
+            self._fill_space(session, self.encoder, rows=opened, prune=False)
+        vectors = self._fill_space(session, encoder, rows=opened, prune=False)[1]
+        with self._spaces_lock:
+            opened = [r for r in opened if r.account_id in vectors]
+            picked = {r.account_id: vectors[r.account_id][1] for r in opened}
+        ids = list(picked)
+        loads, (recent, ratings) = (provider_loads(session, ids), self._counts(session, ids)) if counted and ids \
+            else ({}, ({}, {}))
+        records = [self._record(r, picked[r.account_id], loads, recent, ratings) for r in opened]
+        updated = dict(updated)
+        for c in closed:
+            updated.pop(c, None)
+        updated.update((r.account_id, r.updated_at) for r in opened)
+        return records, [str(c) for c in closed], updated
 
     @staticmethod
     def _missing_from(snapshot: _ProviderSnapshot, session: Session) -> Counter[str]:
@@ -685,15 +723,17 @@ class RoutingEngine:
         return session.scalar(self._open(select(func.count()).select_from(ProviderProfile))) or 0
 
     @staticmethod
-    def _counts(session: Session) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, tuple[int, int]]]:
-        """Per provider: offers received in the FAIRNESS_WINDOW, and (stars summed, ratings)."""
-        recent = dict(session.execute(
-            select(Offer.provider_id, func.count()).where(Offer.created_at > now() - FAIRNESS_WINDOW)
-            .group_by(Offer.provider_id)
-        ).all())
-        ratings = {pid: (int(total), int(n)) for pid, total, n in session.execute(
-            select(Rating.provider_id, func.sum(Rating.stars), func.count()).group_by(Rating.provider_id)
-        )}
+    def _counts(session: Session, provider_ids: list[uuid.UUID] | None = None
+                ) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, tuple[int, int]]]:
+        """Per provider (of ``provider_ids``, default all): offers received in the FAIRNESS_WINDOW, and (stars
+        summed, ratings)."""
+        recent_q = select(Offer.provider_id, func.count()).where(Offer.created_at > now() - FAIRNESS_WINDOW)
+        ratings_q = select(Rating.provider_id, func.sum(Rating.stars), func.count())
+        if provider_ids is not None:
+            recent_q = recent_q.where(Offer.provider_id.in_(provider_ids))
+            ratings_q = ratings_q.where(Rating.provider_id.in_(provider_ids))
+        recent = dict(session.execute(recent_q.group_by(Offer.provider_id)).all())
+        ratings = {pid: (int(total), int(n)) for pid, total, n in session.execute(ratings_q.group_by(Rating.provider_id))}
         return recent, ratings
 
     def _space(self, encoder: Encoder) -> dict[uuid.UUID, tuple[datetime, np.ndarray]]:

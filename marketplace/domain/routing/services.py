@@ -270,11 +270,6 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
 
     for fresh in (False, True):
         pick(engine.provider_index(session, encoder, fresh=fresh))
-        if not fresh and any(not p.offers for p in plans):
-            # The snapshot a batch takes may predate a provider who joined or came back seconds ago (batches do
-            # not wait for a read under way, nor look for changes while the upkeep thread does): checked against
-            # the database's newest changes before a task goes to staff for want of a provider.
-            pick(engine.provider_index(session, encoder, checked=True))
         planned = Counter(uuid.UUID(c.provider_id) for p in plans for c in p.offers)
         if fresh:
             taken = overbooked(session, planned)
