@@ -17,10 +17,12 @@ what this measures). Then, for ``BENCH_SECONDS`` (default 20) each, alternating 
 - upkeep: the same, with the worker's upkeep thread (``workers.upkeep.RoutingUpkeep``) beside it;
 - edits_full_reads: with the upkeep thread, while providers edit their profiles (one edit every
   ``BENCH_EDIT_S`` seconds, default 1: new description and categories), every profile read again at each
-  change (PROVIDER_PROFILES_AGE set to 0: what every snapshot read after a profile change did before
-  ``RoutingEngine._patched``);
-- edits_patched_no_upkeep: the same edits, only the changed profiles read (as shipped), no upkeep thread;
-- edits_patched: the same, with the upkeep thread (as shipped).
+  change (``RoutingEngine._profile_changes`` finding too many: what every snapshot read after a profile change
+  did before it);
+- edits_patched_no_upkeep: the same edits, only the changed profiles read (as shipped), no upkeep thread: the
+  batch after an edit reads the changed profile and every provider's counts;
+- edits_patched: the same, with the upkeep thread (as shipped): the batch after an edit reads the changed
+  profile and its provider's counts, the upkeep the others'.
 
 Printed: the time of one snapshot read (every profile, ``snapshot_read_s``; only the counts, as when its age is
 up and no profile changed, ``counts_read_s``; after ten profiles were edited, ``patch_read_s``), and the latency
@@ -162,12 +164,14 @@ def main() -> None:
         while not stop.wait(edit_s):
             _edit(db, rng, ids)
 
-    profiles_age = engine_module.PROVIDER_PROFILES_AGE
     settings = ("baseline", "upkeep", "edits_full_reads", "edits_patched_no_upkeep", "edits_patched")
     results: dict[str, list[float]] = {setting: [] for setting in settings}
     for _ in range(rounds):
         for setting in settings:
-            engine_module.PROVIDER_PROFILES_AGE = 0.0 if setting == "edits_full_reads" else profiles_age
+            if setting == "edits_full_reads":  # (an instance attribute over the method)
+                engine._profile_changes = lambda *args, **kwargs: None  # type: ignore[method-assign]
+            else:
+                engine.__dict__.pop("_profile_changes", None)
             engine.forget_providers()
             with db.session(readonly=True) as session:
                 engine.provider_index(session, encoder)  # fresh, as after the last batch's read
@@ -186,7 +190,7 @@ def main() -> None:
                 thread.join()
             if upkeep is not None:
                 upkeep.stop()
-    engine_module.PROVIDER_PROFILES_AGE = profiles_age
+    engine.__dict__.pop("_profile_changes", None)
 
     out = {setting: _percentiles(samples) for setting, samples in results.items()}
 
