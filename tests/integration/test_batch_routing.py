@@ -371,6 +371,42 @@ def test_while_the_upkeep_watches_a_batch_reads_only_the_changed_profiles(
     assert "ratings" in queries[0]  # a new rating is looked for by the batch again
 
 
+def test_a_snapshot_dropped_while_a_batch_patches_it_is_not_put_back(
+        api: Api, db: Any, settings: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch puts a changed profile into the snapshot it has; if that snapshot is dropped meanwhile (a routing
+    transaction rolled back, a stale pick), offers committed since were not counted in it: the batch ranks on
+    its patch, but the next batch reads the counts again instead of finding the patch in place."""
+    from marketplace.db.models import ProviderProfile
+
+    (provider, _), (other, _) = bookkeepers(api, 2, capacity=3)
+    customer, _ = api.user("customer")
+    task, = submitted_tasks(db, customer["id"], [BOOKKEEPING_TASK])
+    engine = get_engine()
+    with db.session(readonly=True) as session:
+        engine.provider_index(session)
+        engine.refresh_ahead(session, watching=True)
+    request.addfinalizer(engine.stop_watching)
+    real = engine._profile_changes
+
+    def dropped_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        with db.session() as session:  # an offer committed, then the snapshot dropped
+            add_offers(session, settings, [Pick(task, uuid.UUID(other["id"]), 1, 0.5)])
+        engine.forget_providers()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_profile_changes", dropped_meanwhile)
+    with db.session() as session:
+        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(provider["id"]))
+                        .values(capacity=5))
+    with db.session(readonly=True) as session:
+        index = engine.provider_index(session)
+    assert index.capacity[index.row_of[provider["id"]]] == 5
+    monkeypatch.undo()
+    with db.session(readonly=True) as session:
+        index = engine.provider_index(session)
+    assert index.load[index.row_of[other["id"]]] == 1
+
+
 @pytest.mark.parametrize("stale_by", ["watching", "reading"])
 def test_a_provider_who_joined_after_the_snapshot_gets_a_task_no_one_else_can_take(
         api: Api, db: Any, settings: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,

@@ -134,6 +134,16 @@ class RefitPlan:
     path: Path
 
 
+def _newer_profiles(have: tuple[Any, ...], want: tuple[Any, ...]) -> bool:
+    """Whether a snapshot of mark ``have`` holds every profile change of mark ``want`` (same database, its
+    newest profile change as new or newer)."""
+    if have[0] != want[0]:
+        return False
+    if have[1] is None or want[1] is None:
+        return have[1] == want[1]
+    return bool(have[1] >= want[1])
+
+
 class RoutingEngine:
     """Per process. Decisions use the best routing model available for the current taxonomy version:
 
@@ -516,7 +526,7 @@ class RoutingEngine:
         def current(snapshot: _ProviderSnapshot | None) -> bool:
             # (profiles_only: a snapshot with the newest profile change is current whatever ratings it counts)
             return snapshot is not None and snapshot.space == space \
-                and (snapshot.mark[:2] == mark[:2] if profiles_only else snapshot.mark == mark) \
+                and (_newer_profiles(snapshot.mark, mark) if profiles_only else snapshot.mark == mark) \
                 and (snapshot.taken >= asked  # read by another thread after this call began: as new as one read here
                      or (not fresh and time.monotonic() - snapshot.taken <= max_age))
 
@@ -547,15 +557,21 @@ class RoutingEngine:
                 with self._providers_lock:
                     meanwhile, self._build_started, self._commits_meanwhile = self._commits_meanwhile, None, []
                     replay: set[str] | None = None
+                    install = True
                     if change is not None:
                         # Only the changed profiles were read: the other providers' counts (and ``taken``, which
                         # dates them) stay the snapshot's, copied under this lock with every offer committed so far.
+                        # Read in no session as far as _missing_from can tell: the old counts and the new rows come
+                        # from different transactions, so each session's own offers are counted on top (fuller).
                         records, closed, updated = change
                         built = _ProviderSnapshot(snapshot.index.with_changes(records, closed),  # type: ignore[union-attr]
                                                   (url, mark[1], snapshot.mark[2]), snapshot.taken,  # type: ignore[union-attr]
-                                                  snapshot.session, space, snapshot.profiles_read, updated)  # type: ignore[union-attr]
+                                                  0, space, snapshot.profiles_read, updated)  # type: ignore[union-attr]
                         replay = {r.provider_id for r in records}
-                    if built is not None:
+                        # Dropped meanwhile (a rollback, a stale pick): offers committed since were not counted in
+                        # it. This batch ranks on the patch; the next one reads a new snapshot.
+                        install = self._providers is snapshot
+                    if built is not None and install:
                         # Offers committed while the providers were read may be missing from it: counted now
                         # (twice, should the read have seen them: a provider then looks fuller than they are
                         # until the next read, never emptier).
@@ -639,7 +655,8 @@ class RoutingEngine:
             self._fill_space(session, self.encoder, rows=opened, prune=False)
         vectors = self._fill_space(session, encoder, rows=opened, prune=False)[1]
         with self._spaces_lock:
-            opened = [r for r in opened if r.account_id in vectors]
+            if any(r.account_id not in vectors for r in opened):
+                return None  # dropped by a fill on an older read of every profile (warm_up): read them all
             picked = {r.account_id: vectors[r.account_id][1] for r in opened}
         ids = list(picked)
         loads, (recent, ratings) = (provider_loads(session, ids), self._counts(session, ids)) if counted and ids \
