@@ -312,15 +312,10 @@ def test_the_upkeep_reads_the_providers_again_before_a_batch_would(
         assert engine._providers is after
 
 
-def test_while_the_upkeep_watches_a_batch_reads_only_the_changed_profiles(
-        api: Api, db: Any, settings: Any, request: pytest.FixtureRequest) -> None:
-    """While a running upkeep thread watches, a routing batch looks only for the newest profile change (one
-    query, none about offers or ratings) and reads only the profiles changed since, with those providers' own
-    loads: a provider who edits their profile is ranked as edited by the very next batch, while the other
-    providers' counts stay the snapshot's for the upkeep to read. Once the thread stops, batches look for new
-    ratings themselves again."""
-    from marketplace.db.models import ProviderProfile
-
+def watched_snapshot(api: Api, db: Any, request: pytest.FixtureRequest
+                     ) -> tuple[dict[str, Any], dict[str, Any], uuid.UUID, Any]:
+    """Two bookkeepers and a task submitted, the process's provider snapshot read and an upkeep thread watching
+    for changes (until the test ends: the engine is the process's, no later test may inherit it)."""
     (provider, _), (other, _) = bookkeepers(api, 2, capacity=3)
     customer, _ = api.user("customer")
     task, = submitted_tasks(db, customer["id"], [BOOKKEEPING_TASK])
@@ -328,7 +323,27 @@ def test_while_the_upkeep_watches_a_batch_reads_only_the_changed_profiles(
     with db.session(readonly=True) as session:
         engine.provider_index(session)
         engine.refresh_ahead(session, watching=True)
-    request.addfinalizer(engine.stop_watching)  # (the engine is the process's: no later test may inherit it)
+    request.addfinalizer(engine.stop_watching)
+    return provider, other, task, engine
+
+
+def edit_profile(db: Any, provider: dict[str, Any], **values: Any) -> None:
+    """The provider's profile changed (its ``updated_at`` moves)."""
+    from marketplace.db.models import ProviderProfile
+
+    with db.session() as session:
+        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(provider["id"]))
+                        .values(**values))
+
+
+def test_while_the_upkeep_watches_a_batch_reads_only_the_changed_profiles(
+        api: Api, db: Any, settings: Any, request: pytest.FixtureRequest) -> None:
+    """While a running upkeep thread watches, a routing batch looks only for the newest profile change (one
+    query, none about offers or ratings) and reads only the profiles changed since, with those providers' own
+    loads: a provider who edits their profile is ranked as edited by the very next batch, while the other
+    providers' counts stay the snapshot's for the upkeep to read. Once the thread stops, batches look for new
+    ratings themselves again."""
+    provider, other, task, engine = watched_snapshot(api, db, request)
     with db.session() as session:  # an offer to each, made by another worker process
         add_offers(session, settings, [Pick(task, uuid.UUID(p["id"]), rank, 0.5)
                                        for rank, p in enumerate((provider, other), start=1)])
@@ -348,9 +363,7 @@ def test_while_the_upkeep_watches_a_batch_reads_only_the_changed_profiles(
     assert "ratings" not in queries[0] and "offers" not in queries[0]
     assert [index.load[index.row_of[p["id"]]] for p in (provider, other)] == [0, 0]  # (the upkeep's to read)
 
-    with db.session() as session:
-        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(provider["id"]))
-                        .values(capacity=5))
+    edit_profile(db, provider, capacity=5)
     index, queries = batch()
     row = index.row_of[provider["id"]]
     assert (index.capacity[row], index.load[row]) == (5, 1)  # the edit, and the load read with it
@@ -361,9 +374,7 @@ def test_while_the_upkeep_watches_a_batch_reads_only_the_changed_profiles(
         == {"tasks", "offers", "ratings"}
     assert all(" IN (" in q for q in counts)
 
-    with db.session() as session:
-        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(provider["id"]))
-                        .values(accepting_work=False))
+    edit_profile(db, provider, accepting_work=False)
     assert provider["id"] not in batch()[0].row_of
 
     engine.stop_watching()
@@ -376,16 +387,7 @@ def test_a_snapshot_dropped_while_a_batch_patches_it_is_not_put_back(
     """A batch puts a changed profile into the snapshot it has; if that snapshot is dropped meanwhile (a routing
     transaction rolled back, a stale pick), offers committed since were not counted in it: the batch ranks on
     its patch, but the next batch reads the counts again instead of finding the patch in place."""
-    from marketplace.db.models import ProviderProfile
-
-    (provider, _), (other, _) = bookkeepers(api, 2, capacity=3)
-    customer, _ = api.user("customer")
-    task, = submitted_tasks(db, customer["id"], [BOOKKEEPING_TASK])
-    engine = get_engine()
-    with db.session(readonly=True) as session:
-        engine.provider_index(session)
-        engine.refresh_ahead(session, watching=True)
-    request.addfinalizer(engine.stop_watching)
+    provider, other, task, engine = watched_snapshot(api, db, request)
     real = engine._profile_changes
 
     def dropped_meanwhile(*args: Any, **kwargs: Any) -> Any:
@@ -395,9 +397,7 @@ def test_a_snapshot_dropped_while_a_batch_patches_it_is_not_put_back(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine, "_profile_changes", dropped_meanwhile)
-    with db.session() as session:
-        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(provider["id"]))
-                        .values(capacity=5))
+    edit_profile(db, provider, capacity=5)
     with db.session(readonly=True) as session:
         index = engine.provider_index(session)
     assert index.capacity[index.row_of[provider["id"]]] == 5
