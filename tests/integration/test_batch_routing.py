@@ -185,6 +185,49 @@ def test_a_routing_batch_locks_only_the_tasks_it_routes(api: Api, db: Any, setti
             other.rollback()
 
 
+def test_a_customer_can_write_on_a_task_while_routing_or_an_accept_holds_it(api: Api, db: Any, settings: Any) -> None:
+    """A routing batch, and a provider accepting an offer, hold the task locked until they commit. The
+    customer's message on it (a row that references the task) goes in meanwhile: with FOR UPDATE, PostgreSQL's
+    check of the message's foreign key waited for the whole batch."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from marketplace.auth import Principal
+    from marketplace.db.models import Message, Role
+    from marketplace.domain.offers.services import accept
+    from marketplace.domain.tasks.services import send_message
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no row locks")
+    (provider, _), = bookkeepers(api, 1)
+    customer, _ = api.user("customer")
+    task_id, = submitted_tasks(db, customer["id"], REQUESTS[:1])
+    as_customer = Principal(uuid.UUID(customer["id"]), Role.CUSTOMER, uuid.uuid4())
+    as_provider = Principal(uuid.UUID(provider["id"]), Role.PROVIDER, uuid.uuid4())
+
+    def write_meanwhile(body: str) -> None:
+        with db.session() as other:
+            other.execute(text("SET LOCAL lock_timeout = '2s'"))  # fails the test instead of waiting for good
+            send_message(other, as_customer, task_id, body)
+        with db.engine.connect() as probe, pytest.raises(OperationalError, match="could not obtain lock"):
+            probe.execute(text("SELECT id FROM tasks WHERE id = :id FOR UPDATE NOWAIT"), {"id": task_id})
+
+    with db.session() as session:
+        assert route_tasks(session, settings, get_engine(), [task_id]) == {task_id: "routed"}
+        write_meanwhile("The receipts are in the shared folder.")  # the batch still holds the task
+    with db.session(readonly=True) as session:
+        offer_id = session.scalar(select(Offer.id).where(Offer.task_id == task_id,
+                                                         Offer.provider_id == as_provider.account_id))
+    assert offer_id is not None
+    with db.session() as session:
+        assert accept(session, as_provider, offer_id).status.value == "accepted"
+        write_meanwhile("Thanks, see you Monday.")  # the accept still holds the task
+    with db.session(readonly=True) as session:
+        assert session.get(Task, task_id).status is TaskStatus.ASSIGNED
+        assert sorted(session.scalars(select(Message.body).where(Message.task_id == task_id))) == [
+            "Thanks, see you Monday.", "The receipts are in the shared folder."]
+
+
 def test_providers_that_fill_up_during_routing_roll_it_back(api: Api, db: Any, settings: Any,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     (provider, _), = bookkeepers(api, 1, capacity=1)

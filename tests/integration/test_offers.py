@@ -668,7 +668,7 @@ def _expire_with(db: Any, settings: Any, before_task: uuid.UUID, meanwhile: Call
     paused, done = threading.Event(), threading.Event()
 
     def pause(conn, cursor, statement, parameters, context, executemany) -> None:
-        if threading.current_thread().name == "scheduler" and "FOR UPDATE" in statement \
+        if threading.current_thread().name == "scheduler" and "FOR NO KEY UPDATE" in statement \
                 and "FROM tasks" in statement and str(before_task) in str(parameters) and not paused.is_set():
             paused.set()
             deadline = time.monotonic() + 10

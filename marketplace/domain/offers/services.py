@@ -24,6 +24,7 @@ from marketplace.db.models import (
     Task,
     TaskStatus,
 )
+from marketplace.db.sql import for_change
 from marketplace.domain.categories.services import get_by_slug
 from marketplace.domain.offers.schemas import OfferOut, OfferPage
 from marketplace.domain.tasks.lifecycle import SYSTEM, transition
@@ -78,10 +79,10 @@ def make_offers(session: Session, settings: Settings, task: Task, candidates: li
     if not ordered:
         return 0
     profiles = {
-        p.account_id: p for p in session.scalars(
+        p.account_id: p for p in session.scalars(for_change(
             select(ProviderProfile).where(ProviderProfile.account_id.in_(ordered))
-            .order_by(ProviderProfile.account_id).with_for_update()
-        )
+            .order_by(ProviderProfile.account_id)
+        ))
     }
     active = set(session.scalars(select(Account.id).where(Account.id.in_(ordered), Account.is_active.is_(True))))
     loads = provider_loads(session, ordered)
@@ -151,11 +152,11 @@ def overbooked(session: Session, planned: dict[uuid.UUID, int]) -> set[uuid.UUID
     ids = sorted(planned)
     P = ProviderProfile
     profiles = {  # plain columns: a routing batch checks dozens of providers, ORM objects cost more
-        pid: (accepting, capacity) for pid, accepting, capacity in session.execute(
+        pid: (accepting, capacity) for pid, accepting, capacity in session.execute(for_change(
             select(P.account_id, P.accepting_work, P.capacity).where(P.account_id.in_(ids))
             .where(P.account_id.in_(select(Account.id).where(Account.is_active.is_(True))))
-            .order_by(P.account_id).with_for_update()
-        )
+            .order_by(P.account_id)
+        ))
     }
     loads = provider_loads(session, ids)
     return {
@@ -220,7 +221,7 @@ def accept(session: Session, principal: Principal, offer_id: uuid.UUID, proposal
                            errors=[{"field": "proposal", "message": f"at most {MAX_PROPOSAL} characters"}])
     offer = _own_offer(session, principal, offer_id)
     # Lock order: task first, then offers. Concurrent accepts queue on the task row instead of deadlocking.
-    task = session.scalar(select(Task).where(Task.id == offer.task_id).with_for_update())
+    task = session.scalar(for_change(select(Task).where(Task.id == offer.task_id)))
     session.refresh(offer)
     if offer.status is not OfferStatus.OPEN:
         raise Conflict(f"This offer is {offer.status.value}; it can no longer be accepted.")
@@ -234,8 +235,8 @@ def accept(session: Session, principal: Principal, offer_id: uuid.UUID, proposal
         raise Conflict("This offer is no longer open.")
     if task.status is not TaskStatus.ROUTED:
         raise Conflict(f"The task is {task.status.value}; it is not waiting for a provider any more.")
-    profile = session.scalar(select(ProviderProfile).where(ProviderProfile.account_id == principal.account_id)
-                             .with_for_update())
+    profile = session.scalar(for_change(select(ProviderProfile)
+                                        .where(ProviderProfile.account_id == principal.account_id)))
     if profile is None or active_work(session, principal.account_id) >= profile.capacity:
         raise Conflict("You are at your capacity: finish a task or raise your capacity before accepting.")
     if proposal is not None:
@@ -273,7 +274,7 @@ def decline(session: Session, settings: Settings, principal: Principal, offer_id
             raise InvalidInput(f"Unknown category {suggested_category!r}.",
                                errors=[{"field": "suggested_category", "message": "unknown"}])
     offer = _own_offer(session, principal, offer_id)
-    task = session.scalar(select(Task).where(Task.id == offer.task_id).with_for_update())
+    task = session.scalar(for_change(select(Task).where(Task.id == offer.task_id)))
     result = session.execute(
         update(Offer).where(Offer.id == offer.id, Offer.status == OfferStatus.OPEN)
         .values(status=OfferStatus.DECLINED, responded_at=now(), decline_reason=reason, decline_code=code,
@@ -333,7 +334,7 @@ def expire_task(session: Session, settings: Settings, task_id: uuid.UUID) -> int
     transaction locking the same providers in id order. A task another transaction holds (an offer on it being
     answered, another scheduler) is skipped: the next run takes it.
     """
-    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update(skip_locked=True))
+    task = session.scalar(for_change(select(Task).where(Task.id == task_id), skip_locked=True))
     if task is None:
         return 0
     result = session.execute(

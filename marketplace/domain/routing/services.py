@@ -28,7 +28,7 @@ from marketplace.db.models import (
     Task,
     TaskStatus,
 )
-from marketplace.db.sql import likely
+from marketplace.db.sql import for_change, likely
 from marketplace.domain.offers.services import NOBODY_LEFT, Pick, add_offers, open_offers, overbooked
 from marketplace.domain.routing.engine import RoutingEngine, task_text
 from marketplace.domain.tasks.lifecycle import SYSTEM, transition, transition_all
@@ -157,7 +157,7 @@ def _waiting(session: Session, task_ids: Sequence[uuid.UUID], lock: bool
         # it (and a provider accepting its offer) for the batch's length. PostgreSQL checks the status again
         # on a row it had to wait for.
         found = set(session.scalars(select(Task.id).where(Task.id.in_(set(task_ids)))))
-        waiting = list(session.scalars(query.where(Task.status.in_(statuses)).with_for_update()))
+        waiting = list(session.scalars(for_change(query.where(Task.status.in_(statuses)))))
     else:
         tasks = session.scalars(query).all()
         found, waiting = {t.id for t in tasks}, [t for t in tasks if t.status in statuses]
@@ -369,7 +369,7 @@ def reoffer(session: Session, settings: Settings, engine: RoutingEngine, task_id
     category); the new candidates are added to its list. Idempotent: ``skipped`` when there is nothing to do.
     ``encoder``: the space to rank in (the current routing model's encoder, which the worker reads before this
     transaction; default ``RoutingEngine.ranking_encoder``)."""
-    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+    task = session.scalar(for_change(select(Task).where(Task.id == task_id)))
     if task is None or task.status is not TaskStatus.ROUTED or open_offers(session, task.id):
         return "skipped"
     decision = latest_decision(session, task.id)
@@ -396,11 +396,11 @@ def sweep_stalled(session: Session, older_than: timedelta, limit: int = 200) -> 
     """Hand tasks whose routing never finished (a job that failed every retry) to staff instead of leaving
     them waiting forever, and routed tasks left with no offer open or accepted for as long (a re-offer job
     that failed every retry). A job that turns up later finds them in review and does nothing."""
-    stalled = session.scalars(
+    stalled = session.scalars(for_change(
         select(Task).where(Task.status.in_((TaskStatus.SUBMITTED, TaskStatus.ROUTING)),
                            Task.updated_at < now() - older_than)
-        .order_by(Task.id).limit(limit).with_for_update(skip_locked=True)
-    ).all()
+        .order_by(Task.id).limit(limit), skip_locked=True
+    )).all()
     for task in stalled:
         transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM,
                    reason="routing did not finish in time; staff will place the task")
@@ -410,10 +410,10 @@ def sweep_stalled(session: Session, older_than: timedelta, limit: int = 200) -> 
     live = select(Offer.id).where(Offer.task_id == Task.id,
                                   Offer.status.in_((OfferStatus.OPEN, OfferStatus.ACCEPTED))).exists()
     recent = select(Offer.id).where(Offer.task_id == Task.id, Offer.responded_at >= cutoff).exists()
-    unoffered = session.scalars(
+    unoffered = session.scalars(for_change(
         select(Task).where(Task.status == TaskStatus.ROUTED, Task.updated_at < cutoff, ~live, ~recent)
-        .order_by(Task.id).limit(limit).with_for_update(skip_locked=True)
-    ).all()
+        .order_by(Task.id).limit(limit), skip_locked=True
+    )).all()
     swept = 0
     for task in unoffered:
         if open_offers(session, task.id):  # a late re-offer committed between the query and the lock

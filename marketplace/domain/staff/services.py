@@ -20,6 +20,7 @@ from marketplace.db.models import (
     TaskStatus,
     TaskTransition,
 )
+from marketplace.db.sql import for_change
 from marketplace.domain.categories.services import get_by_slug
 from marketplace.domain.routing.engine import task_text as routing_text
 from marketplace.domain.staff.schemas import ReviewItem, ReviewQueue
@@ -57,7 +58,7 @@ def review_queue(session: Session, limit: int, offset: int) -> ReviewQueue:
 
 
 def _task(session: Session, task_id: uuid.UUID) -> Task:
-    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+    task = session.scalar(for_change(select(Task).where(Task.id == task_id)))
     if task is None:
         raise NotFound("Task not found.")
     return task
