@@ -22,12 +22,21 @@ what this measures). Then, for ``BENCH_SECONDS`` (default 20) each, alternating 
 - edits_patched_no_upkeep: the same edits, only the changed profiles read (as shipped), no upkeep thread: the
   batch after an edit reads the changed profile and every provider's counts;
 - edits_patched: the same, with the upkeep thread (as shipped): the batch after an edit reads the changed
-  profile and its provider's counts, the upkeep the others'.
+  profile and its provider's counts, the upkeep the others', and a batch does not wait for a read of the
+  upkeep's under way (since 2026-12-05, later session);
+- edits_patch_waits: the same, but a batch after an edit waits for a read of the upkeep's under way before it
+  patches (as before that session).
+
+The upkeep reads every profile again each PROVIDER_PROFILES_AGE seconds (60); in a round of 20 s that happens
+only when ``BENCH_PROFILES_AGE`` makes it shorter (10 s: a read of every profile about every 10 s, and in the
+edit settings a batch that finds an edit during one). ``BENCH_SETTINGS`` (comma-separated) runs only some.
 
 Printed: the time of one snapshot read (every profile, ``snapshot_read_s``; only the counts, as when its age is
 up and no profile changed, ``counts_read_s``; after ten profiles were edited, ``patch_read_s``), and the latency
-of ``provider_index`` (p50, p99, max) in each setting; ``p99_ratio`` / ``max_ratio`` are baseline over upkeep,
-``edits_p99_ratio`` / ``edits_max_ratio`` edits_full_reads over edits_patched.
+of ``provider_index`` (p50, p99, max, and ``stuck_s``: the seconds spent in calls of over 100 ms) in each
+setting; ``p99_ratio`` / ``max_ratio`` are baseline over upkeep, ``edits_p99_ratio`` / ``edits_max_ratio``
+edits_full_reads over edits_patched, ``waits_p99_ratio`` / ``waits_max_ratio`` edits_patch_waits over
+edits_patched.
 """
 
 from __future__ import annotations
@@ -86,7 +95,10 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {"p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
             "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
-            "max_ms": round(ordered[-1] * 1000, 2), "calls": len(ordered)}
+            "max_ms": round(ordered[-1] * 1000, 2), "calls": len(ordered),
+            # A batch stuck for seconds is one sample, the calls it kept from being made none: what the p99 of
+            # calls hides, the seconds spent in calls of over 100 ms show.
+            "stuck_s": round(sum(s for s in ordered if s > 0.1), 2)}
 
 
 def main() -> None:
@@ -94,6 +106,7 @@ def main() -> None:
     seconds = float(os.environ.get("BENCH_SECONDS", "20"))
     edit_s = float(os.environ.get("BENCH_EDIT_S", "1"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    profiles_age = os.environ.get("BENCH_PROFILES_AGE")
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-snapshot-"))
     url = f"sqlite:///{tmp / 'relay.db'}"
     os.environ["RELAY_DATABASE_URL"] = url
@@ -164,14 +177,30 @@ def main() -> None:
         while not stop.wait(edit_s):
             _edit(db, rng, ids)
 
-    settings = ("baseline", "upkeep", "edits_full_reads", "edits_patched_no_upkeep", "edits_patched")
+    settings = ("baseline", "upkeep", "edits_full_reads", "edits_patched_no_upkeep", "edits_patched",
+                "edits_patch_waits")
+    chosen = os.environ.get("BENCH_SETTINGS")
+    if chosen:
+        settings = tuple(s for s in settings if s in chosen.split(","))
+    if profiles_age is not None:
+        engine_module.PROVIDER_PROFILES_AGE = float(profiles_age)
+    patch = engine._patch
+
+    def patch_after_the_read(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with engine._building:  # a read under way ends first
+            pass
+        return patch(*args, **kwargs)
+
     results: dict[str, list[float]] = {setting: [] for setting in settings}
     for _ in range(rounds):
         for setting in settings:
-            if setting == "edits_full_reads":  # (an instance attribute over the method)
+            # (instance attributes over the methods)
+            engine.__dict__.pop("_profile_changes", None)
+            engine.__dict__.pop("_patch", None)
+            if setting == "edits_full_reads":
                 engine._profile_changes = lambda *args, **kwargs: None  # type: ignore[method-assign]
-            else:
-                engine.__dict__.pop("_profile_changes", None)
+            elif setting == "edits_patch_waits":
+                engine._patch = patch_after_the_read  # type: ignore[method-assign]
             engine.forget_providers()
             with db.session(readonly=True) as session:
                 engine.provider_index(session, encoder)  # fresh, as after the last batch's read
@@ -191,20 +220,26 @@ def main() -> None:
             if upkeep is not None:
                 upkeep.stop()
     engine.__dict__.pop("_profile_changes", None)
+    engine.__dict__.pop("_patch", None)
 
     out = {setting: _percentiles(samples) for setting, samples in results.items()}
 
-    def ratio(a: str, b: str, key: str) -> float:
+    def ratio(a: str, b: str, key: str) -> float | None:
+        if a not in out or b not in out:
+            return None
         return round(out[a][key] / max(out[b][key], 1e-3), 1)
 
     print(json.dumps({
         "providers": len(rows), "seed_s": round(seed_s, 1), "snapshot_age_s": engine_module.PROVIDER_SNAPSHOT_AGE,
-        "edit_every_s": edit_s, "snapshot_read_s": round(statistics.median(reads), 3),
+        "edit_every_s": edit_s, "profiles_age_s": engine_module.PROVIDER_PROFILES_AGE,
+        "snapshot_read_s": round(statistics.median(reads), 3),
         "counts_read_s": round(statistics.median(count_reads), 3),
         "patch_read_s": round(statistics.median(patch_reads), 3), **out,
         "p99_ratio": ratio("baseline", "upkeep", "p99_ms"), "max_ratio": ratio("baseline", "upkeep", "max_ms"),
         "edits_p99_ratio": ratio("edits_full_reads", "edits_patched", "p99_ms"),
         "edits_max_ratio": ratio("edits_full_reads", "edits_patched", "max_ms"),
+        "waits_p99_ratio": ratio("edits_patch_waits", "edits_patched", "p99_ms"),
+        "waits_max_ratio": ratio("edits_patch_waits", "edits_patched", "max_ms"),
         "cpu_count": os.cpu_count(),
     }))
     db.dispose()
