@@ -3,6 +3,7 @@ never an overbooked provider, and one bad task never fails the others."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -457,8 +458,6 @@ def test_while_the_upkeep_reads_every_profile_a_batch_after_a_profile_change_doe
     change puts the changed profile into the snapshot it has instead of waiting for that read, also when the
     snapshot's age and the upkeep's last round are past PROVIDER_SNAPSHOT_AGE by then; the read, once done,
     neither loses the change nor the offers committed meanwhile."""
-    import dataclasses
-
     provider, other, task, engine = watched_snapshot(api, db, request)
     read, done = threading.Event(), threading.Event()
     real, upkeep = engine._read_snapshot, []
@@ -500,6 +499,81 @@ def test_while_the_upkeep_reads_every_profile_a_batch_after_a_profile_change_doe
     index = batch()
     assert index.capacity[index.row_of[provider["id"]]] == 5
     assert index.load[index.row_of[other["id"]]] == 1
+
+
+def commit_offer(db: Any, settings: Any, engine: Any, task: uuid.UUID, provider: dict[str, Any], rank: int) -> None:
+    """An offer to ``provider`` committed by a routing transaction of this process (counted in its snapshot)."""
+    with db.session() as session:
+        add_offers(session, settings, [Pick(task, uuid.UUID(provider["id"]), rank, 0.5)])
+        engine.count_offers(session, Counter({provider["id"]: 1}))
+
+
+def test_offers_committed_while_a_batch_patches_the_snapshot_count_once(
+        api: Api, db: Any, settings: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offers committed after a batch read the changed provider's load, and before its patch is in place, count
+    in the patch: once for the changed provider (whose load it read), once for the others (whose counts it
+    copies from the snapshot they were counted in)."""
+    provider, other, task, engine = watched_snapshot(api, db, request)
+    real = engine._profile_changes
+
+    def offers_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        change = real(*args, **kwargs)
+        for rank, p in enumerate((provider, other), start=1):
+            commit_offer(db, settings, engine, task, p, rank)
+        return change
+
+    monkeypatch.setattr(engine, "_profile_changes", offers_meanwhile)
+    edit_profile(db, provider, capacity=5)
+    for _ in range(2):  # the batch's patch, then the next batch's copy of it in place
+        with db.session(readonly=True) as session:
+            index = engine.provider_index(session)
+        assert index.capacity[index.row_of[provider["id"]]] == 5
+        assert [index.load[index.row_of[p["id"]]] for p in (provider, other)] == [1, 1]
+
+
+def test_a_batch_after_a_failed_upkeep_read_does_not_count_on_the_upkeep(
+        api: Api, db: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upkeep round whose read fails (the database away) does not count as watching: once its last good round
+    is PROVIDER_SNAPSHOT_AGE old, batches look for new ratings (and read the counts) themselves again."""
+    _, _, _, engine = watched_snapshot(api, db, request)
+
+    def fails(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(engine, "_read_snapshot", fails)
+    engine._watched = time.monotonic() - 60  # the last good round
+    monkeypatch.setattr(engine, "_providers", dataclasses.replace(engine._providers, taken=time.monotonic() - 60))
+    with pytest.raises(RuntimeError), db.session(readonly=True) as session:
+        engine.refresh_ahead(session, watching=True)
+    monkeypatch.undo()
+    queries: list[str] = []
+    listen = (db.engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
+    event.listen(*listen)
+    try:
+        with db.session(readonly=True) as session:
+            engine.provider_index(session)
+    finally:
+        event.remove(*listen)
+    assert any("ratings" in q for q in queries)
+
+
+def test_a_model_replaced_while_a_batch_patches_the_snapshot_is_reported_as_such(
+        api: Api, db: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new routing model taking over while a batch puts a changed profile in: the batch gets ModelReplaced
+    (routed again on the new model), and no later batch inherits the half-done patch."""
+    from marketplace.domain.routing.engine import ModelReplaced
+
+    provider, _, _, engine = watched_snapshot(api, db, request)
+    before = engine._providers
+
+    def replaced(*args: Any, **kwargs: Any) -> Any:
+        raise ModelReplaced("the routing model of the batch is no longer in use")
+
+    monkeypatch.setattr(engine, "_profile_changes", replaced)
+    edit_profile(db, provider, capacity=5)
+    with pytest.raises(ModelReplaced), db.session(readonly=True) as session:
+        engine.provider_index(session)
+    assert engine._providers is before and not engine._collecting
 
 
 @pytest.mark.parametrize("stale_by", ["watching", "reading"])

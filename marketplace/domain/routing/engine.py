@@ -189,6 +189,8 @@ class RoutingEngine:
         self._index_used = -np.inf  # time.monotonic() of the last provider_index call
         # time.monotonic() when a running upkeep thread last looked for provider changes (refresh_ahead, watching)
         self._watched = -np.inf
+        # time.monotonic() when that thread began the read under way, if one is (None: none)
+        self._upkeep_reading: float | None = None
         # One thread at a time embeds profiles for a tuned model waiting to take over (router, warm_up).
         self._warm_lock = threading.Lock()
         self.matcher = Matcher()
@@ -355,10 +357,14 @@ class RoutingEngine:
             self._watched = -np.inf  # (the first batch after a quiet spell looks for changes itself)
             return float("inf")
         due = PROVIDER_SNAPSHOT_AGE - SNAPSHOT_AHEAD
-        if watching:  # (also while it reads: batches go on looking only for profile changes meanwhile)
-            self._watched = time.monotonic()
-        snapshot = self._provider_snapshot(session, self.ranking_encoder(), max_age=due, watching=True)
-        if watching:
+        if watching:  # while it reads, batches go on looking only for profile changes (see _upkeep_reading)
+            self._upkeep_reading = time.monotonic()
+        try:
+            snapshot = self._provider_snapshot(session, self.ranking_encoder(), max_age=due, watching=True)
+        finally:
+            if watching:
+                self._upkeep_reading = None
+        if watching:  # (not after a read that failed)
             self._watched = time.monotonic()
         return max(0.0, snapshot.taken + due - time.monotonic())
 
@@ -511,12 +517,14 @@ class RoutingEngine:
         # While an upkeep thread watches, a batch looks only for a changed profile (one index lookup): a provider
         # who joined or edited their profile a moment ago is ranked at once, the changed profiles read without
         # the counts; the counts, ratings and accounts deactivated are the upkeep's (within a round).
-        # Its age may be up while the upkeep reads a new one (a read of every profile takes 3.6 s at 100,000
-        # providers): batches go on with it meanwhile, as they do without the upkeep.
+        # Its age may be up while the upkeep reads a new one (a read of every profile takes 3.5 s at 100,000
+        # providers, and longer with more): batches go on with it meanwhile, as they do without the upkeep.
+        reading = self._upkeep_reading
+        upkeep_reading = reading is not None and asked - reading <= PROVIDER_PROFILES_AGE  # (a hung read is not)
         profiles_only = not fresh and not watching and snapshot is not None \
             and snapshot.space == space and snapshot.mark[0] == url and snapshot.mark[1] is not None \
-            and asked - self._watched <= PROVIDER_SNAPSHOT_AGE \
-            and (asked - snapshot.taken <= max_age or self._building.locked())
+            and (asked - self._watched <= PROVIDER_SNAPSHOT_AGE or upkeep_reading) \
+            and (asked - snapshot.taken <= max_age or upkeep_reading)
         if profiles_only:
             newest_profile = session.scalar(select(func.max(ProviderProfile.updated_at)))
             if newest_profile == snapshot.mark[1]:  # type: ignore[union-attr]
@@ -588,6 +596,7 @@ class RoutingEngine:
             if _newer_profiles(snapshot.mark, mark):  # patched by another batch meanwhile
                 return snapshot
             built: _ProviderSnapshot | None = None
+            change = None
             meanwhile = self._collect()
             try:
                 change = self._profile_changes(session, snapshot, encoder, counted=True)
@@ -599,14 +608,20 @@ class RoutingEngine:
                         # as far as _missing_from can tell: the old counts and the new rows come from different
                         # transactions, so each session's own offers are counted on top (fuller).
                         records, closed, updated = change
-                        built = _ProviderSnapshot(snapshot.index.with_changes(records, closed),
-                                                  (mark[0], mark[1], snapshot.mark[2]), snapshot.taken, 0,
+                        base, now_in_place = snapshot, self._providers
+                        if now_in_place is not snapshot and now_in_place is not None \
+                                and now_in_place.space == snapshot.space and now_in_place.mark[0] == mark[0]:
+                            # Replaced meanwhile by a read of the upkeep's, which counts the offers committed since:
+                            # this batch ranks on that one with the changes put in (the next batch patches it in
+                            # place, if it lacks them).
+                            base = now_in_place
+                        built = _ProviderSnapshot(base.index.with_changes(records, closed),
+                                                  (mark[0], mark[1], snapshot.mark[2]), base.taken, 0,
                                                   snapshot.space, snapshot.profiles_read, updated)
                         self._replay(built, meanwhile, {r.provider_id for r in records})
-                        # Replaced meanwhile (a read of the upkeep's put in place; a rollback or a stale pick dropped
-                        # it): offers committed since were counted in the new one, not in this one. This batch ranks
-                        # on the patch; the next one patches the snapshot in place, if it lacks the change.
-                        if self._providers is snapshot:
+                        # Dropped meanwhile (a rollback, a stale pick) or replaced: this batch ranks on the patch,
+                        # which is not put in place (offers committed since a drop were counted in no snapshot).
+                        if now_in_place is snapshot:
                             self._providers = built
         if built is None:
             return None
