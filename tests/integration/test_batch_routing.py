@@ -381,6 +381,18 @@ def edit_profile(db: Any, provider: dict[str, Any], **values: Any) -> None:
                         .values(**values))
 
 
+def batch_and_statements(db: Any, engine: Any) -> tuple[Any, list[str]]:
+    """A routing batch's copy of the provider snapshot, and the SQL statements it took (BEGIN left out)."""
+    queries: list[str] = []
+    listen = (db.engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
+    event.listen(*listen)
+    try:
+        with db.session(readonly=True) as session:
+            return engine.provider_index(session), [q for q in queries if q.upper() != "BEGIN"]
+    finally:
+        event.remove(*listen)
+
+
 def test_while_the_upkeep_watches_a_batch_reads_only_the_changed_profiles(
         api: Api, db: Any, settings: Any, request: pytest.FixtureRequest) -> None:
     """While a running upkeep thread watches, a routing batch looks only for the newest profile change (one
@@ -394,14 +406,7 @@ def test_while_the_upkeep_watches_a_batch_reads_only_the_changed_profiles(
                                        for rank, p in enumerate((provider, other), start=1)])
 
     def batch() -> tuple[Any, list[str]]:
-        queries: list[str] = []
-        listen = (db.engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
-        event.listen(*listen)
-        try:
-            with db.session(readonly=True) as session:
-                return engine.provider_index(session), [q for q in queries if q.upper() != "BEGIN"]
-        finally:
-            event.remove(*listen)
+        return batch_and_statements(db, engine)
 
     index, queries = batch()
     assert len(queries) == 1 and "provider_profiles" in queries[0]
@@ -452,6 +457,13 @@ def test_a_snapshot_dropped_while_a_batch_patches_it_is_not_put_back(
     assert index.load[index.row_of[other["id"]]] == 1
 
 
+def commit_offer(db: Any, settings: Any, engine: Any, task: uuid.UUID, provider: dict[str, Any], rank: int) -> None:
+    """An offer to ``provider`` committed by a routing transaction of this process (counted in its snapshot)."""
+    with db.session() as session:
+        add_offers(session, settings, [Pick(task, uuid.UUID(provider["id"]), rank, 0.5)])
+        engine.count_offers(session, Counter({provider["id"]: 1}))
+
+
 def test_while_the_upkeep_reads_every_profile_a_batch_after_a_profile_change_does_not_wait_for_it(
         api: Api, db: Any, settings: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """The upkeep thread reads every profile once a minute (3.6 s at 100,000 providers). A batch after a profile
@@ -489,9 +501,7 @@ def test_while_the_upkeep_reads_every_profile_a_batch_after_a_profile_change_doe
         with ThreadPoolExecutor(1) as pool:
             index = pool.submit(batch).result(timeout=10)  # waiting for the read would take 30 s
         assert index.capacity[index.row_of[provider["id"]]] == 5
-        with db.session() as session:  # an offer committed before the read is put in place
-            add_offers(session, settings, [Pick(task, uuid.UUID(other["id"]), 1, 0.5)])
-            engine.count_offers(session, Counter({other["id"]: 1}))
+        commit_offer(db, settings, engine, task, other, 1)  # before the read is put in place
     finally:
         done.set()
         reader.join(30)
@@ -499,13 +509,6 @@ def test_while_the_upkeep_reads_every_profile_a_batch_after_a_profile_change_doe
     index = batch()
     assert index.capacity[index.row_of[provider["id"]]] == 5
     assert index.load[index.row_of[other["id"]]] == 1
-
-
-def commit_offer(db: Any, settings: Any, engine: Any, task: uuid.UUID, provider: dict[str, Any], rank: int) -> None:
-    """An offer to ``provider`` committed by a routing transaction of this process (counted in its snapshot)."""
-    with db.session() as session:
-        add_offers(session, settings, [Pick(task, uuid.UUID(provider["id"]), rank, 0.5)])
-        engine.count_offers(session, Counter({provider["id"]: 1}))
 
 
 def test_offers_committed_while_a_batch_patches_the_snapshot_count_once(
@@ -531,6 +534,33 @@ def test_offers_committed_while_a_batch_patches_the_snapshot_count_once(
         assert [index.load[index.row_of[p["id"]]] for p in (provider, other)] == [1, 1]
 
 
+def test_a_batch_whose_snapshot_the_upkeep_replaced_meanwhile_ranks_on_the_new_one(
+        api: Api, db: Any, settings: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upkeep's read, put in place while a batch patches the snapshot it began from, counts the offers
+    committed since: the batch ranks on it with the changed profile put in (on the old one a provider looks
+    emptier than they are, and a pick that fails the capacity check makes the batch read every profile)."""
+    provider, other, task, engine = watched_snapshot(api, db, request)
+    real = engine._profile_changes
+
+    def replaced_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        change = real(*args, **kwargs)
+        monkeypatch.setattr(engine, "_profile_changes", real)  # (the upkeep's read below uses it)
+        with db.session(readonly=True) as session:  # the upkeep's read, put in place
+            engine.refresh_ahead(session, watching=True)
+        commit_offer(db, settings, engine, task, other, 1)  # counted in it
+        return change
+
+    monkeypatch.setattr(engine, "_profile_changes", replaced_meanwhile)
+    monkeypatch.setattr(engine, "_providers", dataclasses.replace(engine._providers, taken=time.monotonic() - 4))
+    began_from = engine._providers
+    edit_profile(db, provider, capacity=5)
+    with db.session(readonly=True) as session:
+        index = engine.provider_index(session)
+    assert engine._providers is not began_from  # the upkeep's read is in place
+    assert index.capacity[index.row_of[provider["id"]]] == 5
+    assert index.load[index.row_of[other["id"]]] == 1
+
+
 def test_a_batch_after_a_failed_upkeep_read_does_not_count_on_the_upkeep(
         api: Api, db: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """An upkeep round whose read fails (the database away) does not count as watching: once its last good round
@@ -546,15 +576,7 @@ def test_a_batch_after_a_failed_upkeep_read_does_not_count_on_the_upkeep(
     with pytest.raises(RuntimeError), db.session(readonly=True) as session:
         engine.refresh_ahead(session, watching=True)
     monkeypatch.undo()
-    queries: list[str] = []
-    listen = (db.engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
-    event.listen(*listen)
-    try:
-        with db.session(readonly=True) as session:
-            engine.provider_index(session)
-    finally:
-        event.remove(*listen)
-    assert any("ratings" in q for q in queries)
+    assert any("ratings" in q for q in batch_and_statements(db, engine)[1])
 
 
 def test_a_model_replaced_while_a_batch_patches_the_snapshot_is_reported_as_such(

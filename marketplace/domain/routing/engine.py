@@ -357,15 +357,15 @@ class RoutingEngine:
             self._watched = -np.inf  # (the first batch after a quiet spell looks for changes itself)
             return float("inf")
         due = PROVIDER_SNAPSHOT_AGE - SNAPSHOT_AHEAD
-        if watching:  # while it reads, batches go on looking only for profile changes (see _upkeep_reading)
-            self._upkeep_reading = time.monotonic()
-        try:
+        if not watching:
             snapshot = self._provider_snapshot(session, self.ranking_encoder(), max_age=due, watching=True)
-        finally:
-            if watching:
+        else:
+            self._upkeep_reading = time.monotonic()  # batches go on looking only for profile changes meanwhile
+            try:
+                snapshot = self._provider_snapshot(session, self.ranking_encoder(), max_age=due, watching=True)
+            finally:
                 self._upkeep_reading = None
-        if watching:  # (not after a read that failed)
-            self._watched = time.monotonic()
+            self._watched = time.monotonic()  # (not after a read that failed)
         return max(0.0, snapshot.taken + due - time.monotonic())
 
     def stop_watching(self) -> None:
@@ -523,8 +523,8 @@ class RoutingEngine:
         upkeep_reading = reading is not None and asked - reading <= PROVIDER_PROFILES_AGE  # (a hung read is not)
         profiles_only = not fresh and not watching and snapshot is not None \
             and snapshot.space == space and snapshot.mark[0] == url and snapshot.mark[1] is not None \
-            and (asked - self._watched <= PROVIDER_SNAPSHOT_AGE or upkeep_reading) \
-            and (asked - snapshot.taken <= max_age or upkeep_reading)
+            and (upkeep_reading or (asked - self._watched <= PROVIDER_SNAPSHOT_AGE
+                                    and asked - snapshot.taken <= max_age))
         if profiles_only:
             newest_profile = session.scalar(select(func.max(ProviderProfile.updated_at)))
             if newest_profile == snapshot.mark[1]:  # type: ignore[union-attr]
