@@ -1,6 +1,6 @@
 """Pure routing logic on arrays and dataclasses: taxonomy, Router (categorize or abstain), Matcher (rank)."""
 
-from routing.matcher import Candidate, Matcher, ProviderRecord
+from routing.matcher import Candidate, Matcher, PartnerCandidate, PartnerRecord, ProviderRecord
 from routing.router import Decision, Router
 from routing.scrub import scrub_pii
 from routing.taxonomy import CategorySpec, Taxonomy
@@ -10,6 +10,8 @@ __all__ = [
     "CategorySpec",
     "Decision",
     "Matcher",
+    "PartnerCandidate",
+    "PartnerRecord",
     "ProviderRecord",
     "Router",
     "Taxonomy",

@@ -6,7 +6,8 @@ so ranking 100,000 providers is a few vectorized operations on the rows of the t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -29,6 +30,9 @@ HALF_EXPOSURE = 5.0
 MAX_SHARE = 0.25
 SHARE_CAP_FACTOR = 2.0
 MIN_OFFERS_FOR_CAP = 10
+# Assisting partners (Matcher.suggest_partners): staff are shown a few, not every partner of the category.
+MAX_SUGGESTED_PARTNERS = 3
+PARTNER_WEIGHTS = {"category": 1.0, "referred_customer": 0.75, "focus": 0.25}
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +205,19 @@ class ProviderIndex:
         return copy
 
 
+@dataclass(frozen=True, slots=True)
+class PartnerRecord:
+    partner_id: str
+    expertise: tuple[str, ...]  # the category slugs the partner assists with
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerCandidate:
+    partner_id: str
+    score: float
+    components: dict[str, float]
+
+
 class Matcher:
     def __init__(self, weights: dict[str, float] | None = None) -> None:
         self.weights = weights or WEIGHTS
@@ -305,6 +322,44 @@ class Matcher:
             })
             for i in top
         ]
+
+    @staticmethod
+    def suggest_partners(partners: Iterable[PartnerRecord], categories: Sequence[str], *,
+                         referrer: str | None = None, key: str = "", exclude: set[str] | None = None,
+                         limit: int = MAX_SUGGESTED_PARTNERS) -> list[PartnerCandidate]:
+        """Assisting partners for a task in ``categories`` (primary first), best first: only those whose expertise
+        covers one of them. Components (PARTNER_WEIGHTS), each 0..1:
+
+        * ``category``: 1 when the partner assists with the primary category, SECONDARY_CATEGORY with a
+          secondary one only;
+        * ``referred_customer``: 1 for ``referrer``, the partner who referred the task's customer (they know
+          the customer already);
+        * ``focus``: the share of the partner's categories that the task is in, so a specialist comes before
+          a partner who ticked every category (who would otherwise be suggested on every task).
+
+        Partners with the same score are ordered by a hash of ``key`` (the task) and their id: they take turns
+        across tasks instead of the same ones always coming first, and a task's order is the same every time."""
+        if limit <= 0 or not categories:
+            return []
+        primary, secondary = categories[0], set(categories[1:])
+        exclude = exclude or set()
+        w = PARTNER_WEIGHTS
+        scored = []
+        for p in partners:
+            declared = set(p.expertise)
+            if p.partner_id in exclude or not declared:
+                continue
+            category = 1.0 if primary in declared else SECONDARY_CATEGORY if declared & secondary else 0.0
+            if not category:
+                continue
+            referred = 1.0 if referrer is not None and p.partner_id == referrer else 0.0
+            focus = round(len(declared & {primary, *secondary}) / len(declared), 4)
+            score = round(w["category"] * category + w["referred_customer"] * referred + w["focus"] * focus, 4)
+            turn = hashlib.blake2b(f"{key}:{p.partner_id}".encode(), digest_size=8).digest()
+            scored.append((-score, turn, p.partner_id, PartnerCandidate(
+                p.partner_id, score, {"category": category, "referred_customer": referred, "focus": focus})))
+        scored.sort(key=lambda s: s[:3])
+        return [s[3] for s in scored[:limit]]
 
     @staticmethod
     def _price_fit(rate: np.ndarray, budget: Decimal | None) -> np.ndarray:

@@ -188,19 +188,30 @@ def test_staff_placements_become_examples_and_the_router_refits(api: Api, db) ->
 def test_partners_with_the_tasks_expertise_are_suggested_to_staff_as_assisting_partners(api: Api, db) -> None:
     import uuid
 
-    from sqlalchemy import update
+    from sqlalchemy import select, update
 
-    from marketplace.db.models import Account
+    from marketplace.db.models import Account, Category
+    from routing.matcher import MAX_SUGGESTED_PARTNERS
 
     c = api.client
     web, web_h = api.user("partner")
     retired, retired_h = api.user("partner")
     _, books_h = api.user("partner")
+    referrer, referrer_h = api.user("partner")
+    generalist, generalist_h = api.user("partner")
+    others = [api.user("partner") for _ in range(MAX_SUGGESTED_PARTNERS)]
     assert c.get("/api/v1/partners/me", headers=web_h).json()["expertise"] == []
     r = c.put("/api/v1/partners/me", json={"expertise": ["web-development", "no-such-category"]}, headers=web_h)
     assert r.status_code == 422 and "no-such-category" in r.text
+    with db.session() as session:  # as many categories as a partner may declare, the task's among them
+        wide = ["web-development", *session.scalars(
+            select(Category.slug).where(Category.active.is_(True), Category.slug != "web-development")
+            .order_by(Category.slug).limit(9))]
     for headers, expertise in ((web_h, ["ux-ui-design", "web-development", "web-development"]),
-                               (retired_h, ["web-development"]), (books_h, ["bookkeeping-accounting"])):
+                               (retired_h, ["web-development"]), (books_h, ["bookkeeping-accounting"]),
+                               (referrer_h, ["web-development", "ux-ui-design", "copywriting-content-writing"]),
+                               (generalist_h, wide),
+                               *((h, ["web-development", "ux-ui-design", "seo-online-marketing"]) for _, h in others)):
         r = c.put("/api/v1/partners/me", json={"expertise": expertise}, headers=headers)
         assert r.status_code == 200, r.text
     assert c.get("/api/v1/partners/me", headers=web_h).json()["expertise"] == ["ux-ui-design", "web-development"]
@@ -208,11 +219,32 @@ def test_partners_with_the_tasks_expertise_are_suggested_to_staff_as_assisting_p
         session.execute(update(Account).where(Account.id == uuid.UUID(retired["id"])).values(is_active=False))
 
     setup_web_providers(api)
-    _, customer_h = api.user("customer")
+    _, customer_h = api.user("customer", referral_code=referrer["referral_code"])
     task_id = api.post_task(customer_h, *WEB_TASK)
     api.drain()
     staff_view = c.get(f"/api/v1/tasks/{task_id}", headers=api.staff(db)).json()["routing"]
     assert staff_view["categories"][0]["slug"] == "web-development"
-    assert staff_view["evidence"]["suggested_partner_ids"] == [web["id"]]
+    suggested = staff_view["partners"]
+    # A few, best first: the partner who referred the customer, then the specialist (two categories, one of
+    # them the task's), then partners of three categories; neither the closed account nor the bookkeeping
+    # partner, and the partner who ticked every category only behind everyone more focused.
+    assert len(suggested) == MAX_SUGGESTED_PARTNERS
+    assert [p["partner_id"] for p in suggested[:2]] == [referrer["id"], web["id"]]
+    assert suggested[2]["partner_id"] in {a["id"] for a, _ in others}
+    task_categories = {c["slug"] for c in staff_view["categories"]}  # (a secondary one counts for focus too)
+    covered = len(task_categories & {"web-development", "ux-ui-design"})
+    assert suggested[0]["components"] == {"category": 1.0, "referred_customer": 1.0, "focus": round(covered / 3, 4)}
+    assert suggested[1]["components"] == {"category": 1.0, "referred_customer": 0.0, "focus": covered / 2}
+    assert [p["score"] for p in suggested] == sorted((p["score"] for p in suggested), reverse=True)
+    assert all(p["name"] and p["active"] for p in suggested)
+    assert staff_view["evidence"]["suggested_partner_ids"] == [p["partner_id"] for p in suggested]
+    assert generalist["id"] not in staff_view["evidence"]["suggested_partner_ids"]
     customer_view = c.get(f"/api/v1/tasks/{task_id}", headers=customer_h).json()["routing"]
     assert "suggested_partner_ids" not in customer_view["evidence"]
+    assert "suggested_partners" not in customer_view["evidence"] and customer_view["partners"] is None
+
+    # A partner whose account was closed after the decision is still listed on it, marked as no longer active.
+    with db.session() as session:
+        session.execute(update(Account).where(Account.id == uuid.UUID(web["id"])).values(is_active=False))
+    later = c.get(f"/api/v1/tasks/{task_id}", headers=api.staff(db)).json()["routing"]["partners"]
+    assert [(p["partner_id"], p["active"]) for p in later[:2]] == [(referrer["id"], True), (web["id"], False)]

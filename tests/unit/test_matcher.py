@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from routing.matcher import WEIGHTS, Matcher, ProviderRecord
+from routing.matcher import (
+    MAX_SUGGESTED_PARTNERS,
+    PARTNER_WEIGHTS,
+    SECONDARY_CATEGORY,
+    WEIGHTS,
+    Matcher,
+    PartnerRecord,
+    ProviderRecord,
+)
 
 DIM = 8
 TASK = np.eye(DIM, dtype=np.float32)[0]
@@ -303,3 +311,49 @@ def test_an_index_with_changes_ranks_as_one_built_from_the_providers_it_has(
         for a, b in ((copy, fresh_copy), (index.with_counts(loads, recent, {}), fresh.with_counts(loads, recent, {}))):
             assert [(c.provider_id, c.score) for c in matcher.rank_index(a, *args)] == \
                 [(c.provider_id, c.score) for c in matcher.rank_index(b, *args)]
+
+
+# -- assisting partners ----------------------------------------------------------------------------------------
+def partner_ids(suggested) -> list[str]:
+    return [p.partner_id for p in suggested]
+
+
+def test_only_partners_of_the_tasks_categories_are_suggested_primary_first_and_a_few() -> None:
+    partners = [PartnerRecord("secondary", ("seo",)), PartnerRecord("primary", ("web",)),
+                PartnerRecord("elsewhere", ("plumbing",)), PartnerRecord("nothing", ()),
+                PartnerRecord("excluded", ("web",))]
+    suggested = Matcher.suggest_partners(partners, ["web", "seo"], exclude={"excluded"}, key="t1")
+    assert partner_ids(suggested) == ["primary", "secondary"]
+    assert suggested[1].components["category"] == SECONDARY_CATEGORY
+    for p in suggested:  # the score is the weighted sum of the components shown
+        assert p.score == round(sum(PARTNER_WEIGHTS[k] * v for k, v in p.components.items()), 4)
+    many = [PartnerRecord(f"p{i}", ("web",)) for i in range(10)]
+    assert len(Matcher.suggest_partners(many, ["web"], key="t1")) == MAX_SUGGESTED_PARTNERS
+    assert Matcher.suggest_partners(many, ["web"], key="t1", limit=0) == []
+    assert Matcher.suggest_partners(many, [], key="t1") == []
+
+
+def test_the_partner_who_referred_the_customer_comes_first_and_a_specialist_before_a_generalist() -> None:
+    partners = [PartnerRecord("generalist", ("web", "seo", "design", "video", "tax")),
+                PartnerRecord("specialist", ("web",)),
+                PartnerRecord("referrer", ("seo", "design")),  # the task's secondary category only
+                PartnerRecord("referrer-elsewhere", ("plumbing",))]
+    suggested = Matcher.suggest_partners(partners, ["web", "seo"], referrer="referrer", key="t1")
+    assert partner_ids(suggested) == ["referrer", "specialist", "generalist"]
+    assert suggested[0].components == {"category": SECONDARY_CATEGORY, "referred_customer": 1.0, "focus": 0.5}
+    assert suggested[2].components["focus"] == 0.4
+    for task in range(20):  # on every task, not by the turn of the draw
+        order = partner_ids(Matcher.suggest_partners(partners, ["web"], key=f"task-{task}"))
+        assert order.index("specialist") < order.index("generalist")
+    # the referrer counts only where their expertise covers the task
+    assert "referrer-elsewhere" not in partner_ids(
+        Matcher.suggest_partners(partners, ["web"], referrer="referrer-elsewhere", key="t1"))
+
+
+def test_equal_partners_take_turns_across_tasks_and_a_tasks_order_is_stable() -> None:
+    equal = [PartnerRecord(f"p{i}", ("web",)) for i in range(6)]
+    first = [Matcher.suggest_partners(equal, ["web"], key=f"task-{t}")[0].partner_id for t in range(600)]
+    counts = {pid: first.count(pid) for pid in partner_ids(equal)}
+    assert all(60 <= n <= 140 for n in counts.values()), counts  # ~100 each, never the same one every time
+    order = partner_ids(Matcher.suggest_partners(equal, ["web"], key="task-7", limit=6))
+    assert partner_ids(Matcher.suggest_partners(equal[::-1], ["web"], key="task-7", limit=6)) == order

@@ -23,6 +23,7 @@ from marketplace.db.models import (
     Offer,
     OfferStatus,
     PartnerProfile,
+    Referral,
     RoutingDecision,
     RoutingOutcome,
     Task,
@@ -36,7 +37,7 @@ from marketplace.domain.tasks.services import latest_decision
 from marketplace.errors import Conflict
 from marketplace.settings import Settings
 from models import Encoder
-from routing.matcher import Candidate, ProviderIndex
+from routing.matcher import Candidate, PartnerRecord, ProviderIndex
 from routing.taxonomy import Taxonomy
 from routing.tuned import RoutingModel
 
@@ -247,10 +248,13 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
     (another process's offers took the last slots), pick again on a fresh read of the providers, once."""
     if not plans:
         return
-    partners = list(session.execute(  # active accounts, in a stable order (staff read them as a list)
-        select(PartnerProfile.account_id, PartnerProfile.expertise)
-        .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True))
-        .order_by(PartnerProfile.account_id)))
+    partners = [PartnerRecord(str(pid), tuple(expertise or ())) for pid, expertise in session.execute(
+        select(PartnerProfile.account_id, PartnerProfile.expertise)  # active accounts that assist with something
+        .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True)))
+        if expertise]
+    referrers = dict(session.execute(  # the partner who referred each customer (suggested first)
+        select(Referral.customer_id, Referral.partner_id)
+        .where(Referral.customer_id.in_(list({p.task.customer_id for p in plans})))).all()) if partners else {}
     primaries = {p.categories[0]["slug"] for p in plans}
     category_ids = dict(session.execute(
         select(Category.slug, Category.id).where(Category.slug.in_(primaries))).all())
@@ -265,8 +269,8 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
         for plan, summary in zip(plans, summaries, strict=True):
             plan.outcome, plan.reason, plan.offers = None, "", []
             plan.explanation["summary"] = summary
-            _pick_offers(settings, engine, index, plan, partners, category_ids.get(plan.categories[0]["slug"]),
-                         offered[plan.task.id])
+            _pick_offers(settings, engine, index, plan, partners, referrers.get(plan.task.customer_id),
+                         category_ids.get(plan.categories[0]["slug"]), offered[plan.task.id])
 
     for fresh in (False, True):
         pick(engine.provider_index(session, encoder, fresh=fresh))
@@ -292,7 +296,8 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
 
 
 def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex, plan: _Plan,
-                 partners: list[Any], category_id: uuid.UUID | None, offered: set[uuid.UUID]) -> None:
+                 partners: list[PartnerRecord], referrer: uuid.UUID | None, category_id: uuid.UUID | None,
+                 offered: set[uuid.UUID]) -> None:
     task, slugs = plan.task, [c["slug"] for c in plan.categories]
     # a task placed again is not offered twice to the same provider: those offered it before are left out of
     # its candidates, where they would take places from providers who have not seen it
@@ -303,8 +308,12 @@ def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex
                                        include_full=True)  # stored: re-offers reach those who free up
     plan.candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
                        for c in ranked]
-    plan.explanation["suggested_partner_ids"] = [str(pid) for pid, expertise in partners
-                                                 if slugs[0] in (expertise or [])]
+    # a few assisting partners for staff, best first (Matcher.suggest_partners), with what their score is made of
+    suggested = engine.matcher.suggest_partners(partners, slugs, referrer=str(referrer) if referrer else None,
+                                                key=str(task.id))
+    plan.explanation["suggested_partner_ids"] = [p.partner_id for p in suggested]
+    plan.explanation["suggested_partners"] = [{"partner_id": p.partner_id, "score": p.score,
+                                               "components": p.components} for p in suggested]
     plan.ranked, plan.category_id = True, category_id
     plan.first_rank = len(offered) + 1
     for candidate in ranked:

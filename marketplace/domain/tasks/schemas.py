@@ -47,6 +47,16 @@ class ProviderCandidateOut(msgspec.Struct):
     offer: str | None = None  # the status of this provider's offer for the task, if they got one
 
 
+class PartnerSuggestionOut(msgspec.Struct):
+    """An assisting partner routing suggested for a task, with what their score is made of (staff only)."""
+
+    partner_id: str
+    name: str | None  # None once the account is gone
+    active: bool  # False once the account was closed: no longer one to ask
+    score: float
+    components: dict[str, float]
+
+
 class RoutingOut(msgspec.Struct):
     decision: str | None  # routed | needs_review | None while routing is pending
     categories: list[CategoryScore]
@@ -55,6 +65,8 @@ class RoutingOut(msgspec.Struct):
     decided_at: datetime | None = None
     # staff only: the ranked providers of the latest decision, best first (None for everyone else)
     providers: list[ProviderCandidateOut] | None = None
+    # staff only: the assisting partners the latest decision suggested, best first (None for everyone else)
+    partners: list[PartnerSuggestionOut] | None = None
 
 
 class TransitionOut(msgspec.Struct):

@@ -34,6 +34,7 @@ from marketplace.domain.tasks.schemas import (
     MessageOut,
     Money,
     Page,
+    PartnerSuggestionOut,
     ProposalOut,
     ProviderCandidateOut,
     ProviderRef,
@@ -122,7 +123,7 @@ def latest_decision(session: Session, task_id: uuid.UUID) -> RoutingDecision | N
     )
 
 
-CUSTOMER_HIDDEN_EVIDENCE = {"summary", "suggested_partner_ids"}
+CUSTOMER_HIDDEN_EVIDENCE = {"summary", "suggested_partner_ids", "suggested_partners"}
 
 
 def routing_out(session: Session, task: Task, principal: Principal | None = None) -> RoutingOut:
@@ -141,7 +142,23 @@ def routing_out(session: Session, task: Task, principal: Principal | None = None
         evidence=evidence,
         decided_at=decision.created_at,
         providers=_ranked_providers(session, task, decision) if staff else None,
+        partners=_suggested_partners(session, decision) if staff else None,
     )
+
+
+def _suggested_partners(session: Session, decision: RoutingDecision) -> list[PartnerSuggestionOut]:
+    """The decision's suggested assisting partners with their names (for staff). Decisions made before the
+    partners' scores were stored list their ids only (score 0, no components)."""
+    explanation = decision.explanation
+    suggested = explanation.get("suggested_partners") or [
+        {"partner_id": pid, "score": 0.0, "components": {}} for pid in explanation.get("suggested_partner_ids", [])]
+    ids = [uuid.UUID(p["partner_id"]) for p in suggested]
+    accounts = {pid: (name, active) for pid, name, active in session.execute(
+        select(Account.id, Account.display_name, Account.is_active).where(Account.id.in_(ids)))}
+    return [PartnerSuggestionOut(p["partner_id"], accounts.get(pid, (None, False))[0],
+                                 bool(accounts.get(pid, (None, False))[1]), float(p["score"]),
+                                 dict(p.get("components") or {}))
+            for p, pid in zip(suggested, ids, strict=True)]
 
 
 def _ranked_providers(session: Session, task: Task, decision: RoutingDecision) -> list[ProviderCandidateOut]:
