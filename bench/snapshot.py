@@ -32,7 +32,9 @@ only when ``BENCH_PROFILES_AGE`` makes it shorter (10 s: a read of every profile
 edit settings a batch that finds an edit during one). ``BENCH_SETTINGS`` (comma-separated) runs only some.
 
 Printed: the time of one snapshot read (every profile, ``snapshot_read_s``; only the counts, as when its age is
-up and no profile changed, ``counts_read_s``; after ten profiles were edited, ``patch_read_s``), and the latency
+up and no profile changed, ``counts_read_s``; after ten profiles were edited, ``patch_read_s``; after picks
+that did not hold, ``fresh_read_s``, and after a routing transaction that read it rolled back,
+``after_rollback_read_s``: both read every profile before 2026-12-05, as ``snapshot_read_s``), and the latency
 of ``provider_index`` (p50, p99, max, and ``stuck_s``: the seconds spent in calls of over 100 ms) in each
 setting; ``p99_ratio`` / ``max_ratio`` are baseline over upkeep, ``edits_p99_ratio`` / ``edits_max_ratio``
 edits_full_reads over edits_patched, ``waits_p99_ratio`` / ``waits_max_ratio`` edits_patch_waits over
@@ -139,7 +141,7 @@ def main() -> None:
     engine._spaces[encoder.model_id] = {r.account_id: (r.updated_at, v) for r, v in zip(rows, vectors, strict=True)}
 
     ids = [r.account_id for r in rows]
-    reads, count_reads, patch_reads = [], [], []
+    reads, count_reads, patch_reads, fresh_reads, expired_reads = [], [], [], [], []
     for _ in range(3):
         engine.forget_providers()
         with db.session(readonly=True) as session:
@@ -156,6 +158,15 @@ def main() -> None:
             t = time.monotonic()
             engine._provider_snapshot(session, encoder)  # ten profiles changed: those, and the counts
             patch_reads.append(time.monotonic() - t)
+        with db.session(readonly=True) as session:
+            t = time.monotonic()
+            engine.provider_index(session, encoder, fresh=True)  # after picks that did not hold
+            fresh_reads.append(time.monotonic() - t)
+        engine.expire_providers()  # as after a routing transaction that read it rolled back
+        with db.session(readonly=True) as session:
+            t = time.monotonic()
+            engine.provider_index(session, encoder)
+            expired_reads.append(time.monotonic() - t)
 
     def batches(stop: threading.Event, out: list[float]) -> None:
         while not stop.is_set():
@@ -234,7 +245,9 @@ def main() -> None:
         "edit_every_s": edit_s, "profiles_age_s": engine_module.PROVIDER_PROFILES_AGE,
         "snapshot_read_s": round(statistics.median(reads), 3),
         "counts_read_s": round(statistics.median(count_reads), 3),
-        "patch_read_s": round(statistics.median(patch_reads), 3), **out,
+        "patch_read_s": round(statistics.median(patch_reads), 3),
+        "fresh_read_s": round(statistics.median(fresh_reads), 3),
+        "after_rollback_read_s": round(statistics.median(expired_reads), 3), **out,
         "p99_ratio": ratio("baseline", "upkeep", "p99_ms"), "max_ratio": ratio("baseline", "upkeep", "max_ms"),
         "edits_p99_ratio": ratio("edits_full_reads", "edits_patched", "p99_ms"),
         "edits_max_ratio": ratio("edits_full_reads", "edits_patched", "max_ms"),

@@ -291,7 +291,7 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
             engine.count_offers(session, Counter({str(pid): n for pid, n in planned.items()}))
             return
         log.info("route_batch.providers_changed", providers=len(taken), fresh=fresh)
-    engine.forget_providers()
+    engine.expire_providers()
     raise Conflict(f"{len(taken)} provider(s) filled up while these tasks were routed; routing again.")
 
 
