@@ -265,7 +265,7 @@ def test_providers_that_fill_up_during_routing_roll_it_back(api: Api, db: Any, s
 def test_picks_that_no_longer_hold_and_a_rolled_back_batch_read_the_counts_again_not_every_profile(
         api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another process's offer took a provider's last slot: the batch that picked them on its snapshot reads the
-    counts again (a read of every profile took 3.3 s at 100,000 providers, the counts 0.15 s) and offers the task
+    counts again (a read of every profile took 2.1 – 3.6 s at 100,000 providers, the counts ~0.1 s) and offers the task
     to those who can take it. A batch that rolls back leaves the next one the same cheaper read."""
     (full, _), (free, _) = bookkeepers(api, 2, capacity=1)
     customer, _ = api.user("customer")
