@@ -248,10 +248,13 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
     (another process's offers took the last slots), pick again on a fresh read of the providers, once."""
     if not plans:
         return
-    partners = [PartnerRecord(str(pid), tuple(expertise or ())) for pid, expertise in session.execute(
-        select(PartnerProfile.account_id, PartnerProfile.expertise)  # active accounts that assist with something
-        .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True)))
-        if expertise]
+    partners: dict[str, list[PartnerRecord]] = defaultdict(list)  # per category: a task looks at its own only
+    for pid, expertise in session.execute(
+            select(PartnerProfile.account_id, PartnerProfile.expertise)  # active accounts that assist with something
+            .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True))):
+        record = PartnerRecord(str(pid), tuple(expertise or ()))
+        for slug in set(record.expertise):
+            partners[slug].append(record)
     referrers = dict(session.execute(  # the partner who referred each customer (suggested first)
         select(Referral.customer_id, Referral.partner_id)
         .where(Referral.customer_id.in_(list({p.task.customer_id for p in plans})))).all()) if partners else {}
@@ -296,8 +299,8 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
 
 
 def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex, plan: _Plan,
-                 partners: list[PartnerRecord], referrer: uuid.UUID | None, category_id: uuid.UUID | None,
-                 offered: set[uuid.UUID]) -> None:
+                 partners: dict[str, list[PartnerRecord]], referrer: uuid.UUID | None,
+                 category_id: uuid.UUID | None, offered: set[uuid.UUID]) -> None:
     task, slugs = plan.task, [c["slug"] for c in plan.categories]
     # a task placed again is not offered twice to the same provider: those offered it before are left out of
     # its candidates, where they would take places from providers who have not seen it
@@ -309,8 +312,9 @@ def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex
     plan.candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
                        for c in ranked]
     # a few assisting partners for staff, best first (Matcher.suggest_partners), with what their score is made of
-    suggested = engine.matcher.suggest_partners(partners, slugs, referrer=str(referrer) if referrer else None,
-                                                key=str(task.id))
+    covering = {p.partner_id: p for slug in slugs for p in partners.get(slug, ())}
+    suggested = engine.matcher.suggest_partners(covering.values(), slugs, key=str(task.id),
+                                                referrer=str(referrer) if referrer else None)
     plan.explanation["suggested_partner_ids"] = [p.partner_id for p in suggested]
     plan.explanation["suggested_partners"] = [{"partner_id": p.partner_id, "score": p.score,
                                                "components": p.components} for p in suggested]
