@@ -301,6 +301,48 @@ def test_picks_that_no_longer_hold_and_a_rolled_back_batch_read_the_counts_again
     assert not read_all and after.vectors is before.vectors  # the counts, not every profile
     assert after.load[after.row_of[free["id"]]] == 1  # the committed offer, not the one rolled back
 
+
+def test_a_provider_the_check_turns_away_is_read_again_whatever_their_profile_says(
+        api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile written without moving its updated_at (a capacity lowered by hand in the database), or an
+    account closed, shows as no change to a snapshot that reads only the changed profiles: the picks on it fail
+    the check under lock, and the fresh pass reads those providers again, so the task is routed at once instead
+    of failing every retry until the next read of every profile (a minute)."""
+    from marketplace.db.models import Account, ProviderProfile
+
+    (lowered, _), (closed, _), (free, _) = bookkeepers(api, 3, capacity=2)
+    customer, _ = api.user("customer")
+    elsewhere, first, second = submitted_tasks(db, customer["id"], REQUESTS[:3])
+    engine = get_engine()
+    with db.session() as session:
+        add_offers(session, settings, [Pick(elsewhere, uuid.UUID(lowered["id"]), 1, 0.9)])
+    with db.session(readonly=True) as session:
+        engine.provider_index(session)
+    read_all: list[int] = []
+    real = engine._open_profiles
+    monkeypatch.setattr(engine, "_open_profiles", lambda session: read_all.append(1) or real(session))
+
+    def offered(task: uuid.UUID) -> set[str]:
+        with db.session(readonly=True) as session:
+            return {str(p) for p in session.scalars(select(Offer.provider_id).where(Offer.task_id == task))}
+
+    with db.session() as session:  # full now: one offer in hand, a capacity of one
+        session.execute(update(ProviderProfile).where(ProviderProfile.account_id == uuid.UUID(lowered["id"]))
+                        .values(capacity=1, updated_at=ProviderProfile.updated_at))
+    with db.session() as session:
+        assert route_task(session, settings, engine, first) == "routed"
+    assert offered(first) == {closed["id"], free["id"]} and not read_all
+
+    with db.session() as session:
+        session.execute(update(Account).where(Account.id == uuid.UUID(closed["id"])).values(is_active=False))
+    with db.session() as session:
+        assert route_task(session, settings, engine, second) == "routed"
+    assert offered(second) == {free["id"]}
+    with db.session(readonly=True) as session:
+        index = engine.provider_index(session)
+    assert not read_all  # those two read again, not every profile
+    assert closed["id"] not in index.row_of and index.capacity[index.row_of[lowered["id"]]] == 1
+
 def test_offers_are_counted_in_the_snapshot_only_once_committed(api: Api, db: Any, settings: Any) -> None:
     (provider, _), = bookkeepers(api, 1, capacity=1)
     customer, _ = api.user("customer")

@@ -20,7 +20,7 @@ import time
 import uuid
 import zipfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -475,8 +475,8 @@ class RoutingEngine:
                 self._recent.put((encoder.model_id, texts[i]), vector)
         return out
 
-    def provider_index(self, session: Session, encoder: Encoder | None = None, fresh: bool = False
-                       ) -> ProviderIndex:
+    def provider_index(self, session: Session, encoder: Encoder | None = None, fresh: bool = False,
+                       recheck: Collection[uuid.UUID] = ()) -> ProviderIndex:
         """The providers open for work as routing ranks them, as a working copy: the caller records the offers
         it picks on it (``ProviderIndex.record_offer``) and reports those it makes with :meth:`count_offers`.
         Profile vectors are ``encoder``'s (default: the shared encoder's), to compare with task vectors from it.
@@ -493,7 +493,7 @@ class RoutingEngine:
         the profiles changed since are put in (with their providers' counts), the other counts and the ratings
         are the upkeep's. A profile change committed before the call is in the index in any case."""
         self._index_used = time.monotonic()
-        snapshot = self._provider_snapshot(session, encoder or self.encoder, fresh)
+        snapshot = self._provider_snapshot(session, encoder or self.encoder, fresh, recheck=recheck)
         with self._providers_lock:  # another thread's commit updates its loads and recent offers in place
             index = snapshot.index.working_copy()
         for provider_id, n in self._missing_from(snapshot, session).items():  # this transaction's own
@@ -502,7 +502,8 @@ class RoutingEngine:
         return index
 
     def _provider_snapshot(self, session: Session, encoder: Encoder, fresh: bool = False,
-                           max_age: float | None = None, watching: bool = False) -> _ProviderSnapshot:
+                           max_age: float | None = None, watching: bool = False,
+                           recheck: Collection[uuid.UUID] = ()) -> _ProviderSnapshot:
         """The snapshot in ``encoder``'s space, read again if a profile or rating changed since, if it is older
         than ``max_age`` (default PROVIDER_SNAPSHOT_AGE) or with ``fresh``. The reading happens outside
         _providers_lock, by one thread at a time; a thread that needs a new snapshot goes on with the one it
@@ -544,7 +545,8 @@ class RoutingEngine:
             return snapshot is not None and snapshot.space == space \
                 and (_newer_profiles(snapshot.mark, mark) if profiles_only else snapshot.mark == mark) \
                 and (snapshot.taken >= asked  # read by another thread after this call began: as new as one read here
-                     or (not fresh and time.monotonic() - snapshot.taken <= max_age))
+                     or (not fresh and time.monotonic() - snapshot.taken <= max_age)) \
+                and not recheck  # (providers to read again: only a read of this call's does)
 
         snapshot = self._providers
         if current(snapshot):
@@ -569,7 +571,7 @@ class RoutingEngine:
             built: _ProviderSnapshot | None = None
             meanwhile = self._collect()
             try:
-                built = self._read_snapshot(session, snapshot, encoder, mark, asked)
+                built = self._read_snapshot(session, snapshot, encoder, mark, asked, recheck)
             finally:
                 with self._providers_lock:
                     self._stop_collecting(meanwhile)
@@ -649,12 +651,13 @@ class RoutingEngine:
                     built.index.record_offer(provider_id, n)
 
     def _read_snapshot(self, session: Session, snapshot: _ProviderSnapshot | None, encoder: Encoder,
-                       mark: tuple[Any, ...], asked: float) -> _ProviderSnapshot:
+                       mark: tuple[Any, ...], asked: float, recheck: Collection[uuid.UUID] = ()) -> _ProviderSnapshot:
         """A new snapshot with the counts read: only the profiles changed since ``snapshot`` put in while that
         is allowed (every profile read in the last PROVIDER_PROFILES_AGE seconds, few changed, the number open
         for work as patched), else every profile read (called with ``_building`` held). A fresh read (picks
         that did not hold) is one of these too: what it is for, the slots other processes' offers took, is in
-        the counts."""
+        the counts; ``recheck``, the providers the check under lock turned away, are read whatever their
+        ``updated_at`` (a profile written without moving it, an account closed: neither shows as a change)."""
         from marketplace.domain.offers.services import provider_loads
 
         space = encoder.model_id
@@ -663,7 +666,7 @@ class RoutingEngine:
                 and snapshot.mark[1] is not None and asked - snapshot.profiles_read < PROVIDER_PROFILES_AGE:
             # Only the profiles changed since are read (a read of every profile took 3.6 s at 100,000
             # providers, bench.snapshot), and the counts.
-            change = self._profile_changes(session, snapshot, encoder)
+            change = self._profile_changes(session, snapshot, encoder, recheck=recheck)
             if change is not None:
                 records, closed, updated = change
                 index = snapshot.index.with_changes(records, closed)
@@ -680,13 +683,15 @@ class RoutingEngine:
         return _ProviderSnapshot(index, mark, asked, id(session), space, asked,
                                  {r.account_id: r.updated_at for r in rows})
 
-    def _profile_changes(self, session: Session, snapshot: _ProviderSnapshot, encoder: Encoder, counted: bool = False
+    def _profile_changes(self, session: Session, snapshot: _ProviderSnapshot, encoder: Encoder, counted: bool = False,
+                         recheck: Collection[uuid.UUID] = ()
                          ) -> tuple[list[ProviderRecord], list[str], dict[uuid.UUID, datetime]] | None:
         """The profiles changed since ``snapshot`` was read, for ``ProviderIndex.with_changes``: the providers
         to put in (edited profiles embedded again, providers who joined), the ids of those who stopped taking
         work, and the ``updated_at`` of each provider in the result; None when so many changed that every
         profile should be read instead. ``counted``: the records carry the providers' loads, recent offers and
-        ratings (else none: the caller puts in everyone's)."""
+        ratings (else none: the caller puts in everyone's). ``recheck``: providers read again whatever their
+        ``updated_at`` says (put in as they are now, or taken out)."""
         from marketplace.domain.offers.services import provider_loads
 
         with self._spaces_lock:
@@ -697,6 +702,8 @@ class RoutingEngine:
         # Ids and times first: those of the last PROFILE_CHANGE_LAG were seen by the last read mostly.
         changed = [pid for pid, at in session.execute(select(P.account_id, P.updated_at).where(P.updated_at >= since))
                    if updated.get(pid) != at or str(pid) not in index.row_of]
+        recheck = set(recheck)
+        changed += recheck.difference(changed)
         if len(changed) > PATCH_SHARE * max(len(index), 64):
             return None
         rows = [r for k in range(0, len(changed), 1000) for r in session.execute(
@@ -706,10 +713,13 @@ class RoutingEngine:
         opened, closed = [], []
         for r in rows:
             if r.accepting_work and r.capacity > 0 and r.is_active:
-                if updated.get(r.account_id) != r.updated_at or str(r.account_id) not in index.row_of:
+                if updated.get(r.account_id) != r.updated_at or str(r.account_id) not in index.row_of \
+                        or r.account_id in recheck:
                     opened.append(r)
             elif str(r.account_id) in index.row_of:
                 closed.append(r.account_id)
+        # a rechecked provider whose profile is gone (the account erased) leaves too
+        closed += [pid for pid in recheck.difference(r.account_id for r in rows) if str(pid) in index.row_of]
         if not opened and not closed:
             return [], [], updated
         if closed:

@@ -275,8 +275,11 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
             _pick_offers(settings, engine, index, plan, partners, referrers.get(plan.task.customer_id),
                          category_ids.get(plan.categories[0]["slug"]), offered[plan.task.id])
 
+    taken: set[uuid.UUID] = set()
     for fresh in (False, True):
-        pick(engine.provider_index(session, encoder, fresh=fresh))
+        # the fresh pass reads the counts again, and the profiles of those the check turned away whatever their
+        # updated_at says (a capacity lowered by hand, an account closed: neither moves it)
+        pick(engine.provider_index(session, encoder, fresh=fresh, recheck=taken))
         planned = Counter(uuid.UUID(c.provider_id) for p in plans for c in p.offers)
         if fresh:
             taken = overbooked(session, planned)
