@@ -1,6 +1,6 @@
 """Pure routing logic on arrays and dataclasses: taxonomy, Router (categorize or abstain), Matcher (rank)."""
 
-from routing.matcher import Candidate, Matcher, PartnerCandidate, PartnerRecord, ProviderRecord
+from routing.matcher import Candidate, Matcher, PartnerCandidate, PartnerPool, PartnerRecord, ProviderRecord
 from routing.router import Decision, Router
 from routing.scrub import scrub_pii
 from routing.taxonomy import CategorySpec, Taxonomy
@@ -11,6 +11,7 @@ __all__ = [
     "Decision",
     "Matcher",
     "PartnerCandidate",
+    "PartnerPool",
     "PartnerRecord",
     "ProviderRecord",
     "Router",

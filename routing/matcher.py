@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ SHARE_CAP_FACTOR = 2.0
 MIN_OFFERS_FOR_CAP = 10
 # Assisting partners (Matcher.suggest_partners): staff are shown a few, not every partner of the category.
 MAX_SUGGESTED_PARTNERS = 3
+FOCUSED_CATEGORIES = 3  # a partner of up to this many categories is fully focused on each (focus 1)
 PARTNER_WEIGHTS = {"category": 1.0, "referred_customer": 0.75, "focus": 0.25}
 
 
@@ -209,6 +211,12 @@ class ProviderIndex:
 class PartnerRecord:
     partner_id: str
     expertise: tuple[str, ...]  # the category slugs the partner assists with
+    declared: frozenset[str] = field(init=False)
+    turn: tuple[int, str] = field(init=False)  # the partner's place among equals (Matcher.suggest_partners)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "declared", frozenset(self.expertise))
+        object.__setattr__(self, "turn", (_stable_hash(self.partner_id), self.partner_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +224,90 @@ class PartnerCandidate:
     partner_id: str
     score: float
     components: dict[str, float]
+
+
+def _stable_hash(value: str) -> int:
+    """The same in every process (Python's hash() of a str is not)."""
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big")
+
+
+def _partner_score(p: PartnerRecord, categories: Sequence[str], referrer: str | None) -> PartnerCandidate | None:
+    """``p`` scored for a task in ``categories`` (primary first); None when they assist with none of them."""
+    if not p.declared:
+        return None
+    primary = categories[0]
+    covered = len(p.declared.intersection(categories))
+    category = 1.0 if primary in p.declared else SECONDARY_CATEGORY if covered else 0.0
+    if not category:
+        return None
+    referred = 1.0 if referrer is not None and p.partner_id == referrer else 0.0
+    focus = round(min(1.0, FOCUSED_CATEGORIES * covered / len(p.declared)), 4)
+    w = PARTNER_WEIGHTS
+    score = round(w["category"] * category + w["referred_customer"] * referred + w["focus"] * focus, 4)
+    return PartnerCandidate(p.partner_id, score, {"category": category, "referred_customer": referred, "focus": focus})
+
+
+def _take_turns(group: Sequence[Any], key: str, k: int) -> list[Any]:
+    """``k`` of ``group`` (equals, in their fixed order), starting at a place drawn from ``key``: each is first
+    for about as many keys as any other."""
+    if not group:
+        return []
+    start = _stable_hash(key) % len(group)
+    return [group[(start + i) % len(group)] for i in range(min(k, len(group)))]
+
+
+class PartnerPool:
+    """The active partners of one routing batch, grouped by category, for :meth:`Matcher.suggest_partners`
+    on each of its tasks: a task in one category takes its partners tier by tier (equal scores), scoring only
+    the referrer, instead of scoring every partner of the category (1,200 partners of a category cost 4 ms a
+    task that way); a task in several categories is scored in full over their partners."""
+
+    def __init__(self, partners: Iterable[PartnerRecord]) -> None:
+        self.by_id: dict[str, PartnerRecord] = {}
+        self.by_category: dict[str, list[PartnerRecord]] = {}
+        for p in partners:
+            self.by_id[p.partner_id] = p
+            for slug in p.declared:
+                self.by_category.setdefault(slug, []).append(p)
+        self._tiers: dict[str, list[tuple[float, list[PartnerRecord]]]] = {}
+
+    def suggest(self, categories: Sequence[str], *, referrer: str | None = None, key: str = "",
+                limit: int = MAX_SUGGESTED_PARTNERS) -> list[PartnerCandidate]:
+        """What :meth:`Matcher.suggest_partners` gives over every partner of the pool."""
+        if limit <= 0 or not categories:
+            return []
+        if len(set(categories)) > 1:
+            covering = {p.partner_id: p for slug in categories for p in self.by_category.get(slug, ())}
+            return Matcher.suggest_partners(covering.values(), categories, referrer=referrer, key=key, limit=limit)
+        slug = categories[0]
+        out: list[PartnerCandidate] = []
+        ref = self.by_id.get(referrer) if referrer is not None else None
+        ref_tier = None  # the tier the referrer would be in, had they not referred the customer
+        if ref is not None and (first := _partner_score(ref, categories, referrer)) is not None:
+            out.append(first)  # the referrer's score is above every tier (PARTNER_WEIGHTS)
+            ref_tier = _partner_score(ref, categories, None).score  # type: ignore[union-attr]
+        for score, group in self._category_tiers(slug):
+            if len(out) >= limit:
+                break
+            if score == ref_tier:
+                group = [p for p in group if p is not ref]
+            out += [_partner_score(p, categories, None) for p in _take_turns(group, key, limit - len(out))]  # type: ignore[misc]
+        return out
+
+    def _category_tiers(self, slug: str) -> list[tuple[float, list[PartnerRecord]]]:
+        """The partners of ``slug`` grouped by their score for a task in it alone, best first, each group in its
+        fixed order (built once per pool and category). That score depends only on how many categories a
+        partner declared."""
+        if slug not in self._tiers:
+            by_count: dict[int, list[PartnerRecord]] = {}
+            for p in self.by_category.get(slug, ()):
+                by_count.setdefault(len(p.declared), []).append(p)
+            tiers: dict[float, list[PartnerRecord]] = {}
+            for group in by_count.values():
+                tiers.setdefault(_partner_score(group[0], [slug], None).score, []).extend(group)  # type: ignore[union-attr]
+            self._tiers[slug] = [(score, sorted(tiers[score], key=lambda p: p.turn))
+                                 for score in sorted(tiers, reverse=True)]
+        return self._tiers[slug]
 
 
 class Matcher:
@@ -334,32 +426,27 @@ class Matcher:
           secondary one only;
         * ``referred_customer``: 1 for ``referrer``, the partner who referred the task's customer (they know
           the customer already);
-        * ``focus``: the share of the partner's categories that the task is in, so a specialist comes before
-          a partner who ticked every category (who would otherwise be suggested on every task).
+        * ``focus``: 1 for a partner of up to FOCUSED_CATEGORIES categories (or as many of the task's), less
+          the more categories they declared beyond that, so a partner who ticked every category does not
+          crowd out those who assist with a few, nor is declaring a single one an advantage.
 
-        Partners with the same score are ordered by a hash of ``key`` (the task) and their id: they take turns
-        across tasks instead of the same ones always coming first, and a task's order is the same every time."""
+        Partners with the same score take turns across tasks (``key``: the task): ordered by a hash of their id
+        and taken from a place in that order drawn from ``key``, so a task's order is the same every time.
+        :class:`PartnerPool` gives the same result for many tasks without scoring every partner each time."""
         if limit <= 0 or not categories:
             return []
-        primary, secondary = categories[0], set(categories[1:])
         exclude = exclude or set()
-        w = PARTNER_WEIGHTS
-        scored = []
+        tiers: dict[float, list[tuple[PartnerRecord, PartnerCandidate]]] = {}
         for p in partners:
-            declared = set(p.expertise)
-            if p.partner_id in exclude or not declared:
-                continue
-            category = 1.0 if primary in declared else SECONDARY_CATEGORY if declared & secondary else 0.0
-            if not category:
-                continue
-            referred = 1.0 if referrer is not None and p.partner_id == referrer else 0.0
-            focus = round(len(declared & {primary, *secondary}) / len(declared), 4)
-            score = round(w["category"] * category + w["referred_customer"] * referred + w["focus"] * focus, 4)
-            turn = hashlib.blake2b(f"{key}:{p.partner_id}".encode(), digest_size=8).digest()
-            scored.append((-score, turn, p.partner_id, PartnerCandidate(
-                p.partner_id, score, {"category": category, "referred_customer": referred, "focus": focus})))
-        scored.sort(key=lambda s: s[:3])
-        return [s[3] for s in scored[:limit]]
+            if p.partner_id not in exclude and (candidate := _partner_score(p, categories, referrer)) is not None:
+                tiers.setdefault(candidate.score, []).append((p, candidate))
+        out: list[PartnerCandidate] = []
+        for score in sorted(tiers, reverse=True):
+            if len(out) >= limit:
+                break
+            group = sorted(tiers[score], key=lambda pc: pc[0].turn)
+            out += [c for _, c in _take_turns(group, key, limit - len(out))]
+        return out
 
     @staticmethod
     def _price_fit(rate: np.ndarray, budget: Decimal | None) -> np.ndarray:

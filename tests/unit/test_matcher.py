@@ -10,11 +10,13 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from routing.matcher import (
+    FOCUSED_CATEGORIES,
     MAX_SUGGESTED_PARTNERS,
     PARTNER_WEIGHTS,
     SECONDARY_CATEGORY,
     WEIGHTS,
     Matcher,
+    PartnerPool,
     PartnerRecord,
     ProviderRecord,
 )
@@ -333,21 +335,43 @@ def test_only_partners_of_the_tasks_categories_are_suggested_primary_first_and_a
     assert Matcher.suggest_partners(many, [], key="t1") == []
 
 
-def test_the_partner_who_referred_the_customer_comes_first_and_a_specialist_before_a_generalist() -> None:
-    partners = [PartnerRecord("generalist", ("web", "seo", "design", "video", "tax")),
+def test_the_partner_who_referred_the_customer_comes_first_and_a_generalist_after_the_focused() -> None:
+    ten = ("web", "seo", "design", "video", "tax", "legal", "plumbing", "translation", "voice", "data")
+    partners = [PartnerRecord("generalist", ten),
                 PartnerRecord("specialist", ("web",)),
                 PartnerRecord("referrer", ("seo", "design")),  # the task's secondary category only
                 PartnerRecord("referrer-elsewhere", ("plumbing",))]
     suggested = Matcher.suggest_partners(partners, ["web", "seo"], referrer="referrer", key="t1")
     assert partner_ids(suggested) == ["referrer", "specialist", "generalist"]
-    assert suggested[0].components == {"category": SECONDARY_CATEGORY, "referred_customer": 1.0, "focus": 0.5}
-    assert suggested[2].components["focus"] == 0.4
+    assert suggested[0].components == {"category": SECONDARY_CATEGORY, "referred_customer": 1.0, "focus": 1.0}
+    assert suggested[2].components["focus"] == round(FOCUSED_CATEGORIES * 2 / 10, 4)
     for task in range(20):  # on every task, not by the turn of the draw
         order = partner_ids(Matcher.suggest_partners(partners, ["web"], key=f"task-{task}"))
         assert order.index("specialist") < order.index("generalist")
     # the referrer counts only where their expertise covers the task
     assert "referrer-elsewhere" not in partner_ids(
         Matcher.suggest_partners(partners, ["web"], referrer="referrer-elsewhere", key="t1"))
+
+
+def test_declaring_a_few_related_categories_is_no_disadvantage() -> None:
+    partners = [PartnerRecord("one", ("web",)), PartnerRecord("two", ("web", "design")),
+                PartnerRecord("three", ("web", "design", "seo")), PartnerRecord("four", ("web", "design", "seo", "tax"))]
+    first = [Matcher.suggest_partners(partners, ["web"], key=f"task-{t}")[0].partner_id for t in range(300)]
+    assert all(60 <= first.count(pid) <= 140 for pid in ("one", "two", "three"))  # ~100 each
+    assert "four" not in first  # (four categories: focus 0.75)
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.sets(st.sampled_from(["web", "seo", "tax", "law", "art"]),
+                                                               max_size=5)), max_size=14, unique_by=lambda t: t[0]),
+       st.lists(st.sampled_from(["web", "seo", "tax", "law", "art", "none"]), min_size=1, max_size=3, unique=True),
+       st.sampled_from([None, "a", "b", "z"]), st.text(max_size=6), st.integers(0, 5))
+@hsettings(max_examples=300, deadline=None)
+def test_a_partner_pool_suggests_what_scoring_every_partner_does(partners, categories, referrer, key, limit) -> None:
+    records = [PartnerRecord(pid, tuple(sorted(expertise))) for pid, expertise in partners]
+    pool = PartnerPool(records)
+    for _ in range(2):  # (the second time from the tiers built the first)
+        assert pool.suggest(categories, referrer=referrer, key=key, limit=limit) == \
+            Matcher.suggest_partners(records, categories, referrer=referrer, key=key, limit=limit)
 
 
 def test_equal_partners_take_turns_across_tasks_and_a_tasks_order_is_stable() -> None:

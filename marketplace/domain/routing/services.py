@@ -37,7 +37,7 @@ from marketplace.domain.tasks.services import latest_decision
 from marketplace.errors import Conflict
 from marketplace.settings import Settings
 from models import Encoder
-from routing.matcher import Candidate, PartnerRecord, ProviderIndex
+from routing.matcher import Candidate, PartnerPool, PartnerRecord, ProviderIndex
 from routing.taxonomy import Taxonomy
 from routing.tuned import RoutingModel
 
@@ -248,16 +248,12 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
     (another process's offers took the last slots), pick again on a fresh read of the providers, once."""
     if not plans:
         return
-    partners: dict[str, list[PartnerRecord]] = defaultdict(list)  # per category: a task looks at its own only
-    for pid, expertise in session.execute(
-            select(PartnerProfile.account_id, PartnerProfile.expertise)  # active accounts that assist with something
-            .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True))):
-        record = PartnerRecord(str(pid), tuple(expertise or ()))
-        for slug in set(record.expertise):
-            partners[slug].append(record)
+    partners = PartnerPool(PartnerRecord(str(pid), tuple(expertise or ())) for pid, expertise in session.execute(
+        select(PartnerProfile.account_id, PartnerProfile.expertise)  # active accounts
+        .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True))))
     referrers = dict(session.execute(  # the partner who referred each customer (suggested first)
         select(Referral.customer_id, Referral.partner_id)
-        .where(Referral.customer_id.in_(list({p.task.customer_id for p in plans})))).all()) if partners else {}
+        .where(Referral.customer_id.in_(list({p.task.customer_id for p in plans})))).all()) if partners.by_id else {}
     primaries = {p.categories[0]["slug"] for p in plans}
     category_ids = dict(session.execute(
         select(Category.slug, Category.id).where(Category.slug.in_(primaries))).all())
@@ -302,7 +298,7 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
 
 
 def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex, plan: _Plan,
-                 partners: dict[str, list[PartnerRecord]], referrer: uuid.UUID | None,
+                 partners: PartnerPool, referrer: uuid.UUID | None,
                  category_id: uuid.UUID | None, offered: set[uuid.UUID]) -> None:
     task, slugs = plan.task, [c["slug"] for c in plan.categories]
     # a task placed again is not offered twice to the same provider: those offered it before are left out of
@@ -315,9 +311,7 @@ def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex
     plan.candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
                        for c in ranked]
     # a few assisting partners for staff, best first (Matcher.suggest_partners), with what their score is made of
-    covering = {p.partner_id: p for slug in slugs for p in partners.get(slug, ())}
-    suggested = engine.matcher.suggest_partners(covering.values(), slugs, key=str(task.id),
-                                                referrer=str(referrer) if referrer else None)
+    suggested = partners.suggest(slugs, key=str(task.id), referrer=str(referrer) if referrer else None)
     plan.explanation["suggested_partner_ids"] = [p.partner_id for p in suggested]
     plan.explanation["suggested_partners"] = [{"partner_id": p.partner_id, "score": p.score,
                                                "components": p.components} for p in suggested]
