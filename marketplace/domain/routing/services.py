@@ -240,7 +240,7 @@ def _categorize(engine: RoutingEngine, plans: list[_Plan], router: tuple[Routing
 
 
 def _choose_providers(session: Session, settings: Settings, engine: RoutingEngine,
-                      plans: list[_Plan], encoder: Encoder) -> None:
+                      plans: list[_Plan], encoder: Encoder, with_partners: bool = True) -> None:
     """Rank providers for each task and pick its offers on the engine's provider snapshot in the space of
     ``encoder`` (the one that gave the plans' vectors), counting each offer
     in it as it is picked (so the result is what routing the tasks one after another gives); then lock the
@@ -248,9 +248,11 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
     (another process's offers took the last slots), pick again on a fresh read of the providers, once."""
     if not plans:
         return
+    # ``with_partners``: assisting partners are suggested (a re-offer keeps its decision's suggestions)
     partners = PartnerPool(PartnerRecord(str(pid), tuple(expertise or ())) for pid, expertise in session.execute(
         select(PartnerProfile.account_id, PartnerProfile.expertise)  # active accounts
-        .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True))))
+        .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True)))
+    ) if with_partners else PartnerPool(())
     referrers = dict(session.execute(  # the partner who referred each customer (suggested first)
         select(Referral.customer_id, Referral.partner_id)
         .where(Referral.customer_id.in_(list({p.task.customer_id for p in plans})))).all()) if partners.by_id else {}
@@ -391,7 +393,8 @@ def reoffer(session: Session, settings: Settings, engine: RoutingEngine, task_id
     customer = session.get(Account, task.customer_id)
     if customer is not None and not customer.ai_processing_objection:
         plan.vector = engine.encode(encoder, [task_text(task.title, task.description)])[0]
-    _choose_providers(session, settings.with_(offers_per_task=max(1, wanted)), engine, [plan], encoder)
+    _choose_providers(session, settings.with_(offers_per_task=max(1, wanted)), engine, [plan], encoder,
+                      with_partners=False)
     if not plan.offers:
         transition(session, task, TaskStatus.NEEDS_REVIEW, actor_id=None, actor_role=SYSTEM, reason=NOBODY_LEFT)
         return "needs_review"
