@@ -210,12 +210,11 @@ class ProviderIndex:
 @dataclass(frozen=True, slots=True)
 class PartnerRecord:
     partner_id: str
-    expertise: tuple[str, ...]  # the category slugs the partner assists with
-    declared: frozenset[str] = field(init=False)
+    expertise: frozenset[str]  # the category slugs the partner assists with (any iterable; kept as a set)
     turn: tuple[int, str] = field(init=False)  # the partner's place among equals (Matcher.suggest_partners)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "declared", frozenset(self.expertise))
+        object.__setattr__(self, "expertise", frozenset(self.expertise))
         object.__setattr__(self, "turn", (_stable_hash(self.partner_id), self.partner_id))
 
 
@@ -233,15 +232,15 @@ def _stable_hash(value: str) -> int:
 
 def _partner_score(p: PartnerRecord, categories: Sequence[str], referrer: str | None) -> PartnerCandidate | None:
     """``p`` scored for a task in ``categories`` (primary first); None when they assist with none of them."""
-    if not p.declared:
+    if not p.expertise:
         return None
     primary = categories[0]
-    covered = len(p.declared.intersection(categories))
-    category = 1.0 if primary in p.declared else SECONDARY_CATEGORY if covered else 0.0
+    covered = len(p.expertise.intersection(categories))
+    category = 1.0 if primary in p.expertise else SECONDARY_CATEGORY if covered else 0.0
     if not category:
         return None
     referred = 1.0 if referrer is not None and p.partner_id == referrer else 0.0
-    focus = round(min(1.0, FOCUSED_CATEGORIES * covered / len(p.declared)), 4)
+    focus = round(min(1.0, FOCUSED_CATEGORIES * covered / len(p.expertise)), 4)
     w = PARTNER_WEIGHTS
     score = round(w["category"] * category + w["referred_customer"] * referred + w["focus"] * focus, 4)
     return PartnerCandidate(p.partner_id, score, {"category": category, "referred_customer": referred, "focus": focus})
@@ -267,7 +266,7 @@ class PartnerPool:
         self.by_category: dict[str, list[PartnerRecord]] = {}
         for p in partners:
             self.by_id[p.partner_id] = p
-            for slug in p.declared:
+            for slug in p.expertise:
                 self.by_category.setdefault(slug, []).append(p)
         self._tiers: dict[str, list[tuple[float, list[PartnerRecord]]]] = {}
 
@@ -301,7 +300,7 @@ class PartnerPool:
         if slug not in self._tiers:
             by_count: dict[int, list[PartnerRecord]] = {}
             for p in self.by_category.get(slug, ()):
-                by_count.setdefault(len(p.declared), []).append(p)
+                by_count.setdefault(len(p.expertise), []).append(p)
             tiers: dict[float, list[PartnerRecord]] = {}
             for group in by_count.values():
                 tiers.setdefault(_partner_score(group[0], [slug], None).score, []).extend(group)  # type: ignore[union-attr]

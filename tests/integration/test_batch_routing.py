@@ -262,6 +262,14 @@ def test_providers_that_fill_up_during_routing_roll_it_back(api: Api, db: Any, s
 
 
 
+def reads_of_every_profile(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one each time ``engine`` reads every open profile (not only the changed ones)."""
+    read_all: list[int] = []
+    real = engine._open_profiles
+    monkeypatch.setattr(engine, "_open_profiles", lambda session: read_all.append(1) or real(session))
+    return read_all
+
+
 def test_picks_that_no_longer_hold_and_a_rolled_back_batch_read_the_counts_again_not_every_profile(
         api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another process's offer took a provider's last slot: the batch that picked them on its snapshot reads the
@@ -274,9 +282,7 @@ def test_picks_that_no_longer_hold_and_a_rolled_back_batch_read_the_counts_again
     with db.session(readonly=True) as session:
         before = engine.provider_index(session)
     assert before.load[before.row_of[full["id"]]] == 0
-    read_all: list[int] = []
-    real = engine._open_profiles
-    monkeypatch.setattr(engine, "_open_profiles", lambda session: read_all.append(1) or real(session))
+    read_all = reads_of_every_profile(engine, monkeypatch)
     with db.session() as session:  # another worker process's offer: this one's snapshot does not count it
         add_offers(session, settings, [Pick(elsewhere, uuid.UUID(full["id"]), 1, 0.9)])
 
@@ -318,9 +324,7 @@ def test_a_provider_the_check_turns_away_is_read_again_whatever_their_profile_sa
         add_offers(session, settings, [Pick(elsewhere, uuid.UUID(lowered["id"]), 1, 0.9)])
     with db.session(readonly=True) as session:
         engine.provider_index(session)
-    read_all: list[int] = []
-    real = engine._open_profiles
-    monkeypatch.setattr(engine, "_open_profiles", lambda session: read_all.append(1) or real(session))
+    read_all = reads_of_every_profile(engine, monkeypatch)
 
     def offered(task: uuid.UUID) -> set[str]:
         with db.session(readonly=True) as session:
@@ -794,9 +798,7 @@ def test_a_new_snapshot_reads_only_the_profiles_that_changed(
     engine = get_engine()
     with db.session(readonly=True) as session:
         engine.provider_index(session)
-    read_all: list[int] = []
-    real = engine._open_profiles
-    monkeypatch.setattr(engine, "_open_profiles", lambda session: read_all.append(1) or real(session))
+    read_all = reads_of_every_profile(engine, monkeypatch)
     monkeypatch.setattr(engine_module, "PROVIDER_SNAPSHOT_AGE", 0.0)
 
     def edit(provider: dict[str, Any], **values: Any) -> None:

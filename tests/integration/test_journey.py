@@ -190,7 +190,7 @@ def test_partners_with_the_tasks_expertise_are_suggested_to_staff_as_assisting_p
 
     from sqlalchemy import select, update
 
-    from marketplace.db.models import Account, Category
+    from marketplace.db.models import Account, Category, RoutingDecision
     from routing.matcher import MAX_SUGGESTED_PARTNERS
 
     c = api.client
@@ -247,3 +247,11 @@ def test_partners_with_the_tasks_expertise_are_suggested_to_staff_as_assisting_p
         session.execute(update(Account).where(Account.id == uuid.UUID(second)).values(is_active=False))
     later = c.get(f"/api/v1/tasks/{task_id}", headers=api.staff(db)).json()["routing"]["partners"]
     assert [(p["partner_id"], p["active"]) for p in later[:2]] == [(referrer["id"], True), (second, False)]
+
+    # A decision stored before partners' scores were (their ids only) still lists them for staff, with names.
+    with db.session() as session:
+        decision = session.scalar(select(RoutingDecision).where(RoutingDecision.task_id == uuid.UUID(task_id)))
+        decision.explanation = {k: v for k, v in decision.explanation.items() if k != "suggested_partners"}
+    older = c.get(f"/api/v1/tasks/{task_id}", headers=api.staff(db)).json()["routing"]["partners"]
+    assert [(p["partner_id"], p["name"], p["score"], p["components"]) for p in older] == \
+        [(p["partner_id"], p["name"], 0.0, {}) for p in suggested]

@@ -789,8 +789,8 @@ class RoutingEngine:
 
     def forget_providers(self) -> None:
         """Drop the provider snapshot: the next batch reads every profile again."""
-        if self._providers is not None:
-            self._forget(self._providers)
+        with self._providers_lock:
+            self._providers = None
 
     def expire_providers(self) -> None:
         """Read the providers' counts again for the next batch (with the profiles changed since, as any read
@@ -798,11 +798,6 @@ class RoutingEngine:
         providers' slots."""
         if self._providers is not None:
             self._expire(self._providers)
-
-    def _forget(self, snapshot: _ProviderSnapshot, _session: Session | None = None) -> None:
-        with self._providers_lock:
-            if self._providers is snapshot:
-                self._providers = None
 
     def _expire(self, snapshot: _ProviderSnapshot, _session: Session | None = None) -> None:
         """``snapshot``, if still in place, is due to be read again: the next read takes its counts afresh (and

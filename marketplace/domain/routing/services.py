@@ -249,7 +249,7 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
     if not plans:
         return
     # ``with_partners``: assisting partners are suggested (a re-offer keeps its decision's suggestions)
-    partners = PartnerPool(PartnerRecord(str(pid), tuple(expertise or ())) for pid, expertise in session.execute(
+    partners = PartnerPool(PartnerRecord(str(pid), frozenset(expertise or ())) for pid, expertise in session.execute(
         select(PartnerProfile.account_id, PartnerProfile.expertise)  # active accounts
         .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True)))
     ) if with_partners else PartnerPool(())

@@ -155,8 +155,7 @@ def _suggested_partners(session: Session, decision: RoutingDecision) -> list[Par
     ids = [uuid.UUID(p["partner_id"]) for p in suggested]
     accounts = {pid: (name, active) for pid, name, active in session.execute(
         select(Account.id, Account.display_name, Account.is_active).where(Account.id.in_(ids)))}
-    return [PartnerSuggestionOut(p["partner_id"], accounts.get(pid, (None, False))[0],
-                                 bool(accounts.get(pid, (None, False))[1]), float(p["score"]),
+    return [PartnerSuggestionOut(p["partner_id"], *accounts.get(pid, (None, False)), float(p["score"]),
                                  dict(p.get("components") or {}))
             for p, pid in zip(suggested, ids, strict=True)]
 
