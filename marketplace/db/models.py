@@ -157,6 +157,9 @@ class PartnerProfile(Base):
     )
     referral_code: Mapped[str] = data(C.PROFILE, "account_lifetime", String(16), unique=True)
     expertise: Mapped[list[str]] = data(C.PROFILE, "account_lifetime", JSON, default=list)
+    # indexed: routing checks the newest change before every batch (RoutingEngine.partners)
+    updated_at: Mapped[datetime] = data(C.ACTIVITY, "account_lifetime", UTCDateTime, default=now, onupdate=now,
+                                        index=True)
 
     account: Mapped[Account] = relationship(back_populates="partner_profile")
 

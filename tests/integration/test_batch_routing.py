@@ -16,6 +16,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from marketplace.db.models import (
+    Account,
     Category,
     Offer,
     RoutingDecision,
@@ -32,6 +33,7 @@ from marketplace.domain.tasks.schemas import TaskIn
 from marketplace.domain.tasks.services import create_task
 from marketplace.errors import Conflict
 from models.batching import StageLimit
+from routing.matcher import MAX_SUGGESTED_PARTNERS
 from tests.conftest import BOOKKEEPING_TASK, Api, bookkeepers, wait_until
 
 pytestmark = pytest.mark.model
@@ -105,6 +107,59 @@ def test_a_batch_routes_like_one_task_after_another(api: Api, db: Any, settings:
     assert max(loads.values()) <= 2
     with db.session() as session:  # routing them again changes nothing
         assert set(route_tasks(session, settings, engine, ids).values()) == {"skipped"}
+
+
+def test_assisting_partners_are_read_again_only_when_they_change_and_a_closed_account_is_never_suggested(
+        api: Api, db: Any, settings: Any) -> None:
+    bookkeepers(api, 1, capacity=10)
+    accounts = [api.user("partner") for _ in range(MAX_SUGGESTED_PARTNERS + 1)]
+    headers = {account["id"]: h for account, h in accounts}
+    for h in headers.values():
+        r = api.client.put("/api/v1/partners/me", json={"expertise": ["bookkeeping-accounting"]}, headers=h)
+        assert r.status_code == 200, r.text
+    customer, _ = api.user("customer")
+    engine = get_engine()
+
+    def route(request: tuple[str, str]) -> tuple[set[str], int]:
+        """One task routed in a batch of its own: the partners suggested on it, and how many statements of the
+        batch read the partners' rows."""
+        task, = submitted_tasks(db, customer["id"], [request])
+        queries: list[str] = []
+        listen = (db.engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
+        event.listen(*listen)
+        try:
+            with db.session() as session:
+                assert route_tasks(session, settings, engine, [task]) == {task: "routed"}
+        finally:
+            event.remove(*listen)
+        with db.session(readonly=True) as session:
+            decision = session.scalar(select(RoutingDecision).where(RoutingDecision.task_id == task))
+            suggested = decision.explanation["suggested_partner_ids"]
+        assert len(suggested) == len(set(suggested))
+        return set(suggested), sum("partner_profiles.expertise" in q for q in queries)
+
+    everyone = set(headers)
+    first, reads = route(BOOKKEEPING_TASK)
+    assert len(first) == MAX_SUGGESTED_PARTNERS and first <= everyone and reads == 1
+    again, reads = route(REQUESTS[1])  # nothing changed: the pool the first batch read
+    assert len(again) == MAX_SUGGESTED_PARTNERS and again <= everyone and reads == 0
+
+    # An account closed moves nothing the pool is read again for: it is not suggested all the same, and the
+    # pool goes on without it.
+    closed = sorted(first)[0]
+    with db.session() as session:
+        session.execute(update(Account).where(Account.id == uuid.UUID(closed)).values(is_active=False))
+    after, reads = route(REQUESTS[2])
+    assert after == everyone - {closed} and reads == 0
+    after, reads = route(REQUESTS[4])
+    assert after == everyone - {closed} and reads == 0
+
+    # Expertise saved: the next batch reads the partners again and suggests what they assist with now.
+    moved = sorted(after)[0]
+    r = api.client.put("/api/v1/partners/me", json={"expertise": ["plumbing"]}, headers=headers[moved])
+    assert r.status_code == 200, r.text
+    later, reads = route(REQUESTS[5])
+    assert later == everyone - {closed, moved} and reads == 1
 
 
 def stale_snapshot(api: Api, db: Any, settings: Any) -> tuple[uuid.UUID, uuid.UUID]:

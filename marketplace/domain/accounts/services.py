@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +36,13 @@ from marketplace.security import (
     verify_password,
 )
 from marketplace.settings import Settings
+
+
+def active_accounts(session: Session, ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``ids`` whose account is open (primary-key lookups)."""
+    if not ids:
+        return set()
+    return set(session.scalars(select(Account.id).where(Account.id.in_(list(ids)), Account.is_active.is_(True))))
 
 
 def account_out(session: Session, account: Account) -> AccountOut:

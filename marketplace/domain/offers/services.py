@@ -25,6 +25,7 @@ from marketplace.db.models import (
     TaskStatus,
 )
 from marketplace.db.sql import for_change
+from marketplace.domain.accounts.services import active_accounts
 from marketplace.domain.categories.services import get_by_slug
 from marketplace.domain.offers.schemas import OfferOut, OfferPage
 from marketplace.domain.tasks.lifecycle import SYSTEM, transition
@@ -84,7 +85,7 @@ def make_offers(session: Session, settings: Settings, task: Task, candidates: li
             .order_by(ProviderProfile.account_id)
         ))
     }
-    active = set(session.scalars(select(Account.id).where(Account.id.in_(ordered), Account.is_active.is_(True))))
+    active = active_accounts(session, ordered)
     loads = provider_loads(session, ordered)
     ranked = {uuid.UUID(c["provider_id"]): c for c in candidates}
     picked: list[Pick] = []

@@ -12,7 +12,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from marketplace.clock import now
-from marketplace.db.models import Category, PartnerProfile, Referral, Task, TaskStatus, TaskTransition
+from marketplace.db.models import (
+    Account,
+    Category,
+    PartnerProfile,
+    Referral,
+    Task,
+    TaskStatus,
+    TaskTransition,
+)
 from marketplace.domain.categories.services import require_active
 from marketplace.domain.partners.schemas import (
     PartnerProfileIn,
@@ -50,6 +58,25 @@ def update_expertise(session: Session, partner_id: uuid.UUID, data: PartnerProfi
     profile.expertise = slugs
     session.flush()
     return profile_out(session, partner_id)
+
+
+def partners_mark(session: Session) -> tuple[object, ...]:
+    """What moves whenever :func:`active_partners` would give something new, for the price of two index lookups
+    instead of every partner's row: the number of partner profiles and the newest change to one (expertise
+    saved, a partner joining; an erased partner's profile is deleted). A partner account closed moves neither:
+    routing checks the accounts of the partners it suggests (marketplace.domain.routing.services)."""
+    return tuple(session.execute(select(
+        select(func.count()).select_from(PartnerProfile).scalar_subquery(),
+        select(func.max(PartnerProfile.updated_at)).scalar_subquery(),
+    )).one())
+
+
+def active_partners(session: Session) -> list[tuple[uuid.UUID, list[str]]]:
+    """Every partner whose account is open, with the categories they assist with (plain rows: there can be
+    tens of thousands; the routing engine reads them again only when :func:`partners_mark` moves)."""
+    return [(pid, list(expertise or [])) for pid, expertise in session.execute(
+        select(PartnerProfile.account_id, PartnerProfile.expertise)
+        .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True)))]
 
 
 def referrals(session: Session, secret: str, partner_id: uuid.UUID, limit: int, offset: int) -> ReferralsOut:

@@ -34,13 +34,14 @@ from sqlalchemy.orm import Session
 from marketplace.clock import now
 from marketplace.db.models import Account, CategoryExample, Offer, ProviderProfile, Rating
 from marketplace.domain.categories.services import load_taxonomy, taxonomy_mark
+from marketplace.domain.partners.services import active_partners, partners_mark
 from marketplace.domain.providers.services import profile_text
 from marketplace.domain.routing.recent import RecentItems, cached_recently
 from marketplace.errors import Conflict
 from models import Encoder, load_encoder
 from models.tuning import TuningConfig
 from routing import Matcher, ProviderRecord, Taxonomy, scrub_pii
-from routing.matcher import ProviderIndex
+from routing.matcher import PartnerPool, PartnerRecord, ProviderIndex
 from routing.tuned import RoutingModel, fingerprint, fit_routing_model, tunable
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,10 @@ SNAPSHOT_AHEAD = 1.5
 # The taxonomy is read again when its mark (categories.services.taxonomy_mark) moves, and at least this often
 # (should two deletions and two additions ever leave the mark as it was).
 TAXONOMY_AGE = 60.0
+# The active partners (assisting-partner suggestions) are read again when their mark
+# (partners.services.partners_mark) moves, and at least this often: an account reopened by hand moves no mark.
+# (One closed moves none either; routing checks the accounts of the partners it suggests and leaves them out.)
+PARTNERS_AGE = 60.0
 # Profiles embedded in a new tuned model's space per call of RoutingEngine.router (one per routing batch) until
 # all have a vector there and the model takes over: ~1.6 s of the two cores a call on Zen 4 (a profile is ~71
 # tokens, ~310 a second), and a demo-sized marketplace switches on the first call.
@@ -171,6 +176,7 @@ class RoutingEngine:
         # (taxonomy version, its tuned model's file): hashing every example once per version, not per call
         self._tuned_file_of: tuple[str, Path] | None = None
         self._read_taxonomy: tuple[tuple[object, ...], float, Taxonomy] | None = None  # (mark, when, taxonomy)
+        self._read_partners: tuple[tuple[object, ...], float, PartnerPool] | None = None  # (mark, when, pool)
         # per space (encoder model_id): provider -> (profile updated_at, vector)
         self._spaces: dict[str, dict[uuid.UUID, tuple[datetime, np.ndarray]]] = {}
         self._spaces_lock = threading.Lock()
@@ -279,6 +285,31 @@ class RoutingEngine:
         with self._lock:
             self._read_taxonomy = (mark, started, taxonomy)
         return taxonomy
+
+    def partners(self, session: Session) -> PartnerPool:
+        """The active partners, grouped for assisting-partner suggestions. Read afresh only when their mark moved
+        (or every PARTNERS_AGE seconds): every routing batch asks, and reading and grouping every partner took a
+        batch ~0.3 s at 20,000 partners (bench.partners). The pool is shared by the batches that follow; it is
+        not changed in place (suggesting fills its per-category tiers, the same whoever fills them)."""
+        mark = (session.get_bind().engine.url, *partners_mark(session))  # read first, as in taxonomy()
+        with self._lock:
+            known = self._read_partners
+        if known is not None and known[0] == mark and time.monotonic() - known[1] < PARTNERS_AGE:
+            return known[2]
+        started = time.monotonic()
+        pool = PartnerPool(PartnerRecord(str(pid), frozenset(expertise)) for pid, expertise in active_partners(session))
+        with self._lock:
+            self._read_partners = (mark, started, pool)
+        return pool
+
+    def without_partners(self, pool: PartnerPool, gone: Collection[str]) -> PartnerPool:
+        """``pool`` without the partners ``gone`` (accounts found closed since it was read), in its place if it
+        is still the one the engine holds: their accounts are not looked up again until it is read again."""
+        smaller = pool.without(gone)
+        with self._lock:
+            if self._read_partners is not None and self._read_partners[2] is pool:
+                self._read_partners = (self._read_partners[0], self._read_partners[1], smaller)
+        return smaller
 
     def router(self, session: Session, tuning: bool = True, ranking: bool = True, *, wait: bool = False
                ) -> tuple[RoutingModel, Taxonomy]:

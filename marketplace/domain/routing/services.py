@@ -22,7 +22,6 @@ from marketplace.db.models import (
     Category,
     Offer,
     OfferStatus,
-    PartnerProfile,
     Referral,
     RoutingDecision,
     RoutingOutcome,
@@ -30,6 +29,7 @@ from marketplace.db.models import (
     TaskStatus,
 )
 from marketplace.db.sql import for_change, likely
+from marketplace.domain.accounts.services import active_accounts
 from marketplace.domain.offers.services import NOBODY_LEFT, Pick, add_offers, open_offers, overbooked
 from marketplace.domain.routing.engine import RoutingEngine, task_text
 from marketplace.domain.tasks.lifecycle import SYSTEM, transition, transition_all
@@ -37,7 +37,7 @@ from marketplace.domain.tasks.services import latest_decision
 from marketplace.errors import Conflict
 from marketplace.settings import Settings
 from models import Encoder
-from routing.matcher import Candidate, PartnerPool, PartnerRecord, ProviderIndex
+from routing.matcher import Candidate, ProviderIndex
 from routing.taxonomy import Taxonomy
 from routing.tuned import RoutingModel
 
@@ -248,14 +248,8 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
     (another process's offers took the last slots), pick again on a fresh read of the providers, once."""
     if not plans:
         return
-    # ``with_partners``: assisting partners are suggested (a re-offer keeps its decision's suggestions)
-    partners = PartnerPool(PartnerRecord(str(pid), frozenset(expertise or ())) for pid, expertise in session.execute(
-        select(PartnerProfile.account_id, PartnerProfile.expertise)  # active accounts
-        .join(Account, Account.id == PartnerProfile.account_id).where(Account.is_active.is_(True)))
-    ) if with_partners else PartnerPool(())
-    referrers = dict(session.execute(  # the partner who referred each customer (suggested first)
-        select(Referral.customer_id, Referral.partner_id)
-        .where(Referral.customer_id.in_(list({p.task.customer_id for p in plans})))).all()) if partners.by_id else {}
+    if with_partners:  # a re-offer keeps its decision's suggestions
+        _suggest_partners(session, engine, plans)
     primaries = {p.categories[0]["slug"] for p in plans}
     category_ids = dict(session.execute(
         select(Category.slug, Category.id).where(Category.slug.in_(primaries))).all())
@@ -270,8 +264,8 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
         for plan, summary in zip(plans, summaries, strict=True):
             plan.outcome, plan.reason, plan.offers = None, "", []
             plan.explanation["summary"] = summary
-            _pick_offers(settings, engine, index, plan, partners, referrers.get(plan.task.customer_id),
-                         category_ids.get(plan.categories[0]["slug"]), offered[plan.task.id])
+            _pick_offers(settings, engine, index, plan, category_ids.get(plan.categories[0]["slug"]),
+                         offered[plan.task.id])
 
     taken: set[uuid.UUID] = set()
     for fresh in (False, True):
@@ -299,8 +293,33 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
     raise Conflict(f"{len(taken)} provider(s) filled up while these tasks were routed; routing again.")
 
 
+def _suggest_partners(session: Session, engine: RoutingEngine, plans: list[_Plan]) -> None:
+    """A few assisting partners for staff on each plan, best first (Matcher.suggest_partners), with what their
+    score is made of. From the engine's pool of active partners, kept between batches: a partner account closed
+    since it was read moves nothing it watches, so the accounts of the partners suggested are looked up, and
+    those closed are left out of the pool and the suggestions made again without them."""
+    pool = engine.partners(session)
+    referrers = dict(session.execute(  # the partner who referred each customer (suggested first)
+        select(Referral.customer_id, Referral.partner_id)
+        .where(Referral.customer_id.in_(list({p.task.customer_id for p in plans})))).all()) if pool.by_id else {}
+    pending = plans
+    while pending:
+        made = [(plan, pool.suggest([c["slug"] for c in plan.categories], key=str(plan.task.id),
+                                    referrer=str(r) if (r := referrers.get(plan.task.customer_id)) else None))
+                for plan in pending]
+        named = {uuid.UUID(p.partner_id) for _, suggested in made for p in suggested}
+        gone = {str(pid) for pid in named - active_accounts(session, named)}
+        for plan, suggested in made:
+            plan.explanation["suggested_partner_ids"] = [p.partner_id for p in suggested]
+            plan.explanation["suggested_partners"] = [{"partner_id": p.partner_id, "score": p.score,
+                                                       "components": p.components} for p in suggested]
+        if gone:
+            log.info("route_batch.partners_closed", partners=len(gone))
+            pool = engine.without_partners(pool, gone)
+        pending = plans if gone else []  # all of them: as a pool read without those partners would suggest
+
+
 def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex, plan: _Plan,
-                 partners: PartnerPool, referrer: uuid.UUID | None,
                  category_id: uuid.UUID | None, offered: set[uuid.UUID]) -> None:
     task, slugs = plan.task, [c["slug"] for c in plan.categories]
     # a task placed again is not offered twice to the same provider: those offered it before are left out of
@@ -312,11 +331,6 @@ def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex
                                        include_full=True)  # stored: re-offers reach those who free up
     plan.candidates = [{"provider_id": c.provider_id, "score": c.score, "components": c.components}
                        for c in ranked]
-    # a few assisting partners for staff, best first (Matcher.suggest_partners), with what their score is made of
-    suggested = partners.suggest(slugs, key=str(task.id), referrer=str(referrer) if referrer else None)
-    plan.explanation["suggested_partner_ids"] = [p.partner_id for p in suggested]
-    plan.explanation["suggested_partners"] = [{"partner_id": p.partner_id, "score": p.score,
-                                               "components": p.components} for p in suggested]
     plan.ranked, plan.category_id = True, category_id
     plan.first_rank = len(offered) + 1
     for candidate in ranked:
