@@ -12,7 +12,9 @@ Two measurements, best of ``BENCH_ROUNDS`` (default 5) rounds each, milliseconds
   fourth session, read every active partner's row and build the pool for it, then suggest. Against it the batch
   as shipped, the engine's pool kept from the batch before (``RoutingEngine.partners``: the mark read, the
   customers' referrers, the suggestions, the suggested partners' accounts looked up); and, for the record, the
-  first batch after a partner saved their expertise (the pool read again).
+  first batch after a partner saved their expertise (the pool read again) and the first after a partner it
+  suggests closed their account (looked up, the pool read again, the suggestions made again). Each kind of batch
+  gets new random tasks; the session is a plain one (the worker's is a write transaction).
 """
 
 from __future__ import annotations
@@ -99,24 +101,42 @@ def _per_batch(n: int, rounds: int, rng: random.Random, tmp: Path) -> dict[str, 
                         .values(expertise=["category-0"], updated_at=now()))
         session.commit()
 
-    timings = {"baseline": float("inf"), "kept": float("inf"), "after_a_change": float("inf")}
+    def closed_a_referrer(session: Session, batch: list[Any], k: int) -> None:
+        """The referrer of one of the batch's customers closed their account; that customer's task is in one of
+        the referrer's categories, so the batch suggests them first (on the pool it has)."""
+        plan = batch[4 * k]
+        referrer = session.scalar(select(Referral.partner_id).where(Referral.customer_id == plan.task.customer_id))
+        plan.categories = [{"slug": session.scalar(select(PartnerProfile.expertise).where(
+            PartnerProfile.account_id == referrer))[0]}]
+        session.execute(update(Account).where(Account.id == referrer).values(is_active=False))
+        session.commit()
+
+    timings = {"baseline": float("inf"), "kept": float("inf"), "after_a_change": float("inf"),
+               "after_an_account_closed": float("inf")}
     with Session(db) as session:
         _suggest_partners(session, engine, plans())  # the engine's pool, read once
-        for _ in range(rounds):
+        for k in range(rounds):
             for name in timings:
                 batch = plans()
                 if name == "after_a_change":
                     saved_expertise(session)
+                elif name == "after_an_account_closed":
+                    closed_a_referrer(session, batch, k)
                 t = time.perf_counter()
                 (read_per_batch if name == "baseline" else _suggest_partners)(  # type: ignore[operator]
                     *((session, batch) if name == "baseline" else (session, engine, batch)))
                 timings[name] = min(timings[name], time.perf_counter() - t)
-                assert all(len(p.explanation["suggested_partner_ids"]) == 3 for p in batch)
+                suggested = [p.explanation["suggested_partner_ids"] for p in batch]
+                assert all(len(s) == 3 for s in suggested)
+                if name == "after_an_account_closed":  # the closed referrer was left out
+                    first = uuid.UUID(suggested[4 * k][0])
+                    assert session.scalar(select(Account.is_active).where(Account.id == first))
     db.dispose()
     return {
         "read_per_batch_ms": round(timings["baseline"] * 1000, 1),
         "kept_pool_ms": round(timings["kept"] * 1000, 2),
         "after_a_change_ms": round(timings["after_a_change"] * 1000, 1),
+        "after_an_account_closed_ms": round(timings["after_an_account_closed"] * 1000, 1),
         "speedup": round(timings["baseline"] / timings["kept"], 1),
     }
 

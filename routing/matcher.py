@@ -7,7 +7,7 @@ so ranking 100,000 providers is a few vectorized operations on the rows of the t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -269,10 +269,6 @@ class PartnerPool:
             for slug in p.expertise:
                 self.by_category.setdefault(slug, []).append(p)
         self._tiers: dict[str, list[tuple[float, list[PartnerRecord]]]] = {}
-
-    def without(self, gone: Collection[str]) -> PartnerPool:
-        """A pool of the same partners but ``gone`` (ids); the records are shared, this one is left as it is."""
-        return PartnerPool(p for p in self.by_id.values() if p.partner_id not in gone)
 
     def suggest(self, categories: Sequence[str], *, referrer: str | None = None, key: str = "",
                 limit: int = MAX_SUGGESTED_PARTNERS) -> list[PartnerCandidate]:

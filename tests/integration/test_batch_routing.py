@@ -112,13 +112,16 @@ def test_a_batch_routes_like_one_task_after_another(api: Api, db: Any, settings:
 def test_assisting_partners_are_read_again_only_when_they_change_and_a_closed_account_is_never_suggested(
         api: Api, db: Any, settings: Any) -> None:
     bookkeepers(api, 1, capacity=10)
-    accounts = [api.user("partner") for _ in range(MAX_SUGGESTED_PARTNERS + 1)]
-    headers = {account["id"]: h for account, h in accounts}
-    for h in headers.values():
-        r = api.client.put("/api/v1/partners/me", json={"expertise": ["bookkeeping-accounting"]}, headers=h)
-        assert r.status_code == 200, r.text
     customer, _ = api.user("customer")
     engine = get_engine()
+    headers: dict[str, dict[str, str]] = {}
+
+    def join(expertise: list[str]) -> str:
+        account, h = api.user("partner")
+        r = api.client.put("/api/v1/partners/me", json={"expertise": expertise}, headers=h)
+        assert r.status_code == 200, r.text
+        headers[account["id"]] = h
+        return account["id"]
 
     def route(request: tuple[str, str]) -> tuple[set[str], int]:
         """One task routed in a batch of its own: the partners suggested on it, and how many statements of the
@@ -138,28 +141,26 @@ def test_assisting_partners_are_read_again_only_when_they_change_and_a_closed_ac
         assert len(suggested) == len(set(suggested))
         return set(suggested), sum("partner_profiles.expertise" in q for q in queries)
 
-    everyone = set(headers)
-    first, reads = route(BOOKKEEPING_TASK)
-    assert len(first) == MAX_SUGGESTED_PARTNERS and first <= everyone and reads == 1
-    again, reads = route(REQUESTS[1])  # nothing changed: the pool the first batch read
-    assert len(again) == MAX_SUGGESTED_PARTNERS and again <= everyone and reads == 0
+    # As many partners as a task is suggested: each is suggested on every bookkeeping task while they can be.
+    everyone = {join(["bookkeeping-accounting"]) for _ in range(MAX_SUGGESTED_PARTNERS)}
+    assert route(BOOKKEEPING_TASK) == (everyone, 1)
+    assert route(REQUESTS[1]) == (everyone, 0)  # nothing changed: the pool the first batch read
 
-    # An account closed moves nothing the pool is read again for: it is not suggested all the same, and the
-    # pool goes on without it.
-    closed = sorted(first)[0]
+    # An account closed moves nothing the pool is read again for; the batch finds it closed among those it
+    # suggests, reads the partners again, and the batches after it go on with that pool.
+    closed = sorted(everyone)[0]
     with db.session() as session:
         session.execute(update(Account).where(Account.id == uuid.UUID(closed)).values(is_active=False))
-    after, reads = route(REQUESTS[2])
-    assert after == everyone - {closed} and reads == 0
-    after, reads = route(REQUESTS[4])
-    assert after == everyone - {closed} and reads == 0
+    assert route(REQUESTS[2]) == (everyone - {closed}, 1)
+    assert route(REQUESTS[4]) == (everyone - {closed}, 0)
 
-    # Expertise saved: the next batch reads the partners again and suggests what they assist with now.
-    moved = sorted(after)[0]
+    # A partner joining, and one saving their expertise: read again, and suggested as they assist now.
+    newcomer = join(["bookkeeping-accounting", "ux-ui-design"])
+    assert route(REQUESTS[5]) == (everyone - {closed} | {newcomer}, 1)
+    moved = sorted(everyone - {closed})[0]
     r = api.client.put("/api/v1/partners/me", json={"expertise": ["plumbing"]}, headers=headers[moved])
     assert r.status_code == 200, r.text
-    later, reads = route(REQUESTS[5])
-    assert later == everyone - {closed, moved} and reads == 1
+    assert route(BOOKKEEPING_TASK) == (everyone - {closed, moved} | {newcomer}, 1)
 
 
 def stale_snapshot(api: Api, db: Any, settings: Any) -> tuple[uuid.UUID, uuid.UUID]:

@@ -61,10 +61,12 @@ def update_expertise(session: Session, partner_id: uuid.UUID, data: PartnerProfi
 
 
 def partners_mark(session: Session) -> tuple[object, ...]:
-    """What moves whenever :func:`active_partners` would give something new, for the price of two index lookups
-    instead of every partner's row: the number of partner profiles and the newest change to one (expertise
-    saved, a partner joining; an erased partner's profile is deleted). A partner account closed moves neither:
-    routing checks the accounts of the partners it suggests (marketplace.domain.routing.services)."""
+    """What moves whenever :func:`active_partners` would give something new, for much less than every partner's
+    row: the number of partner profiles (a count over the narrowest index, ~1 ms at 20,000 on SQLite) and the
+    newest change to one (one index lookup): expertise saved, a partner joining, an erased partner's profile
+    deleted. A partner account closed moves neither: routing looks up the accounts of the partners it suggests
+    (marketplace.domain.routing.services). An edit committed after a later-stamped one shows after
+    PARTNERS_AGE (routing.engine) at most."""
     return tuple(session.execute(select(
         select(func.count()).select_from(PartnerProfile).scalar_subquery(),
         select(func.max(PartnerProfile.updated_at)).scalar_subquery(),

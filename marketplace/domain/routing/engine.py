@@ -286,30 +286,22 @@ class RoutingEngine:
             self._read_taxonomy = (mark, started, taxonomy)
         return taxonomy
 
-    def partners(self, session: Session) -> PartnerPool:
+    def partners(self, session: Session, fresh: bool = False) -> PartnerPool:
         """The active partners, grouped for assisting-partner suggestions. Read afresh only when their mark moved
-        (or every PARTNERS_AGE seconds): every routing batch asks, and reading and grouping every partner took a
-        batch ~0.3 s at 20,000 partners (bench.partners). The pool is shared by the batches that follow; it is
-        not changed in place (suggesting fills its per-category tiers, the same whoever fills them)."""
+        (or every PARTNERS_AGE seconds), or with ``fresh`` (a partner account found closed: it moves no mark):
+        every routing batch asks, and reading and grouping every partner took a batch ~0.5 s at 20,000 partners
+        (bench.partners). The pool is shared by the batches that follow and not changed in place (suggesting
+        fills its per-category tiers, the same whichever thread fills them)."""
         mark = (session.get_bind().engine.url, *partners_mark(session))  # read first, as in taxonomy()
         with self._lock:
             known = self._read_partners
-        if known is not None and known[0] == mark and time.monotonic() - known[1] < PARTNERS_AGE:
+        if not fresh and known is not None and known[0] == mark and time.monotonic() - known[1] < PARTNERS_AGE:
             return known[2]
         started = time.monotonic()
         pool = PartnerPool(PartnerRecord(str(pid), frozenset(expertise)) for pid, expertise in active_partners(session))
         with self._lock:
             self._read_partners = (mark, started, pool)
         return pool
-
-    def without_partners(self, pool: PartnerPool, gone: Collection[str]) -> PartnerPool:
-        """``pool`` without the partners ``gone`` (accounts found closed since it was read), in its place if it
-        is still the one the engine holds: their accounts are not looked up again until it is read again."""
-        smaller = pool.without(gone)
-        with self._lock:
-            if self._read_partners is not None and self._read_partners[2] is pool:
-                self._read_partners = (self._read_partners[0], self._read_partners[1], smaller)
-        return smaller
 
     def router(self, session: Session, tuning: bool = True, ranking: bool = True, *, wait: bool = False
                ) -> tuple[RoutingModel, Taxonomy]:

@@ -295,28 +295,30 @@ def _choose_providers(session: Session, settings: Settings, engine: RoutingEngin
 
 def _suggest_partners(session: Session, engine: RoutingEngine, plans: list[_Plan]) -> None:
     """A few assisting partners for staff on each plan, best first (Matcher.suggest_partners), with what their
-    score is made of. From the engine's pool of active partners, kept between batches: a partner account closed
-    since it was read moves nothing it watches, so the accounts of the partners suggested are looked up, and
-    those closed are left out of the pool and the suggestions made again without them."""
+    score is made of. From the engine's pool of active partners, kept between batches: closing a partner account
+    moves nothing the pool is read again for, so the accounts of the partners suggested are looked up, and if
+    any was closed the pool is read again (without them) and the batch's suggestions made again from it."""
     pool = engine.partners(session)
     referrers = dict(session.execute(  # the partner who referred each customer (suggested first)
         select(Referral.customer_id, Referral.partner_id)
         .where(Referral.customer_id.in_(list({p.task.customer_id for p in plans})))).all()) if pool.by_id else {}
-    pending = plans
-    while pending:
-        made = [(plan, pool.suggest([c["slug"] for c in plan.categories], key=str(plan.task.id),
-                                    referrer=str(r) if (r := referrers.get(plan.task.customer_id)) else None))
-                for plan in pending]
-        named = {uuid.UUID(p.partner_id) for _, suggested in made for p in suggested}
-        gone = {str(pid) for pid in named - active_accounts(session, named)}
-        for plan, suggested in made:
-            plan.explanation["suggested_partner_ids"] = [p.partner_id for p in suggested]
-            plan.explanation["suggested_partners"] = [{"partner_id": p.partner_id, "score": p.score,
-                                                       "components": p.components} for p in suggested]
-        if gone:
-            log.info("route_batch.partners_closed", partners=len(gone))
-            pool = engine.without_partners(pool, gone)
-        pending = plans if gone else []  # all of them: as a pool read without those partners would suggest
+    for read_again in (False, True):
+        made = [pool.suggest([c["slug"] for c in plan.categories], key=str(plan.task.id),
+                             referrer=str(r) if (r := referrers.get(plan.task.customer_id)) else None)
+                for plan in plans]
+        named = {p.partner_id for suggested in made for p in suggested}
+        closed = named - {str(pid) for pid in active_accounts(session, {uuid.UUID(p) for p in named})}
+        if not closed or read_again:
+            break
+        # Read again rather than the pool without them: what a batch suggests does not depend on when the
+        # worker last read its partners (turns are taken within each tier, closed partners not suggested included).
+        log.info("route_batch.partners_closed", partners=len(closed))
+        pool = engine.partners(session, fresh=True)
+    for plan, suggested in zip(plans, made, strict=True):
+        suggested = [p for p in suggested if p.partner_id not in closed]  # (closed since the pool was read again)
+        plan.explanation["suggested_partner_ids"] = [p.partner_id for p in suggested]
+        plan.explanation["suggested_partners"] = [{"partner_id": p.partner_id, "score": p.score,
+                                                   "components": p.components} for p in suggested]
 
 
 def _pick_offers(settings: Settings, engine: RoutingEngine, index: ProviderIndex, plan: _Plan,
