@@ -76,7 +76,8 @@ SNAPSHOT_AHEAD = 1.5
 TAXONOMY_AGE = 60.0
 # The active partners (assisting-partner suggestions) are read again when their mark
 # (partners.services.partners_mark) moves, and at least this often: an account reopened by hand moves no mark.
-# (One closed moves none either; routing checks the accounts of the partners it suggests and leaves them out.)
+# (One closed moves none either: a batch looks up the accounts of the partners it suggests, and reads the partners
+# again when one was closed, routing.services._suggest_partners.)
 PARTNERS_AGE = 60.0
 # Profiles embedded in a new tuned model's space per call of RoutingEngine.router (one per routing batch) until
 # all have a vector there and the model takes over: ~1.6 s of the two cores a call on Zen 4 (a profile is ~71
