@@ -104,7 +104,7 @@ def _per_batch(n: int, rounds: int, rng: random.Random, tmp: Path) -> dict[str, 
     def closed_a_referrer(session: Session, batch: list[Any], k: int) -> None:
         """The referrer of one of the batch's customers closed their account; that customer's task is in one of
         the referrer's categories, so the batch suggests them first (on the pool it has)."""
-        plan = batch[4 * k]
+        plan = batch[4 * (k % 16)]  # (a referred customer: every fourth)
         referrer = session.scalar(select(Referral.partner_id).where(Referral.customer_id == plan.task.customer_id))
         plan.categories = [{"slug": session.scalar(select(PartnerProfile.expertise).where(
             PartnerProfile.account_id == referrer))[0]}]
@@ -123,13 +123,15 @@ def _per_batch(n: int, rounds: int, rng: random.Random, tmp: Path) -> dict[str, 
                 elif name == "after_an_account_closed":
                     closed_a_referrer(session, batch, k)
                 t = time.perf_counter()
-                (read_per_batch if name == "baseline" else _suggest_partners)(  # type: ignore[operator]
-                    *((session, batch) if name == "baseline" else (session, engine, batch)))
+                if name == "baseline":
+                    read_per_batch(session, batch)
+                else:
+                    _suggest_partners(session, engine, batch)
                 timings[name] = min(timings[name], time.perf_counter() - t)
                 suggested = [p.explanation["suggested_partner_ids"] for p in batch]
                 assert all(len(s) == 3 for s in suggested)
                 if name == "after_an_account_closed":  # the closed referrer was left out
-                    first = uuid.UUID(suggested[4 * k][0])
+                    first = uuid.UUID(suggested[4 * (k % 16)][0])
                     assert session.scalar(select(Account.is_active).where(Account.id == first))
     db.dispose()
     return {
