@@ -310,8 +310,9 @@ def _suggest_partners(session: Session, engine: RoutingEngine, plans: list[_Plan
         closed = named - {str(pid) for pid in active_accounts(session, {uuid.UUID(p) for p in named})}
         if not closed or read_again:
             break
-        # Read again rather than the pool without them: what a batch suggests does not depend on when the
-        # worker last read its partners (turns are taken within each tier, closed partners not suggested included).
+        # Read again rather than the pool edited in place: suggestions always come from a pool as read. (Equals take
+        # turns by their number in a tier, so a closed partner whom no batch suggests still counts there until the
+        # pool's next read, PARTNERS_AGE at most.)
         log.info("route_batch.partners_closed", partners=len(closed))
         pool = engine.partners(session, fresh=True)
     for plan, suggested in zip(plans, made, strict=True):
