@@ -109,40 +109,47 @@ def test_a_batch_routes_like_one_task_after_another(api: Api, db: Any, settings:
         assert set(route_tasks(session, settings, engine, ids).values()) == {"skipped"}
 
 
+def suggested_partners(db: Any, settings: Any, customer_id: str, request: tuple[str, str]) -> tuple[set[str], int]:
+    """One task routed in a batch of its own: the partners suggested on it, and how many statements of the batch
+    read the partners' rows."""
+    task, = submitted_tasks(db, customer_id, [request])
+    queries: list[str] = []
+    listen = (db.engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
+    event.listen(*listen)
+    try:
+        with db.session() as session:
+            assert route_tasks(session, settings, get_engine(), [task]) == {task: "routed"}
+    finally:
+        event.remove(*listen)
+    with db.session(readonly=True) as session:
+        decision = session.scalar(select(RoutingDecision).where(RoutingDecision.task_id == task))
+        suggested = decision.explanation["suggested_partner_ids"]
+    assert len(suggested) == len(set(suggested))
+    return set(suggested), sum("partner_profiles.expertise" in q for q in queries)
+
+
+def partners_of(api: Api, expertise: list[str], n: int) -> dict[str, dict[str, str]]:
+    """``n`` partners who assist with ``expertise``: id -> their headers."""
+    partners = {}
+    for _ in range(n):
+        account, headers = api.user("partner")
+        r = api.client.put("/api/v1/partners/me", json={"expertise": expertise}, headers=headers)
+        assert r.status_code == 200, r.text
+        partners[account["id"]] = headers
+    return partners
+
+
 def test_assisting_partners_are_read_again_only_when_they_change_and_a_closed_account_is_never_suggested(
         api: Api, db: Any, settings: Any) -> None:
     bookkeepers(api, 1, capacity=10)
     customer, _ = api.user("customer")
-    engine = get_engine()
-    headers: dict[str, dict[str, str]] = {}
-
-    def join(expertise: list[str]) -> str:
-        account, h = api.user("partner")
-        r = api.client.put("/api/v1/partners/me", json={"expertise": expertise}, headers=h)
-        assert r.status_code == 200, r.text
-        headers[account["id"]] = h
-        return account["id"]
 
     def route(request: tuple[str, str]) -> tuple[set[str], int]:
-        """One task routed in a batch of its own: the partners suggested on it, and how many statements of the
-        batch read the partners' rows."""
-        task, = submitted_tasks(db, customer["id"], [request])
-        queries: list[str] = []
-        listen = (db.engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
-        event.listen(*listen)
-        try:
-            with db.session() as session:
-                assert route_tasks(session, settings, engine, [task]) == {task: "routed"}
-        finally:
-            event.remove(*listen)
-        with db.session(readonly=True) as session:
-            decision = session.scalar(select(RoutingDecision).where(RoutingDecision.task_id == task))
-            suggested = decision.explanation["suggested_partner_ids"]
-        assert len(suggested) == len(set(suggested))
-        return set(suggested), sum("partner_profiles.expertise" in q for q in queries)
+        return suggested_partners(db, settings, customer["id"], request)
 
     # As many partners as a task is suggested: each is suggested on every bookkeeping task while they can be.
-    everyone = {join(["bookkeeping-accounting"]) for _ in range(MAX_SUGGESTED_PARTNERS)}
+    headers = partners_of(api, ["bookkeeping-accounting"], MAX_SUGGESTED_PARTNERS)
+    everyone = set(headers)
     assert route(BOOKKEEPING_TASK) == (everyone, 1)
     assert route(REQUESTS[1]) == (everyone, 0)  # nothing changed: the pool the first batch read
 
@@ -155,12 +162,34 @@ def test_assisting_partners_are_read_again_only_when_they_change_and_a_closed_ac
     assert route(REQUESTS[4]) == (everyone - {closed}, 0)
 
     # A partner joining, and one saving their expertise: read again, and suggested as they assist now.
-    newcomer = join(["bookkeeping-accounting", "ux-ui-design"])
+    newcomer, = partners_of(api, ["bookkeeping-accounting", "ux-ui-design"], 1)
     assert route(REQUESTS[5]) == (everyone - {closed} | {newcomer}, 1)
     moved = sorted(everyone - {closed})[0]
     r = api.client.put("/api/v1/partners/me", json={"expertise": ["plumbing"]}, headers=headers[moved])
     assert r.status_code == 200, r.text
     assert route(BOOKKEEPING_TASK) == (everyone - {closed, moved} | {newcomer}, 1)
+
+
+def test_a_partner_closed_again_after_the_batch_read_the_partners_again_is_left_out_without_another_read(
+        api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import marketplace.domain.routing.services as services
+
+    bookkeepers(api, 1, capacity=10)
+    customer, _ = api.user("customer")
+    everyone = set(partners_of(api, ["bookkeeping-accounting"], MAX_SUGGESTED_PARTNERS))
+    assert suggested_partners(db, settings, customer["id"], BOOKKEEPING_TASK) == (everyone, 1)
+    # One of them is found closed by every look-up of this batch, the one after its read of the partners again
+    # too (closed in between: the read still had them); the batch reads once more, never twice.
+    closing, looked_up = sorted(everyone)[0], []
+    real = services.active_accounts
+
+    def closed_meanwhile(session: Session, ids: Any) -> set[uuid.UUID]:
+        looked_up.append(set(ids))
+        return real(session, ids) - {uuid.UUID(closing)}
+
+    monkeypatch.setattr(services, "active_accounts", closed_meanwhile)
+    assert suggested_partners(db, settings, customer["id"], REQUESTS[1]) == (everyone - {closing}, 1)
+    assert len(looked_up) == 2 and all(uuid.UUID(closing) in ids for ids in looked_up)
 
 
 def stale_snapshot(api: Api, db: Any, settings: Any) -> tuple[uuid.UUID, uuid.UUID]:
