@@ -170,6 +170,27 @@ def test_assisting_partners_are_read_again_only_when_they_change_and_a_closed_ac
     assert route(BOOKKEEPING_TASK) == (everyone - {closed, moved} | {newcomer}, 1)
 
 
+def test_an_account_reopened_by_hand_is_suggested_again_once_the_partners_are_read_again_for_their_age(
+        api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import marketplace.domain.routing.engine as engine_module
+
+    bookkeepers(api, 1, capacity=10)
+    customer, _ = api.user("customer")
+    everyone = set(partners_of(api, ["bookkeeping-accounting"], MAX_SUGGESTED_PARTNERS))
+    reopened = sorted(everyone)[0]
+
+    def set_active(active: bool) -> None:
+        with db.session() as session:
+            session.execute(update(Account).where(Account.id == uuid.UUID(reopened)).values(is_active=active))
+
+    set_active(False)
+    assert suggested_partners(db, settings, customer["id"], BOOKKEEPING_TASK) == (everyone - {reopened}, 1)
+    set_active(True)  # moves no mark: the pool without them is kept...
+    assert suggested_partners(db, settings, customer["id"], REQUESTS[1]) == (everyone - {reopened}, 0)
+    monkeypatch.setattr(engine_module, "PARTNERS_AGE", 0.0)  # ...until it is PARTNERS_AGE old
+    assert suggested_partners(db, settings, customer["id"], REQUESTS[2]) == (everyone, 1)
+
+
 def test_a_partner_closed_again_after_the_batch_read_the_partners_again_is_left_out_without_another_read(
         api: Api, db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import marketplace.domain.routing.services as services
