@@ -128,7 +128,7 @@ def _per_batch(n: int, rounds: int, rng: random.Random, tmp: Path) -> dict[str, 
                     saved_expertise(session)
                 elif name == "after_an_account_closed":
                     closed_a_referrer(session, batch)
-                held = engine._read_partners  # type: ignore[attr-defined]
+                held = engine._kept_reads.get("partners")  # type: ignore[attr-defined]
                 t = time.perf_counter()
                 if name == "baseline":
                     read_per_batch(session, batch)
@@ -138,7 +138,7 @@ def _per_batch(n: int, rounds: int, rng: random.Random, tmp: Path) -> dict[str, 
                 suggested = [p.explanation["suggested_partner_ids"] for p in batch]
                 assert all(len(s) == 3 for s in suggested)
                 if name != "baseline":  # read again after a change and after a closed account, and only then
-                    assert (engine._read_partners is held) == (name == "kept")  # type: ignore[attr-defined]
+                    assert (engine._kept_reads.get("partners") is held) == (name == "kept")  # type: ignore[attr-defined]
                 if name == "after_an_account_closed":  # none closed suggested
                     named = {uuid.UUID(i) for s in suggested for i in s}
                     assert all(session.scalars(select(Account.is_active).where(Account.id.in_(named))))

@@ -256,7 +256,7 @@ def _take_turns(group: Sequence[Any], key: str, k: int) -> list[Any]:
 
 
 class PartnerPool:
-    """The active partners of one routing batch, grouped by category, for :meth:`Matcher.suggest_partners`
+    """The active partners (a routing worker keeps one between batches), grouped by category, for :meth:`Matcher.suggest_partners`
     on each of its tasks: a task in one category takes its partners tier by tier (equal scores), scoring only
     the referrer, instead of scoring every partner of the category (1,200 partners of a category cost 4 ms a
     task that way); a task in several categories is scored in full over their partners."""

@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import structlog
@@ -45,6 +45,7 @@ from routing.matcher import PartnerPool, PartnerRecord, ProviderIndex
 from routing.tuned import RoutingModel, fingerprint, fit_routing_model, tunable
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 # Offers received in this window count towards a provider's share (routing.matcher: fairness).
@@ -176,8 +177,8 @@ class RoutingEngine:
         self._waiting_file: Path | None = None
         # (taxonomy version, its tuned model's file): hashing every example once per version, not per call
         self._tuned_file_of: tuple[str, Path] | None = None
-        self._read_taxonomy: tuple[tuple[object, ...], float, Taxonomy] | None = None  # (mark, when, taxonomy)
-        self._read_partners: tuple[tuple[object, ...], float, PartnerPool] | None = None  # (mark, when, pool)
+        # what _kept read, by name ("taxonomy", "partners"): (its mark, time.monotonic() when the read began, it)
+        self._kept_reads: dict[str, tuple[tuple[object, ...], float, Any]] = {}
         # per space (encoder model_id): provider -> (profile updated_at, vector)
         self._spaces: dict[str, dict[uuid.UUID, tuple[datetime, np.ndarray]]] = {}
         self._spaces_lock = threading.Lock()
@@ -277,15 +278,7 @@ class RoutingEngine:
         adds; at 15,000 examples reading them all cost more than routing a batch."""
         # read before the taxonomy: a change in between makes the next call read it again
         mark = (session.get_bind().engine.url, *taxonomy_mark(session))
-        with self._lock:
-            known = self._read_taxonomy
-        if known is not None and known[0] == mark and time.monotonic() - known[1] < TAXONOMY_AGE:
-            return known[2]
-        started = time.monotonic()
-        taxonomy = load_taxonomy(session)
-        with self._lock:
-            self._read_taxonomy = (mark, started, taxonomy)
-        return taxonomy
+        return self._kept("taxonomy", mark, TAXONOMY_AGE, lambda: load_taxonomy(session))
 
     def partners(self, session: Session, fresh: bool = False) -> PartnerPool:
         """The active partners, grouped for assisting-partner suggestions. Read afresh only when their mark moved
@@ -294,15 +287,21 @@ class RoutingEngine:
         (bench.partners). The pool is shared by the batches that follow and not changed in place (suggesting
         fills its per-category tiers, the same whichever thread fills them)."""
         mark = (session.get_bind().engine.url, *partners_mark(session))  # read first, as in taxonomy()
+        return self._kept("partners", mark, PARTNERS_AGE, lambda: PartnerPool(
+            PartnerRecord(str(pid), expertise) for pid, expertise in active_partners(session)), fresh=fresh)
+
+    def _kept(self, name: str, mark: tuple[object, ...], age: float, read: Callable[[], T], fresh: bool = False) -> T:
+        """What ``read()`` gives, kept under ``name`` until ``mark`` (read by the caller before) moves or ``age``
+        seconds pass since that read began; read again at once with ``fresh``."""
         with self._lock:
-            known = self._read_partners
-        if not fresh and known is not None and known[0] == mark and time.monotonic() - known[1] < PARTNERS_AGE:
-            return known[2]
+            known = self._kept_reads.get(name)
+        if not fresh and known is not None and known[0] == mark and time.monotonic() - known[1] < age:
+            return known[2]  # type: ignore[no-any-return]
         started = time.monotonic()
-        pool = PartnerPool(PartnerRecord(str(pid), frozenset(expertise)) for pid, expertise in active_partners(session))
+        value = read()
         with self._lock:
-            self._read_partners = (mark, started, pool)
-        return pool
+            self._kept_reads[name] = (mark, started, value)
+        return value
 
     def router(self, session: Session, tuning: bool = True, ranking: bool = True, *, wait: bool = False
                ) -> tuple[RoutingModel, Taxonomy]:
